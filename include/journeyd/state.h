@@ -1,0 +1,130 @@
+/*
+ * state — one customer's journey state: the core profile every deployment
+ * keeps (first/last seen, last channel, lifetime counts per event type,
+ * lifetime spend, last feedback score, stage, segments) plus the aggregates
+ * the rule set needs (rules.h decides which), the trigger bookkeeping, and
+ * the outbox of triggers not yet acknowledged by Kafka.
+ *
+ * The struct is plain data owned by whoever holds it (the cache in store.c);
+ * rules.c reads and updates stage/segments/aggs; the engine updates the rest.
+ * Serialisation (jd_customer_encode/decode) is a compact, versioned, text
+ * form stored as one Redis string, readable with redis-cli.
+ */
+#ifndef JOURNEYD_STATE_H
+#define JOURNEYD_STATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "journeyd/config.h"
+#include "journeyd/event.h"
+#include "journeyd/util.h"
+
+#define JD_MAX_SEGMENTS 64
+#define JD_RECENT_IDS 8
+
+struct jd_ruleset;
+
+struct jd_type_count {
+    char *type;
+    int64_t n;
+};
+
+/* One aggregate slot; what the fields mean is defined by the rule set's
+ * aggregate spec for that slot (rules.c), so that state.c can store any slot
+ * without knowing its meaning. */
+struct jd_agg {
+    double v;          /* scalar: lifetime count / sum / min / max / last value */
+    double n;          /* secondary scalar (e.g. the count behind an average) */
+    int64_t t;         /* a time in ms (last occurrence, pending deadline...); 0 = none */
+    int64_t base;      /* windowed: start (ms) of the bucket in ring slot 0 */
+    uint32_t nbuckets; /* windowed: buckets in the ring; 0 = not windowed */
+    double *buckets;   /* windowed: 2 * nbuckets doubles: values, then counts */
+    char *s;           /* a string value (last attribute value); NULL = none */
+};
+
+/* A trigger that has been decided and encoded but not yet acknowledged by
+ * Kafka. It is persisted with the customer (the outbox) in the same atomic
+ * write as the state change that produced it. */
+struct jd_pending_trigger {
+    char trigger_id[33];
+    uint8_t kind;        /* enum jd_trigger_kind: selects the default topic */
+    char *topic;         /* NULL: the kind's topic */
+    struct jd_buf value; /* the encoded Kafka message value */
+    char *history;       /* history line for journeyctl, NULL once written */
+    int produced;        /* handed to the producer in this process's lifetime */
+};
+
+struct jd_customer {
+    char *id;
+    size_t id_len;
+    int32_t partition;
+    int64_t applied_offset; /* highest offset of `partition` applied; -1 none */
+
+    int64_t first_seen; /* event time, ms; 0 = never */
+    int64_t last_seen;
+    char *last_channel;
+    struct jd_type_count *counts;
+    size_t ncounts;
+    double spend;       /* lifetime: purchase amounts minus refund amounts */
+    int32_t last_score; /* last feedback score; -1 = none */
+
+    int32_t stage;     /* index into the rule set's stages; -1 = none yet */
+    uint64_t segments; /* bit i: member of the rule set's segment i */
+    struct jd_agg *aggs;
+    size_t naggs;
+    int64_t *last_fired;   /* per rule-set trigger: ms of the last delivery decision; 0 never */
+    uint32_t *fired_count; /* per rule-set trigger: how many times it fired */
+    size_t ntriggers;
+    int64_t next_timer; /* next due time registered for this customer; 0 none */
+
+    uint64_t recent_ids[JD_RECENT_IDS]; /* hashes of the latest event_ids (duplicate guard) */
+    uint8_t recent_pos;
+
+    struct jd_pending_trigger *pending;
+    size_t npending;
+    size_t cappending;
+    char **acked; /* trigger ids acknowledged since the last flush (to remove from Redis) */
+    size_t nacked;
+    size_t capacked;
+
+    unsigned dirty : 1;  /* must be written back */
+    unsigned exists : 1; /* was found in Redis or written there */
+};
+
+/* A fresh customer shaped for `rs` (aggs and trigger arrays sized). */
+struct jd_customer *jd_customer_new(const char *id, size_t id_len, int32_t partition,
+                                    const struct jd_ruleset *rs);
+void jd_customer_destroy(struct jd_customer *c);
+
+/* Core profile update for one event (counts, spend, score, first/last seen,
+ * channel). Rule aggregates are updated by jd_rules_on_event. */
+void jd_customer_apply_core(struct jd_customer *c, const struct jd_event *ev);
+
+int64_t jd_customer_count(const struct jd_customer *c, const char *type);
+
+/* Duplicate guard on event_id: returns 1 if seen among the recent ids, else
+ * records it and returns 0. */
+int jd_customer_seen_event(struct jd_customer *c, const char *event_id);
+
+/* Outbox */
+struct jd_pending_trigger *jd_customer_add_pending(struct jd_customer *c);
+/* Removes the pending trigger with that id and remembers it as acked. 0 or -1 if absent. */
+int jd_customer_ack(struct jd_customer *c, const char *trigger_id);
+void jd_customer_clear_acked(struct jd_customer *c);
+
+/* Serialises everything except the outbox (stored beside it, see store.h). */
+void jd_customer_encode(const struct jd_customer *c, const struct jd_ruleset *rs,
+                        struct jd_buf *out);
+/* Fills `c` (created with jd_customer_new for the same rs) from an encoded
+ * value. Names (stage, segments, aggregate keys, trigger names) are matched
+ * against rs, so a value written under another rule set loads with what still
+ * applies. Returns 0, or -1 with errstr on a corrupt value. */
+int jd_customer_decode(struct jd_customer *c, const struct jd_ruleset *rs, const char *data,
+                       size_t len, char *errstr, size_t errsize) JD_MUST_CHECK;
+
+/* Re-shapes a cached customer for a new rule set (after a reload). */
+void jd_customer_rebind(struct jd_customer *c, const struct jd_ruleset *old_rs,
+                        const struct jd_ruleset *new_rs);
+
+#endif

@@ -1,0 +1,88 @@
+/*
+ * store — journey state in Redis, and the per-instance cache of the
+ * customers of the partitions this instance owns.
+ *
+ * Keys (prefix from redis.key_prefix, default "j"), hash-tagged so that all
+ * of one customer's keys live in one Redis Cluster slot:
+ *   j:{CID}        string  the encoded state (state.h), incl. applied offset
+ *   j:{CID}:o      hash    outbox: trigger_id -> kind byte, topic, NUL, value
+ *   j:{CID}:h      list    trigger history lines for journeyctl (capped)
+ * Per-partition keys are hash-tagged on the partition:
+ *   j:{p:TOPIC:PARTITION}:timers  sorted set of customer ids by due time (ms)
+ *
+ * A flush writes each dirty customer as one MULTI/EXEC on its own keys only
+ * (never two customers in one atomic unit), all customers of a batch
+ * pipelined in one round trip.
+ */
+#ifndef JOURNEYD_STORE_H
+#define JOURNEYD_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "journeyd/config.h"
+#include "journeyd/rules.h"
+#include "journeyd/state.h"
+#include "journeyd/util.h"
+
+struct jd_store;
+
+/* Connects to cfg->redis_addresses[0]. NULL with errstr when Redis is not
+ * reachable. */
+struct jd_store *jd_store_new(const struct jd_config *cfg, char *errstr, size_t errsize);
+void jd_store_destroy(struct jd_store *st);
+
+/* Drops and re-opens the connection (after an error). 0 or -1. */
+int jd_store_reconnect(struct jd_store *st, char *errstr, size_t errsize);
+/* PING. 0 when Redis answers. */
+int jd_store_ping(struct jd_store *st);
+
+/* Loads the state and outbox of the n customers in one pipelined round trip.
+ * A customer found in Redis is decoded into cs[i] (exists = 1) and its outbox
+ * entries become cs[i]->pending; one not found is left fresh. Returns 0, or
+ * -1 with errstr on a Redis or decoding failure (nothing is half-applied to a
+ * customer that failed). */
+int jd_store_load(struct jd_store *st, const struct jd_ruleset *rs, struct jd_customer **cs,
+                  size_t n, char *errstr, size_t errsize) JD_MUST_CHECK;
+
+/* Writes back the n customers (those with dirty set, or with acked ids to
+ * remove): state, new outbox entries (pending ones not yet stored), removal
+ * of acked ids, history lines; one MULTI/EXEC per customer, pipelined. On
+ * success clears dirty and acked. Returns 0, or -1 with errstr (the
+ * customers stay dirty, so a retry writes them again). */
+int jd_store_flush(struct jd_store *st, const struct jd_ruleset *rs, struct jd_customer **cs,
+                   size_t n, char *errstr, size_t errsize) JD_MUST_CHECK;
+
+/* Reads the trigger history of one customer, newest first (journeyctl). */
+int jd_store_history(struct jd_store *st, const char *customer_id, size_t max, char ***lines,
+                     size_t *nlines, char *errstr, size_t errsize);
+
+/* Reads one customer (journeyctl). 0 found, 1 not found, -1 error. */
+int jd_store_get_customer(struct jd_store *st, const struct jd_ruleset *rs, const char *id,
+                          struct jd_customer **out, char *errstr, size_t errsize);
+
+/* Counts round trips and errors, for metrics. */
+uint64_t jd_store_roundtrips(const struct jd_store *st);
+
+/* -------- cache of owned customers -------- */
+struct jd_cache;
+
+struct jd_cache *jd_cache_new(size_t max_customers);
+/* Destroys every cached customer. */
+void jd_cache_destroy(struct jd_cache *cache);
+struct jd_customer *jd_cache_get(struct jd_cache *cache, const char *id, size_t id_len);
+/* Takes ownership of c (replacing nothing: c->id must be absent). */
+void jd_cache_put(struct jd_cache *cache, struct jd_customer *c);
+size_t jd_cache_size(const struct jd_cache *cache);
+/* Calls fn for each cached customer of that partition (all when partition < 0). */
+void jd_cache_foreach(struct jd_cache *cache, int32_t partition,
+                      void (*fn)(struct jd_customer *c, void *ud), void *ud);
+/* Destroys the customers of that partition (after revocation). */
+void jd_cache_drop_partition(struct jd_cache *cache, int32_t partition);
+/* Evicts clean customers with an empty outbox, oldest-touched first, until at
+ * most the configured maximum remain. Returns how many were evicted. */
+size_t jd_cache_evict(struct jd_cache *cache);
+/* Marks c as most recently used. */
+void jd_cache_touch(struct jd_cache *cache, struct jd_customer *c);
+
+#endif

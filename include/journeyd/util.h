@@ -1,0 +1,73 @@
+/*
+ * util — small shared helpers: growable byte buffers, error lists that carry
+ * file:line:column, durations, clocks and the deterministic 128-bit hash used
+ * for trigger ids and holdout assignment.
+ */
+#ifndef JOURNEYD_UTIL_H
+#define JOURNEYD_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define JD_MUST_CHECK __attribute__((warn_unused_result))
+
+/* A growable byte buffer; reuse it across events (jd_buf_reset keeps the memory). */
+struct jd_buf {
+    char *data;
+    size_t len;
+    size_t cap;
+};
+
+void jd_buf_init(struct jd_buf *b);
+void jd_buf_free(struct jd_buf *b);
+void jd_buf_reset(struct jd_buf *b);
+/* Ensures room for `extra` more bytes. Aborts on out of memory. */
+void jd_buf_reserve(struct jd_buf *b, size_t extra);
+void jd_buf_append(struct jd_buf *b, const void *p, size_t n);
+void jd_buf_puts(struct jd_buf *b, const char *s);
+void jd_buf_printf(struct jd_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Keeps data NUL-terminated after len (not counted in len). */
+const char *jd_buf_cstr(struct jd_buf *b);
+
+/* A list of human-readable errors, each already formatted as
+ * "FILE:LINE:COL: error: MESSAGE" (or without position when line is 0). */
+struct jd_errors {
+    char **msgs;
+    size_t n;
+    size_t cap;
+};
+
+void jd_errors_init(struct jd_errors *e);
+void jd_errors_free(struct jd_errors *e);
+void jd_errors_add(struct jd_errors *e, const char *file, int line, int col, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+void jd_errors_print(const struct jd_errors *e, FILE *out);
+
+/* Durations: "500ms", "45s", "15m", "12h", "30d", "2w"; a bare integer is milliseconds.
+ * Returns 0 and sets *ms, or -1 on a malformed value. */
+int jd_parse_duration(const char *s, int64_t *ms) JD_MUST_CHECK;
+/* Formats a duration compactly ("30d", "1h", "250ms") into buf. */
+const char *jd_format_duration(int64_t ms, char *buf, size_t size);
+
+int64_t jd_now_ms(void);       /* wall clock, ms since the epoch */
+int64_t jd_monotonic_ns(void); /* monotonic clock, ns */
+
+/* Deterministic, platform-independent 128-bit hash of a list of byte strings
+ * (each part is length-prefixed, so ("ab","c") != ("a","bc")). */
+void jd_hash128(const void *const *parts, const size_t *lens, size_t n, uint64_t out[2]);
+/* The same hash as 32 lowercase hex characters plus NUL. */
+void jd_hash128_hex(const void *const *parts, const size_t *lens, size_t n, char out[33]);
+/* 64-bit FNV-1a, for hash tables. */
+uint64_t jd_hash64(const void *p, size_t n);
+
+/* strdup that aborts on out of memory; NULL stays NULL. */
+char *jd_strdup(const char *s);
+void *jd_xmalloc(size_t n);
+void *jd_xcalloc(size_t n, size_t size);
+void *jd_xrealloc(void *p, size_t n);
+
+/* Splits "host:port"; returns 0 or -1. host is copied into hostbuf. */
+int jd_parse_hostport(const char *s, char *hostbuf, size_t hostsize, int *port) JD_MUST_CHECK;
+
+#endif
