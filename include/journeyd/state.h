@@ -53,6 +53,8 @@ struct jd_pending_trigger {
     struct jd_buf value; /* the encoded Kafka message value */
     char *history;       /* history line for journeyctl, NULL once written */
     int produced;        /* handed to the producer in this process's lifetime */
+    int stored;          /* written to the Redis outbox */
+    int64_t src_ts;      /* Kafka timestamp (ms) of the event that caused it; 0 unknown */
 };
 
 struct jd_customer {
