@@ -5,6 +5,7 @@
 #define JOURNEYD_ENGINE_INT_H
 
 #include <librdkafka/rdkafka.h>
+#include <signal.h>
 #include <stdint.h>
 
 #include "journeyd/codec.h"
@@ -36,12 +37,15 @@ struct jd_part {
     int64_t stored_offset; /* last offset handed to rd_kafka_offsets_store */
     struct jd_ckpt *head, *tail;
     struct jd_ckpt *open; /* checkpoint of the batch in progress, NULL none */
+    uint32_t gen;         /* bumped at each release: acknowledgements of an older
+                             ownership must not touch the (freed) checkpoints */
 };
 
 /* What a produced message is waiting for (the rd_kafka msg_opaque). */
 struct jd_inflight {
     struct jd_ckpt *ckpt;
     int32_t source;
+    uint32_t gen;
     int is_trigger;
     int64_t src_ts; /* source event's Kafka timestamp (ms), 0 unknown */
     char trigger_id[33];
@@ -50,7 +54,9 @@ struct jd_inflight {
 
 struct jd_engine {
     const struct jd_config *cfg;
+    struct jd_config *reload_cfg; /* the config the reloaded rules point into */
     struct jd_ruleset *rs;
+    struct jd_ruleset *next_rs; /* during a reload */
     struct jd_metrics *metrics;
     struct jd_codec *codec;
     struct jd_store *store;
@@ -80,12 +86,18 @@ struct jd_engine {
     uint64_t inflight; /* produced, not yet acknowledged */
     int redis_ok;
     int backpressured;
-    int fatal;
+    int abandoned; /* a batch was given up while stopping: never flush again */
     int64_t backoff_ms;
+    volatile sig_atomic_t *stop;
+    volatile sig_atomic_t *reload;
 };
 
 /* engine_batch.c */
 void jd_engine_process_batch(struct jd_engine *e);
+/* Writes back the dirty customers (retrying while Redis fails, unless
+ * stopping) and produces their new outbox entries. 0, or -1 when stopping
+ * left them unwritten. */
+int jd_engine_persist(struct jd_engine *e, volatile sig_atomic_t *stop);
 
 /* engine_out.c */
 struct jd_part *jd_engine_part(struct jd_engine *e, const char *topic, int32_t partition,

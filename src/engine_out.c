@@ -98,6 +98,7 @@ void jd_engine_ckpt_advance(struct jd_engine *e, struct jd_part *p)
 
 void jd_engine_part_free(struct jd_part *p)
 {
+    p->gen++;
     while (p->head) {
         struct jd_ckpt *ck = p->head;
         p->head = ck->next;
@@ -106,13 +107,16 @@ void jd_engine_part_free(struct jd_part *p)
     p->tail = p->open = NULL;
 }
 
-static struct jd_inflight *inflight_new(struct jd_ckpt *ck, int32_t source, const char *cid,
-                                        int is_trigger, const char *tid, int64_t src_ts)
+static struct jd_inflight *inflight_new(struct jd_engine *e, struct jd_ckpt *ck, int32_t source,
+                                        const char *cid, int is_trigger, const char *tid,
+                                        int64_t src_ts)
 {
     size_t n = cid ? strlen(cid) : 0;
     struct jd_inflight *f = jd_xmalloc(sizeof *f + n + 1);
     f->ckpt = ck;
     f->source = source;
+    struct jd_part *p = jd_engine_part_by_source(e, source);
+    f->gen = p ? p->gen : 0;
     f->is_trigger = is_trigger;
     f->src_ts = src_ts;
     if (tid)
@@ -170,7 +174,7 @@ void jd_engine_produce_dlq(struct jd_engine *e, const rd_kafka_message_t *m, con
     rd_kafka_headers_t *h = rd_kafka_headers_new(2);
     rd_kafka_header_add(h, "journeyd.error", -1, why, -1);
     rd_kafka_header_add(h, "journeyd.source", -1, source, -1);
-    struct jd_inflight *f = inflight_new(ck, p ? p->source : -1, NULL, 0, NULL, 0);
+    struct jd_inflight *f = inflight_new(e, ck, p ? p->source : -1, NULL, 0, NULL, 0);
     jd_warn(MOD, "dead letter %s: %s", source, why);
     produce(e, e->cfg->dead_letter_topic, m->key, m->key_len, m->payload, m->len, h, f);
     rd_kafka_headers_destroy(h);
@@ -186,7 +190,7 @@ void jd_engine_produce_pending(struct jd_engine *e, struct jd_customer *c, struc
             continue;
         const char *topic = pt->topic && *pt->topic ? pt->topic : e->cfg->topics[pt->kind];
         struct jd_inflight *f =
-            inflight_new(ck, c->partition, c->id, 1, pt->trigger_id, pt->src_ts);
+            inflight_new(e, ck, c->partition, c->id, 1, pt->trigger_id, pt->src_ts);
         produce(e, topic, c->id, c->id_len, pt->value.data, pt->value.len, NULL, f);
         pt->produced = 1;
     }
@@ -228,11 +232,10 @@ void jd_engine_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
             jd_metrics_observe(e->metrics, JD_H_EVENT_TO_TRIGGER, lat < 0 ? 0 : lat / 1000.0);
         }
     }
-    if (f->ckpt) {
+    struct jd_part *p = f->ckpt ? jd_engine_part_by_source(e, f->source) : NULL;
+    if (p && p->gen == f->gen) {
         f->ckpt->outstanding--;
-        struct jd_part *p = jd_engine_part_by_source(e, f->source);
-        if (p)
-            jd_engine_ckpt_advance(e, p);
+        jd_engine_ckpt_advance(e, p);
     }
     free(f);
 }
