@@ -54,6 +54,7 @@ struct jd_pending_trigger {
     char *history;       /* history line for journeyctl, NULL once written */
     int produced;        /* handed to the producer in this process's lifetime */
     int stored;          /* present in the Redis outbox (written by a flush, or loaded) */
+    int64_t src_ts;      /* Kafka timestamp (ms) of the event that caused it; 0 unknown */
 };
 
 struct jd_customer {
