@@ -400,6 +400,45 @@ static void test_redis_killed(void **state)
     jd_customer_destroy(c);
 }
 
+/* A Redis that stops answering: the call fails within the timeout. */
+static void test_redis_hangs(void **state)
+{
+    struct env *e = *state;
+    struct jd_config cfg = e->cfg;
+    cfg.redis_timeout_ms = 300;
+    struct jd_store *st = jd_store_new(&cfg, e->err, sizeof e->err);
+    assert_non_null(st);
+    struct jd_customer *c = jd_customer_new("h", 1, 0, NULL);
+    struct jd_customer *cs[1] = {c};
+    struct jd_event ev = mkev("e", "purchase", 1700000000000, 3);
+    jd_customer_apply_core(c, &ev);
+
+    kill(e->redis.pid, SIGSTOP);
+    int64_t t0 = jd_monotonic_ns();
+    int rc = jd_store_flush(st, NULL, cs, 1, e->err, sizeof e->err);
+    int64_t waited_ms = (jd_monotonic_ns() - t0) / 1000000;
+    kill(e->redis.pid, SIGCONT);
+    assert_int_equal(rc, -1);
+    assert_true(c->dirty);
+    assert_true(waited_ms >= 250 && waited_ms < 3000);
+    assert_int_equal(jd_store_reconnect(st, e->err, sizeof e->err), 0);
+    assert_int_equal(jd_store_flush(st, NULL, cs, 1, e->err, sizeof e->err), 0);
+    assert_false(c->dirty);
+    jd_customer_destroy(c);
+    jd_store_destroy(st);
+
+    /* nothing listening */
+    char addr[32];
+    char *addrs[1] = {addr};
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", redis_fixture_free_port());
+    cfg.redis_addresses = addrs;
+    assert_null(jd_store_new(&cfg, e->err, sizeof e->err));
+    assert_non_null(strstr(e->err, addr));
+    cfg.redis_addresses[0] = "no-port";
+    assert_null(jd_store_new(&cfg, e->err, sizeof e->err));
+    assert_non_null(strstr(e->err, "no-port"));
+}
+
 /* The stored value parses with the few lines of Python in docs/state-format.md. */
 static void test_python_reads_it(void **state)
 {
@@ -442,10 +481,10 @@ static void test_python_reads_it(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_roundtrip),       cmocka_unit_test(test_outbox_lifecycle),
-        cmocka_unit_test(test_history_cap),     cmocka_unit_test(test_many_one_roundtrip),
-        cmocka_unit_test(test_redis_error),     cmocka_unit_test(test_redis_killed),
-        cmocka_unit_test(test_python_reads_it),
+        cmocka_unit_test(test_roundtrip),   cmocka_unit_test(test_outbox_lifecycle),
+        cmocka_unit_test(test_history_cap), cmocka_unit_test(test_many_one_roundtrip),
+        cmocka_unit_test(test_redis_error), cmocka_unit_test(test_redis_killed),
+        cmocka_unit_test(test_redis_hangs), cmocka_unit_test(test_python_reads_it),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
