@@ -2,7 +2,8 @@
  * codec — setup and teardown of the Avro codec (avro-c 1.11). Everything
  * schema-related happens here, once: the touchpoint reader schema, one
  * resolved writer per configured registry id (plus one for bare bodies,
- * whose writer is the reader schema), the trigger schema, and the reusable
+ * whose writer is the reader schema) together with the direct decoder's
+ * plan for it, the trigger schema, and the reusable
  * values and memory reader/writer that decoding (codec_decode.c) and encoding
  * (codec_encode.c) use per event. The codec owns all of these.
  */
@@ -285,6 +286,7 @@ static int writer_init(struct jd_codec *c, struct jd_codec_writer *w, int id, co
         }
         avro_resolved_writer_set_dest(&w->resolved, &w->dest);
     }
+    jd_codec_plan_build(w);
     return 0;
 }
 
@@ -302,6 +304,7 @@ static void writer_fini(struct jd_codec_writer *w)
         avro_schema_decref(w->dest_schema);
     if (w->schema)
         avro_schema_decref(w->schema);
+    free(w->plan);
     memset(w, 0, sizeof(*w));
 }
 
@@ -323,6 +326,7 @@ struct jd_codec *jd_codec_new(const struct jd_config *cfg, char *errstr, size_t 
     struct jd_codec *c = jd_xcalloc(1, sizeof(*c));
     avro_schema_t s;
 
+    jd_buf_init(&c->strings);
     c->wire_format = cfg->wire_format;
     c->tg_schema_id = cfg->trigger_schema_id;
 
@@ -396,7 +400,68 @@ void jd_codec_destroy(struct jd_codec *c)
         writer_fini(&c->ids[i]);
     free(c->ids);
     writer_fini(&c->bare);
+    jd_buf_free(&c->strings);
     if (c->tp_schema)
         avro_schema_decref(c->tp_schema);
     free(c);
+}
+
+static int plan_step(avro_schema_t wt, enum jd_tp_field f, struct jd_plan_step *st)
+{
+    struct jd_opt_branches ob;
+    st->field = f;
+    switch (f) {
+    case JD_TP_EVENT_ID:
+    case JD_TP_CUSTOMER_ID:
+    case JD_TP_TYPE:
+    case JD_TP_CHANNEL:
+        st->op = JD_OP_STR;
+        return is_avro_string(wt) ? 0 : -1;
+    case JD_TP_OCCURRED_AT:
+        st->op = JD_OP_LONG;
+        return is_avro_int64(wt) ? 0 : -1;
+    case JD_TP_AMOUNT:
+    case JD_TP_CURRENCY:
+    case JD_TP_SCORE: {
+        avro_type_t want = f == JD_TP_AMOUNT  ? AVRO_DOUBLE
+                           : f == JD_TP_SCORE ? AVRO_INT32
+                                              : AVRO_STRING;
+        st->op = f == JD_TP_AMOUNT  ? JD_OP_OPT_DOUBLE
+                 : f == JD_TP_SCORE ? JD_OP_OPT_INT
+                                    : JD_OP_OPT_STR;
+        if (jd_codec_opt_branches(wt, want, &ob) != 0 || avro_schema_union_size(wt) != 2)
+            return -1;
+        st->null_branch = ob.null_branch;
+        st->value_branch = ob.value_branch;
+        return 0;
+    }
+    case JD_TP_ATTRIBUTES:
+        st->op = JD_OP_MAP_STR;
+        return is_avro_map(wt) && is_avro_string(avro_schema_map_values(wt)) ? 0 : -1;
+    case JD_TP_NFIELDS:
+        break;
+    }
+    return -1;
+}
+
+void jd_codec_plan_build(struct jd_codec_writer *w)
+{
+    size_t n = avro_schema_record_size(w->schema);
+    struct jd_plan_step *plan = jd_xcalloc(n ? n : 1, sizeof(*plan));
+    for (size_t i = 0; i < n; i++) {
+        const char *name = avro_schema_record_field_name(w->schema, (int)i);
+        avro_schema_t wt = avro_schema_record_field_get_by_index(w->schema, (int)i);
+        int f = 0;
+        while (f < JD_TP_NFIELDS && strcmp(jd_tp_field_names[f], name) != 0)
+            f++;
+        if (f == JD_TP_NFIELDS) {
+            plan[i].op = JD_OP_SKIP;
+            plan[i].skip = wt;
+        } else if (plan_step(wt, (enum jd_tp_field)f, &plan[i]) != 0) {
+            free(plan); /* needs a type promotion: leave it to avro-c */
+            return;
+        }
+    }
+    w->plan = plan;
+    w->nplan = n;
 }

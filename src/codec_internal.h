@@ -43,6 +43,25 @@ enum jd_tg_field {
 };
 extern const char *const jd_tg_field_names[JD_TG_NFIELDS];
 
+/* The direct decoder's program for one writer schema: one step per writer
+ * field, in writer order. */
+enum jd_plan_op {
+    JD_OP_SKIP = 0,   /* a field the reader does not extract: check and step over */
+    JD_OP_STR,        /* string -> string */
+    JD_OP_LONG,       /* long -> long */
+    JD_OP_OPT_DOUBLE, /* [null, double] (either order) */
+    JD_OP_OPT_STR,    /* [null, string] */
+    JD_OP_OPT_INT,    /* [null, int] */
+    JD_OP_MAP_STR,    /* map<string> */
+};
+
+struct jd_plan_step {
+    enum jd_plan_op op;
+    enum jd_tp_field field;
+    int null_branch, value_branch; /* writer union indexes for JD_OP_OPT_* */
+    avro_schema_t skip;            /* JD_OP_SKIP: the writer field's schema */
+};
+
 /*
  * One writer schema and everything needed to decode its bodies, built once.
  *
@@ -63,6 +82,12 @@ struct jd_codec_writer {
     avro_value_iface_t *resolver;   /* resolved writer iface; NULL when writer == dest */
     avro_value_t resolved;          /* reads writer bytes into dest */
     int slot[JD_TP_NFIELDS];        /* field index in dest_schema, -1: not in writer */
+    /* When every field the reader extracts has exactly the reader's type in
+     * the writer (the common case, and always for bare bodies), bodies are
+     * decoded directly by this plan, without avro-c; otherwise (type
+     * promotions such as int -> long) through `resolved`. */
+    struct jd_plan_step *plan;
+    size_t nplan; /* 0: no plan, use avro-c */
 };
 
 /* Union ["null", X]: which branch is which. */
@@ -96,8 +121,36 @@ struct jd_codec {
     int tg_kind_symbol[JD_KIND_COUNT]; /* enum symbol index per jd_trigger_kind */
     struct jd_opt_branches tg_segment, tg_source_event_id;
 
-    avro_writer_t writer; /* memory writer, re-pointed into the output buffer */
+    avro_writer_t writer;  /* memory writer, re-pointed into the output buffer */
+    struct jd_buf strings; /* the direct decoder's NUL-terminated string copies */
 };
+
+/* Builds w->plan when the writer allows the direct decoder. */
+void jd_codec_plan_build(struct jd_codec_writer *w);
+
+/* A bounds-checked read position in one Avro binary body. Every function
+ * returns 0, or -1 with a message (and the byte offset) in err. */
+struct jd_avro_cur {
+    const uint8_t *start;
+    const uint8_t *p;
+    const uint8_t *end;
+    int depth;
+    size_t empty_items;
+    char *err;
+    size_t errsize;
+};
+
+static inline size_t jd_cur_left(const struct jd_avro_cur *c)
+{
+    return (size_t)(c->end - c->p);
+}
+int jd_cur_fail(struct jd_avro_cur *c, const char *what);
+int jd_cur_read_long(struct jd_avro_cur *c, int64_t *out);
+/* A string/bytes/block length: non-negative and within the bytes left. */
+int jd_cur_read_length(struct jd_avro_cur *c, const char *what, int64_t *len);
+int jd_cur_advance(struct jd_avro_cur *c, size_t n, const char *what);
+/* Checks and steps over one value of schema s. */
+int jd_cur_skip(struct jd_avro_cur *c, avro_schema_t s);
 
 /* Checks that [p, p+len) is exactly one well-formed datum of `schema`:
  * varints of at most 10 bytes, lengths within the buffer, union and enum

@@ -20,33 +20,18 @@
  * cap how many one body may claim. */
 #define JD_VALIDATE_MAX_EMPTY_ITEMS 65536
 
-struct vcur {
-    const uint8_t *start;
-    const uint8_t *p;
-    const uint8_t *end;
-    int depth;
-    size_t empty_items;
-    char *err;
-    size_t errsize;
-};
-
-static int fail(struct vcur *c, const char *what)
+int jd_cur_fail(struct jd_avro_cur *c, const char *what)
 {
     snprintf(c->err, c->errsize, "%s at byte %zu", what, (size_t)(c->p - c->start));
     return -1;
 }
 
-static size_t remaining(const struct vcur *c)
-{
-    return (size_t)(c->end - c->p);
-}
-
-static int read_long(struct vcur *c, int64_t *out)
+int jd_cur_read_long(struct jd_avro_cur *c, int64_t *out)
 {
     uint64_t v = 0;
     for (int shift = 0; shift < 70; shift += 7) {
         if (c->p >= c->end)
-            return fail(c, "truncated varint");
+            return jd_cur_fail(c, "truncated varint");
         uint8_t b = *c->p++;
         v |= (uint64_t)(b & 0x7f) << shift;
         if (!(b & 0x80)) {
@@ -54,35 +39,35 @@ static int read_long(struct vcur *c, int64_t *out)
             return 0;
         }
     }
-    return fail(c, "varint longer than 10 bytes");
+    return jd_cur_fail(c, "varint longer than 10 bytes");
 }
 
-static int skip(struct vcur *c, size_t n, const char *what)
+int jd_cur_advance(struct jd_avro_cur *c, size_t n, const char *what)
 {
-    if (remaining(c) < n) {
+    if (jd_cur_left(c) < n) {
         char msg[96];
         snprintf(msg, sizeof(msg), "truncated %s (needs %zu bytes, %zu left)", what, n,
-                 remaining(c));
-        return fail(c, msg);
+                 jd_cur_left(c));
+        return jd_cur_fail(c, msg);
     }
     c->p += n;
     return 0;
 }
 
-static int read_length(struct vcur *c, const char *what, int64_t *len)
+int jd_cur_read_length(struct jd_avro_cur *c, const char *what, int64_t *len)
 {
-    if (read_long(c, len) != 0)
+    if (jd_cur_read_long(c, len) != 0)
         return -1;
     if (*len < 0) {
         char msg[96];
         snprintf(msg, sizeof(msg), "negative %s length %" PRId64, what, *len);
-        return fail(c, msg);
+        return jd_cur_fail(c, msg);
     }
-    if ((uint64_t)*len > remaining(c)) {
+    if ((uint64_t)*len > jd_cur_left(c)) {
         char msg[128];
         snprintf(msg, sizeof(msg), "%s length %" PRId64 " exceeds the %zu bytes left", what, *len,
-                 remaining(c));
-        return fail(c, msg);
+                 jd_cur_left(c));
+        return jd_cur_fail(c, msg);
     }
     return 0;
 }
@@ -113,107 +98,110 @@ static int zero_sized(avro_schema_t s, int depth)
     return 1;
 }
 
-static int walk(struct vcur *c, avro_schema_t s);
-
 /* Arrays and maps: blocks of (count[, byte size]) items, ended by count 0. */
-static int walk_blocks(struct vcur *c, avro_schema_t items, int is_map)
+static int walk_blocks(struct jd_avro_cur *c, avro_schema_t items, int is_map)
 {
     int empty = !is_map && zero_sized(items, 0);
     for (;;) {
         int64_t count, bytes;
-        if (read_long(c, &count) != 0)
+        if (jd_cur_read_long(c, &count) != 0)
             return -1;
         if (count == 0)
             return 0;
         if (count < 0) {
             if (count == INT64_MIN)
-                return fail(c, "invalid block count");
+                return jd_cur_fail(c, "invalid block count");
             count = -count;
-            if (read_length(c, "block", &bytes) != 0)
+            if (jd_cur_read_length(c, "block", &bytes) != 0)
                 return -1;
         }
         if (empty) {
             c->empty_items += (size_t)count;
             if ((uint64_t)count > JD_VALIDATE_MAX_EMPTY_ITEMS ||
                 c->empty_items > JD_VALIDATE_MAX_EMPTY_ITEMS)
-                return fail(c, "too many zero-sized items");
-        } else if ((uint64_t)count > remaining(c)) {
-            return fail(c, "block count exceeds the bytes left");
+                return jd_cur_fail(c, "too many zero-sized items");
+        } else if ((uint64_t)count > jd_cur_left(c)) {
+            return jd_cur_fail(c, "block count exceeds the bytes left");
         }
         for (int64_t i = 0; i < count; i++) {
             if (is_map) {
                 int64_t klen;
-                if (read_length(c, "map key", &klen) != 0 || skip(c, (size_t)klen, "map key") != 0)
+                if (jd_cur_read_length(c, "map key", &klen) != 0)
                     return -1;
+                /* avro-c keeps map keys as C strings and would cut them short */
+                if (memchr(c->p, 0, (size_t)klen))
+                    return jd_cur_fail(c, "map key contains a NUL byte");
+                c->p += klen;
             }
-            if (walk(c, items) != 0)
+            if (jd_cur_skip(c, items) != 0)
                 return -1;
         }
     }
 }
 
-static int walk(struct vcur *c, avro_schema_t s)
+int jd_cur_skip(struct jd_avro_cur *c, avro_schema_t s)
 {
     int64_t v;
     int rc = 0;
 
     s = deref(s);
     if (!s)
-        return fail(c, "unresolved schema reference");
+        return jd_cur_fail(c, "unresolved schema reference");
     if (++c->depth > JD_VALIDATE_MAX_DEPTH)
-        return fail(c, "nesting too deep");
+        return jd_cur_fail(c, "nesting too deep");
     switch (avro_typeof(s)) {
     case AVRO_NULL:
         break;
     case AVRO_BOOLEAN:
-        if (remaining(c) < 1)
-            rc = fail(c, "truncated boolean");
+        if (jd_cur_left(c) < 1)
+            rc = jd_cur_fail(c, "truncated boolean");
         else if (*c->p > 1)
-            rc = fail(c, "invalid boolean");
+            rc = jd_cur_fail(c, "invalid boolean");
         else
             c->p++;
         break;
     case AVRO_INT32:
-        if ((rc = read_long(c, &v)) == 0 && (v < INT32_MIN || v > INT32_MAX))
-            rc = fail(c, "int out of range");
+        if ((rc = jd_cur_read_long(c, &v)) == 0 && (v < INT32_MIN || v > INT32_MAX))
+            rc = jd_cur_fail(c, "int out of range");
         break;
     case AVRO_INT64:
-        rc = read_long(c, &v);
+        rc = jd_cur_read_long(c, &v);
         break;
     case AVRO_FLOAT:
-        rc = skip(c, 4, "float");
+        rc = jd_cur_advance(c, 4, "float");
         break;
     case AVRO_DOUBLE:
-        rc = skip(c, 8, "double");
+        rc = jd_cur_advance(c, 8, "double");
         break;
     case AVRO_STRING:
     case AVRO_BYTES:
-        if ((rc = read_length(c, "string", &v)) == 0)
-            rc = skip(c, (size_t)v, "string");
+        if ((rc = jd_cur_read_length(c, "string", &v)) == 0)
+            rc = jd_cur_advance(c, (size_t)v, "string");
         break;
     case AVRO_FIXED:
-        rc = skip(c, (size_t)avro_schema_fixed_size(s), "fixed");
+        rc = jd_cur_advance(c, (size_t)avro_schema_fixed_size(s), "fixed");
         break;
     case AVRO_ENUM:
-        if ((rc = read_long(c, &v)) == 0 && (v < 0 || v >= avro_schema_enum_number_of_symbols(s)))
-            rc = fail(c, "enum index out of range");
+        if ((rc = jd_cur_read_long(c, &v)) == 0 &&
+            (v < 0 || v >= avro_schema_enum_number_of_symbols(s)))
+            rc = jd_cur_fail(c, "enum index out of range");
         break;
     case AVRO_RECORD: {
         size_t n = avro_schema_record_size(s);
         for (size_t i = 0; i < n && rc == 0; i++)
-            rc = walk(c, avro_schema_record_field_get_by_index(s, (int)i));
+            rc = jd_cur_skip(c, avro_schema_record_field_get_by_index(s, (int)i));
         break;
     }
     case AVRO_UNION:
-        if ((rc = read_long(c, &v)) != 0)
+        if ((rc = jd_cur_read_long(c, &v)) != 0)
             break;
         if (v < 0 || (uint64_t)v >= avro_schema_union_size(s)) {
             char msg[64];
             snprintf(msg, sizeof(msg), "union index %" PRId64 " out of range", v);
-            rc = fail(c, msg);
+            rc = jd_cur_fail(c, msg);
             break;
         }
-        rc = walk(c, avro_schema_union_branch(s, (int)v));
+        rc = jd_cur_skip(c, avro_schema_union_branch(s, (int)v));
         break;
     case AVRO_ARRAY:
         rc = walk_blocks(c, avro_schema_array_items(s), 0);
@@ -222,7 +210,7 @@ static int walk(struct vcur *c, avro_schema_t s)
         rc = walk_blocks(c, avro_schema_map_values(s), 1);
         break;
     default:
-        rc = fail(c, "unsupported schema type");
+        rc = jd_cur_fail(c, "unsupported schema type");
         break;
     }
     c->depth--;
@@ -232,12 +220,12 @@ static int walk(struct vcur *c, avro_schema_t s)
 int jd_codec_validate(avro_schema_t schema, const uint8_t *p, size_t len, char *errstr,
                       size_t errsize)
 {
-    struct vcur c = {p, p, p + len, 0, 0, errstr, errsize};
-    if (walk(&c, schema) != 0)
+    struct jd_avro_cur c = {p, p, p + len, 0, 0, errstr, errsize};
+    if (jd_cur_skip(&c, schema) != 0)
         return -1;
     if (c.p != c.end) {
         snprintf(errstr, errsize, "%zu trailing bytes after the record (body is %zu bytes)",
-                 remaining(&c), len);
+                 jd_cur_left(&c), len);
         return -1;
     }
     return 0;
