@@ -18,7 +18,7 @@
 #
 # Environment: EVENTS (1000000), CUSTOMERS (100000), PARTITIONS (32), SEED (1),
 # NAIVE_EVENTS (200000), KCAT_RUNS (2), TIMEOUT per drain in s (600),
-# BUILD_DIR (build-bench). The mock broker keeps only the newest ~60,000
+# BUILD_DIR (build-bench), CMAKE_ARGS (extra cmake -D options). The mock broker keeps only the newest ~60,000
 # messages per partition: keep EVENTS <= PARTITIONS * 60000.
 set -euo pipefail
 
@@ -157,7 +157,8 @@ for tool in cmake redis-server redis-cli kcat curl; do
 done
 
 log "building (Release) into $BUILD"
-cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >"$WORK/build.log" 2>&1 ||
+# shellcheck disable=SC2086
+cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release ${CMAKE_ARGS:-} >"$WORK/build.log" 2>&1 ||
     die "cmake configure failed (see $WORK/build.log)"
 TARGETS="journey-devbroker journey-loadgen"
 HAVE_JOURNEYD=0
