@@ -747,6 +747,22 @@ static void walk(struct loader *L, const config_setting_t *grp, const char *scop
     }
 }
 
+/* One writer schema per id: a second one would silently shadow the first. */
+static void check_registry_ids(struct loader *L, const config_setting_t *list)
+{
+    const struct jd_config *cfg = L->cfg;
+    for (size_t j = 0; list && j < cfg->nregistry_ids; j++) {
+        for (size_t i = 0; i < j; i++) {
+            if (cfg->registry_ids[i].id != cfg->registry_ids[j].id)
+                continue;
+            const config_setting_t *e = config_setting_get_elem(list, (unsigned)j);
+            error_at(L, e, "schemas.registry_ids[%zu]: schema id %d is already mapped", j,
+                     cfg->registry_ids[j].id);
+            break;
+        }
+    }
+}
+
 struct jd_config *jd_config_load(const char *path, struct jd_errors *errs)
 {
     size_t nerr0 = errs->n;
@@ -788,6 +804,7 @@ struct jd_config *jd_config_load(const char *path, struct jd_errors *errs)
         goto out;
     }
     walk(&L, config_root_setting(&lc), "", "", cfg);
+    check_registry_ids(&L, config_lookup(&lc, "schemas.registry_ids"));
 
 out:
     config_destroy(&lc);
