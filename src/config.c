@@ -2,8 +2,8 @@
  * config — loads the one configuration file with libconfig and checks it
  * against the key table (config_table.c): every unknown key, wrong type,
  * out-of-bounds or malformed value is reported as "FILE:LINE: error: ...",
- * all of them in one pass. Owns struct jd_config and everything it points
- * to; the rule and policy sources it carries are compiled elsewhere.
+ * all of them in one pass. Builds struct jd_config (config_lifetime.c frees
+ * it); the rule and policy sources it carries are compiled elsewhere.
  */
 #include "journeyd/config.h"
 
@@ -14,8 +14,6 @@
 #include <string.h>
 
 #include "config_internal.h"
-
-#define FIELD(base, off, type) ((type *)((char *)(base) + (off)))
 
 struct text_cache {
     const char *file;
@@ -146,7 +144,7 @@ static const char *keep_file(struct loader *L, const char *file)
 
 /* ---- storing values ---- */
 
-static void store_str(char **slot, const char *v)
+void jd_cfg_store_str(char **slot, const char *v)
 {
     free(*slot);
     *slot = jd_strdup(v);
@@ -158,13 +156,6 @@ static void store_int(void *field, size_t size, int64_t v)
         *(int64_t *)field = v;
     else
         *(int *)field = (int)v;
-}
-
-static void free_strings(char **list, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(list[i]);
-    free(list);
 }
 
 static char *resolve_path(const struct jd_config *cfg, const char *p)
@@ -246,7 +237,7 @@ static int set_text(struct loader *L, const struct jd_cfg_key *k, void *base, co
     }
     switch (k->type) {
     case JD_CFG_STRING:
-        store_str(field, v);
+        jd_cfg_store_str(field, v);
         return 0;
     case JD_CFG_NAME:
         if (!valid_name(v)) {
@@ -255,7 +246,7 @@ static int set_text(struct loader *L, const struct jd_cfg_key *k, void *base, co
                      disp, v);
             return -1;
         }
-        store_str(field, v);
+        jd_cfg_store_str(field, v);
         return 0;
     case JD_CFG_PATH:
         free(*(char **)field);
@@ -305,7 +296,7 @@ static int set_text(struct loader *L, const struct jd_cfg_key *k, void *base, co
     case JD_CFG_STRLIST: {
         char ***list = field;
         size_t *n = FIELD(base, k->off2, size_t);
-        free_strings(*list, *n);
+        jd_cfg_free_strings(*list, *n);
         *list = NULL;
         *n = 0;
         for (const char *p = v; *p;) {
@@ -337,9 +328,7 @@ static int set_text(struct loader *L, const struct jd_cfg_key *k, void *base, co
 
 /* ---- the table walk ---- */
 
-/* Whether `k` is a direct member of the group whose keys start with `scope`
- * ("" for the root, "kafka.", "triggers[]."). */
-static int in_scope(const struct jd_cfg_key *k, const char *scope)
+int jd_cfg_in_scope(const struct jd_cfg_key *k, const char *scope)
 {
     size_t n = strlen(scope);
     if (strncmp(k->path, scope, n) != 0)
@@ -351,7 +340,7 @@ static void apply_defaults(struct loader *L, void *base, const char *scope, int 
 {
     for (size_t i = 0; i < jd_cfg_nkeys; i++) {
         const struct jd_cfg_key *k = &jd_cfg_keys[i];
-        if (!in_scope(k, scope))
+        if (!jd_cfg_in_scope(k, scope))
             continue;
         if (k->type == JD_CFG_SECTION && recurse) {
             char sub[128];
@@ -389,7 +378,7 @@ static void unknown_key(struct loader *L, const config_setting_t *s, const char 
     size_t best_d = 3;
     for (size_t i = 0; i < jd_cfg_nkeys; i++) {
         const struct jd_cfg_key *k = &jd_cfg_keys[i];
-        if (!in_scope(k, scope))
+        if (!jd_cfg_in_scope(k, scope))
             continue;
         size_t d = edit_distance(name, k->path + strlen(scope));
         if (d < best_d && d < strlen(name)) {
@@ -458,8 +447,10 @@ static void load_strlist(struct loader *L, const struct jd_cfg_key *k, const con
         } else if (k->type == JD_CFG_KINDSET) {
             int ix = enum_index(k, v[i]);
             if (ix < 0) {
-                error_at(L, e, "%s[%zu]: bad value '%s' (expected one of: REWARD, REENGAGEMENT)",
-                         disp, i, v[i]);
+                char choices[128];
+                choices_text(k, choices, sizeof choices);
+                error_at(L, e, "%s[%zu]: bad value '%s' (expected one of: %s)", disp, i, v[i],
+                         choices);
                 bad = 1;
             } else {
                 mask |= 1u << ix;
@@ -471,7 +462,7 @@ static void load_strlist(struct loader *L, const struct jd_cfg_key *k, const con
     } else if (!bad) {
         char ***list = FIELD(base, k->off, char **);
         size_t *count = FIELD(base, k->off2, size_t);
-        free_strings(*list, *count);
+        jd_cfg_free_strings(*list, *count);
         *list = jd_xcalloc(n ? n : 1, sizeof **list);
         for (size_t i = 0; i < n; i++)
             (*list)[i] = jd_strdup(v[i]);
@@ -714,7 +705,7 @@ static void load_member(struct loader *L, const struct jd_cfg_key *k, const conf
                 error_at(L, s, "%s: must not be empty", disp);
                 return;
             }
-            store_str(&r->expr, v);
+            jd_cfg_store_str(&r->expr, v);
             locate(L, s, config_setting_name(s), 1, r, NULL);
         }
         return;
@@ -748,7 +739,7 @@ static void walk(struct loader *L, const config_setting_t *grp, const char *scop
     }
     for (size_t i = 0; i < jd_cfg_nkeys; i++) {
         const struct jd_cfg_key *k = &jd_cfg_keys[i];
-        if ((k->flags & JD_CFG_F_REQUIRED) && !seen[i] && in_scope(k, scope)) {
+        if ((k->flags & JD_CFG_F_REQUIRED) && !seen[i] && jd_cfg_in_scope(k, scope)) {
             size_t dl = strlen(disp_scope);
             error_at(L, grp, "%.*s: missing required key '%s'", (int)(dl ? dl - 1 : 0), disp_scope,
                      k->path + strlen(scope));
@@ -756,69 +747,20 @@ static void walk(struct loader *L, const config_setting_t *grp, const char *scop
     }
 }
 
-/* ---- lifetime ---- */
-
-static void free_scope(void *base, const char *scope)
+/* One writer schema per id: a second one would silently shadow the first. */
+static void check_registry_ids(struct loader *L, const config_setting_t *list)
 {
-    for (size_t i = 0; i < jd_cfg_nkeys; i++) {
-        const struct jd_cfg_key *k = &jd_cfg_keys[i];
-        if (!in_scope(k, scope))
-            continue;
-        char sub[128];
-        switch (k->type) {
-        case JD_CFG_SECTION:
-            snprintf(sub, sizeof sub, "%s.", k->path);
-            free_scope(base, sub);
-            break;
-        case JD_CFG_GROUPLIST: {
-            char *arr = *FIELD(base, k->off, char *);
-            size_t n = *FIELD(base, k->off2, size_t);
-            snprintf(sub, sizeof sub, "%s[].", k->path);
-            for (size_t j = 0; arr && j < n; j++)
-                free_scope(arr + j * k->size, sub);
-            free(arr);
-            break;
-        }
-        case JD_CFG_STRING:
-        case JD_CFG_PATH:
-        case JD_CFG_NAME:
-            free(*FIELD(base, k->off, char *));
-            break;
-        case JD_CFG_EXPR:
-            free(FIELD(base, k->off, struct jd_rule_src)->expr);
-            break;
-        case JD_CFG_STRLIST:
-            free_strings(*FIELD(base, k->off, char **), *FIELD(base, k->off2, size_t));
-            break;
-        case JD_CFG_PROPS:
-            free_strings(*FIELD(base, k->off, char **), 2 * *FIELD(base, k->off2, size_t));
-            break;
-        case JD_CFG_PAYLOAD: {
-            struct jd_payload_src *p = *FIELD(base, k->off, struct jd_payload_src *);
-            size_t n = *FIELD(base, k->off2, size_t);
-            for (size_t j = 0; p && j < n; j++) {
-                free(p[j].key);
-                free(p[j].expr.name);
-                free(p[j].expr.expr);
-            }
-            free(p);
-            break;
-        }
-        default:
+    const struct jd_config *cfg = L->cfg;
+    for (size_t j = 0; list && j < cfg->nregistry_ids; j++) {
+        for (size_t i = 0; i < j; i++) {
+            if (cfg->registry_ids[i].id != cfg->registry_ids[j].id)
+                continue;
+            const config_setting_t *e = config_setting_get_elem(list, (unsigned)j);
+            error_at(L, e, "schemas.registry_ids[%zu]: schema id %d is already mapped", j,
+                     cfg->registry_ids[j].id);
             break;
         }
     }
-}
-
-void jd_config_destroy(struct jd_config *cfg)
-{
-    if (!cfg)
-        return;
-    free_scope(cfg, "");
-    free_strings(cfg->included, cfg->nincluded);
-    free(cfg->path);
-    free(cfg->dir);
-    free(cfg);
 }
 
 struct jd_config *jd_config_load(const char *path, struct jd_errors *errs)
@@ -862,6 +804,7 @@ struct jd_config *jd_config_load(const char *path, struct jd_errors *errs)
         goto out;
     }
     walk(&L, config_root_setting(&lc), "", "", cfg);
+    check_registry_ids(&L, config_lookup(&lc, "schemas.registry_ids"));
 
 out:
     config_destroy(&lc);
@@ -872,60 +815,4 @@ out:
         return NULL;
     }
     return cfg;
-}
-
-/* ---- command-line overrides ---- */
-
-int jd_config_set_brokers(struct jd_config *cfg, const char *brokers)
-{
-    if (!brokers || !brokers[0])
-        return -1;
-    store_str(&cfg->brokers, brokers);
-    return 0;
-}
-
-int jd_config_set_redis(struct jd_config *cfg, const char *hostport_list, char *errstr,
-                        size_t errsize)
-{
-    char **list = NULL;
-    size_t n = 0;
-    const char *p = hostport_list ? hostport_list : "";
-    do {
-        size_t len = strcspn(p, ",");
-        while (len && (*p == ' ' || *p == '\t'))
-            p++, len--;
-        while (len && (p[len - 1] == ' ' || p[len - 1] == '\t'))
-            len--;
-        char item[300], host[256];
-        int port;
-        snprintf(item, sizeof item, "%.*s", (int)len, p);
-        if (len >= sizeof item || jd_parse_hostport(item, host, sizeof host, &port) != 0) {
-            snprintf(errstr, errsize, "bad Redis address '%s' (expected HOST:PORT[,HOST:PORT...])",
-                     item);
-            free_strings(list, n);
-            return -1;
-        }
-        list = jd_xrealloc(list, (n + 1) * sizeof *list);
-        list[n++] = jd_strdup(item);
-        p += strcspn(p, ",");
-    } while (*p++ == ',');
-    free_strings(cfg->redis_addresses, cfg->nredis_addresses);
-    cfg->redis_addresses = list;
-    cfg->nredis_addresses = n;
-    return 0;
-}
-
-int jd_config_set_metrics_port(struct jd_config *cfg, const char *port, char *errstr,
-                               size_t errsize)
-{
-    char *end;
-    errno = 0;
-    long v = port && port[0] ? strtol(port, &end, 10) : -1;
-    if (!port || !port[0] || errno || *end || v < 0 || v > 65535) {
-        snprintf(errstr, errsize, "bad metrics port '%s' (expected 0..65535, 0: off)",
-                 port ? port : "");
-        return -1;
-    }
-    cfg->metrics_port = (int)v;
-    return 0;
 }

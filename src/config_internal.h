@@ -56,10 +56,19 @@ struct jd_cfg_key {
 
 #define JD_CFG_MAX_KEYS 256
 
+/* The field at byte offset `off` of a struct the table describes. */
+#define FIELD(base, off, type) ((type *)((char *)(base) + (off)))
+
 extern const struct jd_cfg_key jd_cfg_keys[];
 extern const size_t jd_cfg_nkeys;
 
 const struct jd_cfg_key *jd_cfg_key_find(const char *path);
+
+/* Whether `k` is a direct member of the group whose keys start with `scope`
+ * ("" for the root, "kafka.", "triggers[]."). */
+int jd_cfg_in_scope(const struct jd_cfg_key *k, const char *scope);
+void jd_cfg_store_str(char **slot, const char *v);
+void jd_cfg_free_strings(char **list, size_t n);
 
 /* Where a string literal stands in a config file. */
 struct jd_cfg_text;

@@ -488,6 +488,9 @@ static void test_error_other_values(void **state)
     expect_errors("triggers = ( { name = \"t\"; kind = \"REWARD\"; on = \"enter:x\";\n"
                   "  payload = ( ( \"k\", \"1\" ), ( \"k\", \"2\" ) ); } );\n",
                   1, ":2: error: triggers[0].payload[1]: duplicate key 'k'");
+    expect_errors("schemas = { registry_ids = (\n  { id = 1; file = \"a.avsc\"; },\n"
+                  "  { id = 1; file = \"b.avsc\"; } ); };\n",
+                  1, ":3: error: schemas.registry_ids[1]: schema id 1 is already mapped");
     expect_errors("kafka = { group_id = \"\"; };\n", 1,
                   ":1: error: kafka.group_id: must not be empty");
 }
@@ -789,6 +792,7 @@ static void check_reference_in(const char *rel)
 static void test_reference_in_docs(void **state)
 {
     check_reference_in("docs/configuration.md");
+    check_reference_in("README.md");
 }
 
 int main(void)
