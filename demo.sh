@@ -106,8 +106,11 @@ for tool in cmake redis-server redis-cli curl; do
 done
 
 say "Building into $BUILD"
+# an existing build tree keeps its build type; a new one is optimized
+BUILD_TYPE=
+[ -f "$BUILD/CMakeCache.txt" ] || BUILD_TYPE=-DCMAKE_BUILD_TYPE=RelWithDebInfo
 # shellcheck disable=SC2086
-cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo ${CMAKE_ARGS:-} >"$WORK/build.log" 2>&1 ||
+cmake -S "$ROOT" -B "$BUILD" $BUILD_TYPE ${CMAKE_ARGS:-} >"$WORK/build.log" 2>&1 ||
     die "cmake configure failed (see $WORK/build.log)"
 cmake --build "$BUILD" -j2 --target journeyd journey-devbroker journey-loadgen >>"$WORK/build.log" 2>&1 ||
     die "build failed (see $WORK/build.log)"
@@ -144,7 +147,7 @@ else
     echo "not ready after 20 s; continuing (events wait in Kafka)"
 fi
 
-say "Triggers as they arrive (time is event time: $CUSTOMERS customers, ~90 days in ~$((7776000000 / SPEEDUP / 1000)) s)"
+say "Triggers as they arrive ($CUSTOMERS customers, ~90 days of event time in ~$((7776000000 / SPEEDUP / 1000)) s; times are fired_at, UTC)"
 "$PY" "$ROOT/tests/tools/show_triggers.py" -b "$BOOTSTRAP" --jsonl "$WORK/triggers.jsonl" \
     2>"$WORK/show_triggers.log" &
 PID_SHOW=$!

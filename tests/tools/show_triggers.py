@@ -47,9 +47,9 @@ def decode(reader, value):
 
 def fmt_time(ms):
     if isinstance(ms, datetime.datetime):  # avro may apply the logical type
-        return ms.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+        return ms.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%MZ")
     return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).strftime(
-        "%Y-%m-%d %H:%M")
+        "%Y-%m-%d %H:%MZ")
 
 
 def main():
@@ -74,7 +74,6 @@ def main():
         "enable.auto.commit": False,
         # the topics may appear only when journeyd first produces to them
         "topic.metadata.refresh.interval.ms": 1000,
-        "allow.auto.create.topics": False,
     })
     consumer.subscribe(args.topics.split(","))
     signal.signal(signal.SIGTERM, on_signal)
