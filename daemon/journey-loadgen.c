@@ -282,6 +282,11 @@ static int parse_args(int argc, char **argv, struct options *o)
         fprintf(stderr, "journey-loadgen: -b BROKERS is required (or --dry-run)\n");
         return 1;
     }
+    if (profile == JD_LOADGEN_DEMO && (o->gen.time_step_ms != 0 || o->gen.zipf_s != 0)) {
+        /* demo journeys keep their own calendar: pace them with --speedup */
+        fprintf(stderr, "journey-loadgen: --time-step and --zipf are for --profile bench\n");
+        return 1;
+    }
     if (o->rate > 0 && o->speedup > 0) {
         fprintf(stderr, "journey-loadgen: --rate and --speedup exclude each other\n");
         return 1;

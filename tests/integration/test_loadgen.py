@@ -128,3 +128,5 @@ def test_bad_usage():
     assert r.returncode == 1 and b"-b BROKERS is required" in r.stderr
     r = loadgen("--dry-run", "--rate", "10", "--speedup", "10")
     assert r.returncode == 1
+    r = loadgen("--dry-run", "--profile", "demo", "--time-step", "5")
+    assert r.returncode == 1 and b"--profile bench" in r.stderr
