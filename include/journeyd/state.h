@@ -55,6 +55,8 @@ struct jd_pending_trigger {
     int produced;        /* handed to the producer in this process's lifetime */
     int stored;          /* present in the Redis outbox (written by a flush, or loaded) */
     int64_t src_ts;      /* Kafka timestamp (ms) of the event that caused it; 0 unknown */
+    int64_t not_before;  /* clock time (ms) before which it must not be produced (a trigger
+                            deferred past quiet hours); 0 = at once */
 };
 
 struct jd_customer {
