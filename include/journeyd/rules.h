@@ -85,7 +85,10 @@ struct jd_eval_result {
  * customer whose stage is still -1), updates c->stage, c->segments, c->aggs
  * and reports transitions and fired triggers in `res`. `now` is the clock
  * (event watermark or wall time, ms). Policy (cooldowns, caps) is not
- * applied here. */
+ * applied here.
+ * Contract: call jd_customer_apply_core(c, ev) BEFORE this function — the
+ * lifetime counts (count('t'), count_any()), first_seen and last_channel are
+ * read from the core profile and must already include `ev`. */
 void jd_rules_on_event(const struct jd_ruleset *rs, struct jd_customer *c,
                        const struct jd_event *ev, int64_t now, struct jd_eval_result *res);
 
@@ -93,6 +96,12 @@ void jd_rules_on_event(const struct jd_ruleset *rs, struct jd_customer *c,
  * time-dependent rules; no event triggers fire. */
 void jd_rules_on_time(const struct jd_ruleset *rs, struct jd_customer *c, int64_t now,
                       struct jd_eval_result *res);
+
+/* Evaluates every stage and segment of `c` at `now` (no event triggers):
+ * for a customer whose state was loaded or rebound under another rule set,
+ * so that new rules take effect without waiting for an input to change. */
+void jd_rules_reevaluate(const struct jd_ruleset *rs, struct jd_customer *c, int64_t now,
+                         struct jd_eval_result *res);
 
 /* The next instant after `now` at which a time-dependent rule's value can
  * change for `c` (a window bucket expiring, days_since crossing a threshold,

@@ -1,0 +1,305 @@
+/*
+ * rules_eval — evaluates a resolved rule tree against one customer (and
+ * maybe the current event) at an instant. Values live on the C stack; strings
+ * point into the event, the customer or the rule set, so evaluation never
+ * allocates. Also the human side: reasons ("COND (sub = value, ...)") and
+ * the per-sub-expression explain listing.
+ *
+ * Null (an absent field, an aggregate with no data) propagates through
+ * arithmetic, makes every comparison false, and is false for && || !.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "rules_int.h"
+
+static struct jd_val vnull(void)
+{
+    struct jd_val v = {V_NULL, 0, NULL};
+    return v;
+}
+
+static struct jd_val vbool(int b)
+{
+    struct jd_val v = {V_BOOL, b ? 1 : 0, NULL};
+    return v;
+}
+
+static struct jd_val vnum(double n)
+{
+    struct jd_val v = {V_NUM, n, NULL};
+    return v;
+}
+
+static struct jd_val vstr(const char *s)
+{
+    struct jd_val v = {V_STR, 0, s};
+    return s ? v : vnull();
+}
+
+int jd_truthy(struct jd_val v)
+{
+    return v.t == V_BOOL && v.n != 0;
+}
+
+static int64_t core_count(const struct jd_customer *c, const char *type)
+{
+    /* the core profile's lifetime counts (jd_customer_apply_core has already
+     * counted the current event) */
+    for (size_t i = 0; i < c->ncounts; i++)
+        if (c->counts[i].type && strcmp(c->counts[i].type, type) == 0)
+            return c->counts[i].n;
+    return 0;
+}
+
+static int compare(int op, struct jd_val l, struct jd_val r)
+{
+    if (l.t == V_NULL || r.t == V_NULL)
+        return 0;
+    double d;
+    if (l.t == V_STR && r.t == V_STR)
+        d = strcmp(l.s, r.s);
+    else if (l.t == r.t)
+        d = l.n < r.n ? -1 : l.n > r.n ? 1 : 0;
+    else
+        return 0;
+    switch (op) {
+    case TK_EQ:
+        return d == 0;
+    case TK_NE:
+        return d != 0;
+    case TK_LT:
+        return d < 0;
+    case TK_LE:
+        return d <= 0;
+    case TK_GT:
+        return d > 0;
+    case TK_GE:
+        return d >= 0;
+    default:
+        return 0;
+    }
+}
+
+static struct jd_val arith(int op, struct jd_val l, struct jd_val r)
+{
+    if (l.t != V_NUM || r.t != V_NUM)
+        return vnull();
+    switch (op) {
+    case TK_PLUS:
+        return vnum(l.n + r.n);
+    case TK_MINUS:
+        return vnum(l.n - r.n);
+    case TK_STAR:
+        return vnum(l.n * r.n);
+    case TK_SLASH:
+        return r.n == 0 ? vnull() : vnum(l.n / r.n);
+    default:
+        return vnull();
+    }
+}
+
+struct jd_val jd_eval(const struct jd_ectx *x, const struct jd_node *n)
+{
+    const struct jd_customer *c = x->c;
+    const struct jd_event *ev = x->ev;
+    switch (n->kind) {
+    case NK_LIT:
+        return n->lit;
+    case NK_UNARY: {
+        struct jd_val v = jd_eval(x, n->kids[0]);
+        if (n->op == TK_NOT)
+            return vbool(!jd_truthy(v));
+        return v.t == V_NUM ? vnum(-v.n) : vnull();
+    }
+    case NK_BIN:
+        switch (n->op) {
+        case TK_AND:
+            if (!jd_truthy(jd_eval(x, n->kids[0])))
+                return vbool(0);
+            return vbool(jd_truthy(jd_eval(x, n->kids[1])));
+        case TK_OR:
+            if (jd_truthy(jd_eval(x, n->kids[0])))
+                return vbool(1);
+            return vbool(jd_truthy(jd_eval(x, n->kids[1])));
+        case TK_PLUS:
+        case TK_MINUS:
+        case TK_STAR:
+        case TK_SLASH:
+            return arith(n->op, jd_eval(x, n->kids[0]), jd_eval(x, n->kids[1]));
+        default:
+            return vbool(compare(n->op, jd_eval(x, n->kids[0]), jd_eval(x, n->kids[1])));
+        }
+    case NK_IN: {
+        struct jd_val l = jd_eval(x, n->kids[0]);
+        const struct jd_node *list = n->kids[1];
+        for (uint32_t i = 0; i < list->nkids; i++)
+            if (compare(TK_EQ, l, list->kids[i]->lit))
+                return vbool(1);
+        return vbool(0);
+    }
+    case NK_EV_TYPE:
+        return ev ? vstr(ev->type) : vnull();
+    case NK_EV_CHANNEL:
+        return ev ? vstr(ev->channel) : vnull();
+    case NK_EV_AMOUNT:
+        return ev && ev->has_amount ? vnum(ev->amount) : vnull();
+    case NK_EV_SCORE:
+        return ev && ev->has_score ? vnum(ev->score) : vnull();
+    case NK_EV_ATTR:
+        return ev ? vstr(jd_event_attr_get(ev, n->str)) : vnull();
+    case NK_COUNT:
+        return vnum((double)core_count(c, n->str));
+    case NK_COUNT_ANY: {
+        int64_t s = 0;
+        for (size_t i = 0; i < c->ncounts; i++)
+            s += c->counts[i].n;
+        return vnum((double)s);
+    }
+    case NK_FIRST_SEEN:
+        return c->first_seen ? vnum((double)c->first_seen) : vnull();
+    case NK_LAST_CHANNEL:
+        return vstr(c->last_channel);
+    case NK_STAGE:
+        return x->stage >= 0 && (size_t)x->stage < x->rs->nstages
+                   ? vstr(x->rs->stages[x->stage].name)
+                   : vnull();
+    case NK_SEG:
+        return vbool((x->segs >> n->idx) & 1);
+    case NK_AGG:
+        if (n->idx < 0 || (size_t)n->idx >= c->naggs || !c->aggs)
+            return vnull();
+        return jd_agg_value(&x->rs->aggs[n->idx], &c->aggs[n->idx], x->now);
+    case NK_TODAYS: {
+        struct jd_val v = jd_eval(x, n->kids[0]);
+        return v.t == V_NUM ? vnum(v.n / (double)JD_DAY_MS) : vnull();
+    }
+    default:
+        return vnull();
+    }
+}
+
+void jd_format_val(struct jd_val v, int precise, char *out, size_t size)
+{
+    switch (v.t) {
+    case V_NULL:
+        snprintf(out, size, precise ? "" : "null");
+        return;
+    case V_BOOL:
+        snprintf(out, size, "%s", v.n != 0 ? "true" : "false");
+        return;
+    case V_STR:
+        snprintf(out, size, precise ? "%s" : "'%s'", v.s);
+        return;
+    default:
+        break;
+    }
+    if (fabs(v.n) < 1e15 && v.n == floor(v.n)) {
+        snprintf(out, size, "%.0f", v.n);
+        return;
+    }
+    if (precise) {
+        snprintf(out, size, "%.15g", v.n);
+        return;
+    }
+    snprintf(out, size, "%.2f", v.n);
+    size_t l = strlen(out);
+    while (l > 0 && out[l - 1] == '0')
+        out[--l] = '\0';
+    if (l > 0 && out[l - 1] == '.')
+        out[--l] = '\0';
+}
+
+static int is_leaf(const struct jd_node *n)
+{
+    switch (n->kind) {
+    case NK_EV_TYPE:
+    case NK_EV_CHANNEL:
+    case NK_EV_AMOUNT:
+    case NK_EV_SCORE:
+    case NK_EV_ATTR:
+    case NK_COUNT:
+    case NK_COUNT_ANY:
+    case NK_FIRST_SEEN:
+    case NK_LAST_CHANNEL:
+    case NK_STAGE:
+    case NK_SEG:
+    case NK_AGG:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+#define MAX_LEAVES 16
+
+static void collect(const struct jd_node *n, const struct jd_node **leaves, size_t *nl)
+{
+    if (is_leaf(n)) {
+        for (size_t i = 0; i < *nl; i++)
+            if (leaves[i]->len == n->len &&
+                memcmp(leaves[i]->src + leaves[i]->off, n->src + n->off, n->len) == 0)
+                return;
+        if (*nl < MAX_LEAVES)
+            leaves[(*nl)++] = n;
+        return;
+    }
+    for (uint32_t i = 0; i < n->nkids; i++)
+        collect(n->kids[i], leaves, nl);
+}
+
+struct sbuf {
+    char *p;
+    size_t size, len;
+};
+
+static void sput(struct sbuf *b, const char *s, size_t n)
+{
+    if (b->len + 1 >= b->size)
+        return;
+    size_t room = b->size - 1 - b->len;
+    if (n > room)
+        n = room;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+void jd_reason(const struct jd_ectx *x, const struct jd_crule *r, const char *prefix, char *out,
+               size_t size)
+{
+    struct sbuf b = {out, size, 0};
+    out[0] = '\0';
+    if (prefix)
+        sput(&b, prefix, strlen(prefix));
+    if (!r || !r->root)
+        return;
+    sput(&b, r->text, strlen(r->text));
+    const struct jd_node *leaves[MAX_LEAVES];
+    size_t nl = 0;
+    collect(r->root, leaves, &nl);
+    for (size_t i = 0; i < nl; i++) {
+        char v[JD_PAYLOAD_VALUE_MAX];
+        jd_format_val(jd_eval(x, leaves[i]), 0, v, sizeof v);
+        sput(&b, i == 0 ? " (" : ", ", 2);
+        sput(&b, leaves[i]->src + leaves[i]->off, leaves[i]->len);
+        sput(&b, " = ", 3);
+        sput(&b, v, strlen(v));
+    }
+    if (nl)
+        sput(&b, ")", 1);
+}
+
+void jd_explain_tree(const struct jd_ectx *x, const struct jd_node *n, int depth,
+                     struct jd_buf *out)
+{
+    if (n->kind == NK_LIT || n->kind == NK_LIST || n->kind == NK_TODAYS || n->kind == NK_FIELD)
+        return;
+    char v[JD_PAYLOAD_VALUE_MAX];
+    jd_format_val(jd_eval(x, n), 0, v, sizeof v);
+    jd_buf_printf(out, "%*s%.*s = %s\n", 2 * depth, "", (int)n->len, n->src + n->off, v);
+    if (n->kind == NK_BIN || n->kind == NK_UNARY || n->kind == NK_IN)
+        for (uint32_t i = 0; i < n->nkids; i++)
+            jd_explain_tree(x, n->kids[i], depth + 1, out);
+}
