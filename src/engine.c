@@ -34,10 +34,12 @@ struct jd_engine *jd_engine_new(const struct jd_config *cfg, struct jd_ruleset *
     e->metrics = metrics;
     e->maxmsgs = (size_t)cfg->batch_max_events;
     e->msgs = jd_xcalloc(e->maxmsgs, sizeof *e->msgs);
+    e->mcust = jd_xcalloc(e->maxmsgs, sizeof *e->mcust);
     e->parts = jd_xcalloc(cfg->ninput_topics, sizeof *e->parts);
     e->nparts = jd_xcalloc(cfg->ninput_topics, sizeof *e->nparts);
     jd_buf_init(&e->tmp);
     jd_buf_init(&e->history);
+    e->last_persist_ns = jd_monotonic_ns();
 
     if (!(e->codec = jd_codec_new(cfg, errstr, errsize)))
         goto err;
@@ -89,8 +91,10 @@ void jd_engine_destroy(struct jd_engine *e)
         jd_rules_destroy(e->rs);
     jd_config_destroy(e->reload_cfg);
     free(e->msgs);
+    free(e->mcust);
     free(e->load);
     free(e->dirty);
+    free(e->urgent);
     jd_buf_free(&e->tmp);
     jd_buf_free(&e->history);
     free(e);
@@ -228,7 +232,7 @@ int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig
             rc = -1;
             break;
         }
-        if (e->ndirty > 0 && jd_engine_persist(e, stop) != 0)
+        if (jd_engine_persist_due(e, stop) != 0)
             break;
         if (!e->notified_ready && e->assigned_count > 0 && e->redis_ok && !e->backpressured) {
             /* systemd Type=notify: ready once we own partitions and Redis answers */

@@ -14,18 +14,6 @@
 
 #define MOD "engine"
 
-static void push_dirty(struct jd_engine *e, struct jd_customer *c)
-{
-    if (c->dirty)
-        return;
-    c->dirty = 1;
-    if (e->ndirty == e->capdirty) {
-        e->capdirty = e->capdirty ? e->capdirty * 2 : 1024;
-        e->dirty = jd_xrealloc(e->dirty, e->capdirty * sizeof *e->dirty);
-    }
-    e->dirty[e->ndirty++] = c;
-}
-
 static void set_backpressure(struct jd_engine *e, int on)
 {
     if (e->backpressured == on)
@@ -49,7 +37,7 @@ static void backoff(struct jd_engine *e)
         rd_kafka_poll(e->producer, 50);
 }
 
-static void redis_failed(struct jd_engine *e, const char *what, const char *err)
+void jd_engine_redis_failed(struct jd_engine *e, const char *what, const char *err)
 {
     jd_error(MOD, "redis %s failed: %s; retrying (consumption paused)", what, err);
     if (e->metrics)
@@ -62,7 +50,7 @@ static void redis_failed(struct jd_engine *e, const char *what, const char *err)
         jd_warn(MOD, "redis reconnect: %s", errstr);
 }
 
-static void redis_succeeded(struct jd_engine *e)
+void jd_engine_redis_succeeded(struct jd_engine *e)
 {
     e->backoff_ms = 0;
     if (!e->redis_ok) {
@@ -82,10 +70,10 @@ static int load_customers(struct jd_engine *e, volatile sig_atomic_t *stop)
             if (e->metrics)
                 jd_metrics_observe(e->metrics, JD_H_REDIS_ROUNDTRIP,
                                    (double)(jd_monotonic_ns() - t0) / 1e9);
-            redis_succeeded(e);
+            jd_engine_redis_succeeded(e);
             break;
         }
-        redis_failed(e, "load", errstr);
+        jd_engine_redis_failed(e, "load", errstr);
         if (stop && *stop)
             return -1;
     }
@@ -93,54 +81,13 @@ static int load_customers(struct jd_engine *e, volatile sig_atomic_t *stop)
         struct jd_customer *c = e->load[i];
         /* an outbox left by a crash is produced again (same ids) */
         if (c->npending > 0) {
-            push_dirty(e, c);
+            jd_engine_push_dirty(e, c);
+            jd_engine_push_urgent(e, c);
             if (e->metrics)
                 jd_metrics_add(e->metrics, JD_C_TRIGGERS_REDELIVERED, c->npending);
         }
     }
     e->nload = 0;
-    return 0;
-}
-
-/* Writes back e->dirty until it works or we are told to stop. */
-static int flush_dirty(struct jd_engine *e, volatile sig_atomic_t *stop)
-{
-    char errstr[512];
-    while (e->ndirty > 0) {
-        int64_t t0 = jd_monotonic_ns();
-        if (jd_store_flush(e->store, e->rs, e->dirty, e->ndirty, errstr, sizeof errstr) == 0) {
-            if (e->metrics)
-                jd_metrics_observe(e->metrics, JD_H_REDIS_ROUNDTRIP,
-                                   (double)(jd_monotonic_ns() - t0) / 1e9);
-            redis_succeeded(e);
-            return 0;
-        }
-        redis_failed(e, "flush", errstr);
-        if (stop && *stop)
-            return -1;
-    }
-    return 0;
-}
-
-/* Hands the persisted outboxes to the producer and forgets the dirty list. */
-static void produce_dirty(struct jd_engine *e)
-{
-    for (size_t i = 0; i < e->ndirty; i++) {
-        struct jd_customer *c = e->dirty[i];
-        c->dirty = 0;
-        if (c->npending == 0)
-            continue;
-        struct jd_part *p = jd_engine_part_by_source(e, c->partition);
-        jd_engine_produce_pending(e, c, p && p->assigned ? jd_engine_ckpt_open(p) : NULL);
-    }
-    e->ndirty = 0;
-}
-
-int jd_engine_persist(struct jd_engine *e, volatile sig_atomic_t *stop)
-{
-    if (flush_dirty(e, stop) != 0)
-        return -1;
-    produce_dirty(e);
     return 0;
 }
 
@@ -254,7 +201,7 @@ static void apply_event(struct jd_engine *e, struct jd_part *p, struct jd_custom
     }
     c->partition = p->source;
     c->applied_offset = ev->offset;
-    push_dirty(e, c);
+    jd_engine_push_dirty(e, c);
     if (jd_customer_seen_event(c, ev->event_id)) {
         jd_info(MOD, "customer %s: duplicate event_id %s at %s/%" PRId32 "/%" PRId64 " skipped",
                 c->id, ev->event_id, p->topic, p->partition, ev->offset);
@@ -279,7 +226,7 @@ static void naive_roundtrip(struct jd_engine *e, struct jd_customer *c, volatile
     struct jd_customer *one[1] = {c};
     char errstr[512];
     while (jd_store_flush(e->store, e->rs, one, 1, errstr, sizeof errstr) != 0) {
-        redis_failed(e, "flush", errstr);
+        jd_engine_redis_failed(e, "flush", errstr);
         if (stop && *stop)
             return;
     }
@@ -296,13 +243,16 @@ void jd_engine_process_batch(struct jd_engine *e)
     e->nload = 0;
     for (size_t i = 0; i < e->nmsgs; i++) {
         rd_kafka_message_t *m = e->msgs[i];
+        e->mcust[i] = NULL;
         if (!m->key || m->key_len == 0)
             continue;
-        if (jd_cache_get(e->cache, m->key, m->key_len))
+        /* looked up once per event: step 2 takes it from mcust */
+        if ((e->mcust[i] = jd_cache_get(e->cache, m->key, m->key_len)))
             continue;
         struct jd_part *p = jd_engine_part(e, rd_kafka_topic_name(m->rkt), m->partition, 0);
         struct jd_customer *c = jd_customer_new(m->key, m->key_len, p ? p->source : 0, e->rs);
         jd_cache_put(e->cache, c);
+        e->mcust[i] = c;
         if (e->nload == e->capload) {
             e->capload = e->capload ? e->capload * 2 : 1024;
             e->load = jd_xrealloc(e->load, e->capload * sizeof *e->load);
@@ -357,23 +307,28 @@ void jd_engine_process_batch(struct jd_engine *e)
         ev.offset = m->offset;
         if (ev.occurred_at > p->watermark)
             p->watermark = ev.occurred_at;
-        struct jd_customer *c = jd_cache_get(e->cache, m->key, m->key_len);
+        struct jd_customer *c = e->mcust[i];
         int64_t te = jd_monotonic_ns();
+        size_t npending = c->npending;
         apply_event(e, p, c, &ev, message_timestamp(m));
+        if (c->npending != npending)
+            jd_engine_push_urgent(e, c); /* a new trigger: written at the batch's end */
         if (e->cfg->naive && c->dirty) {
             naive_roundtrip(e, c, stop);
-            produce_dirty(e);
+            jd_engine_produce_customer(e, c);
         }
         if (e->metrics)
             jd_metrics_observe(e->metrics, JD_H_EVENT_PROCESSING,
                                (double)(jd_monotonic_ns() - te) / 1e9);
     }
 
-    /* 3. persist, then produce what was persisted */
-    if (jd_engine_persist(e, stop) != 0)
+    /* 3. customers with new triggers: persist (state and outbox at once),
+     * then produce; the others wait for the next write-back (engine_flush.c) */
+    if (jd_engine_flush_urgent(e, stop) != 0)
         goto abandon;
 
-    /* 4. the batch's offsets wait only for their acknowledgements now */
+    /* 4. the batch's offsets wait for the next write-back and for their
+     * acknowledgements now */
     for (size_t i = 0; i < e->nmsgs; i++) {
         rd_kafka_message_t *m = e->msgs[i];
         struct jd_part *p = jd_engine_part(e, rd_kafka_topic_name(m->rkt), m->partition, 0);
@@ -385,7 +340,7 @@ void jd_engine_process_batch(struct jd_engine *e)
                 if (e->msgs[k]->rkt == m->rkt && e->msgs[k]->partition == m->partition)
                     last = 0;
             if (last)
-                jd_engine_ckpt_seal(e, p, m->offset + 1);
+                jd_engine_ckpt_close(p, m->offset + 1);
         }
     }
     if (e->metrics) {
@@ -409,5 +364,6 @@ abandon:
         rd_kafka_message_destroy(e->msgs[i]);
     e->nmsgs = 0;
     e->ndirty = 0;
+    e->nurgent = 0;
     e->abandoned = 1;
 }

@@ -23,7 +23,8 @@
 struct jd_ckpt {
     int64_t next_offset;
     uint32_t outstanding;
-    int sealed; /* the batch that opened it is persisted: no more produces join */
+    int closed; /* its batch is over: no more events join (next_offset is final) */
+    int sealed; /* and every customer its batch changed is written back */
     struct jd_ckpt *next;
 };
 
@@ -72,14 +73,18 @@ struct jd_engine {
 
     /* the batch being collected */
     rd_kafka_message_t **msgs;
+    struct jd_customer **mcust; /* the customer of msgs[i] (NULL: no key) */
     size_t nmsgs;
     size_t maxmsgs;
 
     /* scratch, reused across batches */
     struct jd_customer **load;
     size_t nload, capload;
-    struct jd_customer **dirty;
+    struct jd_customer **dirty; /* c->queued: to write back (engine_flush.c) */
     size_t ndirty, capdirty;
+    struct jd_customer **urgent; /* c->urgent: to write at the end of the batch */
+    size_t nurgent, capurgent;
+    int64_t last_persist_ns; /* monotonic time of the last full write-back */
     struct jd_buf tmp;
     struct jd_buf history;
 
@@ -96,17 +101,33 @@ struct jd_engine {
 
 /* engine_batch.c */
 void jd_engine_process_batch(struct jd_engine *e);
-/* Writes back the dirty customers (retrying while Redis fails, unless
- * stopping) and produces their new outbox entries. 0, or -1 when stopping
- * left them unwritten. */
+void jd_engine_redis_failed(struct jd_engine *e, const char *what, const char *err);
+void jd_engine_redis_succeeded(struct jd_engine *e);
+
+/* engine_flush.c — write-back (see the comment atop the file) */
+void jd_engine_push_dirty(struct jd_engine *e, struct jd_customer *c);
+void jd_engine_push_urgent(struct jd_engine *e, struct jd_customer *c);
+/* Writes the urgent customers and produces their outbox entries. 0, or -1
+ * when stopping left them unwritten. */
+int jd_engine_flush_urgent(struct jd_engine *e, volatile sig_atomic_t *stop);
+/* Writes back every queued customer (retrying while Redis fails, unless
+ * stopping), produces their outbox entries and seals the closed
+ * checkpoints. 0, or -1 when stopping left them unwritten. */
 int jd_engine_persist(struct jd_engine *e, volatile sig_atomic_t *stop);
+/* jd_engine_persist when processing.flush_interval has passed since the last. */
+int jd_engine_persist_due(struct jd_engine *e, volatile sig_atomic_t *stop);
+/* Produces c's outbox entries not yet produced. */
+void jd_engine_produce_customer(struct jd_engine *e, struct jd_customer *c);
 
 /* engine_out.c */
 struct jd_part *jd_engine_part(struct jd_engine *e, const char *topic, int32_t partition,
                                int create);
 struct jd_part *jd_engine_part_by_source(struct jd_engine *e, int32_t source);
 struct jd_ckpt *jd_engine_ckpt_open(struct jd_part *p);
-void jd_engine_ckpt_seal(struct jd_engine *e, struct jd_part *p, int64_t next_offset);
+/* The batch is over for p: its checkpoint ends at next_offset. */
+void jd_engine_ckpt_close(struct jd_part *p, int64_t next_offset);
+/* Everything closed so far is written back: seal and store what can be. */
+void jd_engine_ckpt_seal_closed(struct jd_engine *e);
 void jd_engine_ckpt_advance(struct jd_engine *e, struct jd_part *p);
 void jd_engine_produce_dlq(struct jd_engine *e, const rd_kafka_message_t *m, const char *why);
 void jd_engine_produce_pending(struct jd_engine *e, struct jd_customer *c, struct jd_ckpt *ck);

@@ -63,13 +63,27 @@ struct jd_ckpt *jd_engine_ckpt_open(struct jd_part *p)
     return p->open;
 }
 
-void jd_engine_ckpt_seal(struct jd_engine *e, struct jd_part *p, int64_t next_offset)
+void jd_engine_ckpt_close(struct jd_part *p, int64_t next_offset)
 {
     struct jd_ckpt *ck = jd_engine_ckpt_open(p);
     ck->next_offset = next_offset;
-    ck->sealed = 1;
+    ck->closed = 1;
     p->open = NULL;
-    jd_engine_ckpt_advance(e, p);
+}
+
+void jd_engine_ckpt_seal_closed(struct jd_engine *e)
+{
+    for (size_t t = 0; t < e->cfg->ninput_topics; t++) {
+        for (int32_t i = 0; i < e->nparts[t]; i++) {
+            struct jd_part *p = &e->parts[t][i];
+            if (!p->head)
+                continue;
+            for (struct jd_ckpt *ck = p->head; ck; ck = ck->next)
+                if (ck->closed)
+                    ck->sealed = 1;
+            jd_engine_ckpt_advance(e, p);
+        }
+    }
 }
 
 void jd_engine_ckpt_advance(struct jd_engine *e, struct jd_part *p)
@@ -219,14 +233,9 @@ void jd_engine_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
     e->inflight--;
     if (f->is_trigger) {
         struct jd_customer *c = jd_cache_get(e->cache, f->customer_id, strlen(f->customer_id));
-        if (c && jd_customer_ack(c, f->trigger_id) == 0 && !c->dirty) {
-            c->dirty = 1;
-            if (e->ndirty == e->capdirty) {
-                e->capdirty = e->capdirty ? e->capdirty * 2 : 1024;
-                e->dirty = jd_xrealloc(e->dirty, e->capdirty * sizeof *e->dirty);
-            }
-            e->dirty[e->ndirty++] = c;
-        }
+        /* the entry's removal from Redis waits for the next write-back */
+        if (c && jd_customer_ack(c, f->trigger_id) == 0)
+            jd_engine_push_dirty(e, c);
         if (e->metrics && f->src_ts > 0) {
             int64_t lat = jd_now_ms() - f->src_ts;
             jd_metrics_observe(e->metrics, JD_H_EVENT_TO_TRIGGER, lat < 0 ? 0 : lat / 1000.0);

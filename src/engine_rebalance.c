@@ -84,7 +84,7 @@ static void released(struct jd_engine *e, rd_kafka_topic_partition_list_t *parts
         for (size_t i = 0; i < e->ndirty; i++) {
             struct jd_part *p = jd_engine_part_by_source(e, e->dirty[i]->partition);
             if (p && in_list(parts, p->topic, p->partition))
-                e->dirty[i]->dirty = 0;
+                e->dirty[i]->dirty = e->dirty[i]->queued = 0;
             else
                 e->dirty[nd++] = e->dirty[i];
         }

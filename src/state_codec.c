@@ -48,10 +48,64 @@ static void put_escaped_str(struct jd_buf *b, const char *s)
     put_escaped(b, s, strlen(s));
 }
 
-/* Shortest text that reads back as the same double. */
+/* Integers are formatted by hand: encoding runs once per written customer,
+ * and printf was the largest part of it. */
+static void put_u64(struct jd_buf *b, uint64_t v)
+{
+    char tmp[24];
+    size_t i = sizeof tmp;
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    jd_buf_append(b, tmp + i, sizeof tmp - i);
+}
+
+static void put_i64(struct jd_buf *b, int64_t v)
+{
+    if (v < 0) {
+        jd_buf_append(b, "-", 1);
+        put_u64(b, (uint64_t)0 - (uint64_t)v);
+    } else {
+        put_u64(b, (uint64_t)v);
+    }
+}
+
+static void put_hex(struct jd_buf *b, uint64_t v)
+{
+    static const char hex[] = "0123456789abcdef";
+    char tmp[16];
+    size_t i = sizeof tmp;
+    do {
+        tmp[--i] = hex[v & 15];
+        v >>= 4;
+    } while (v);
+    jd_buf_append(b, tmp + i, sizeof tmp - i);
+}
+
+/* Shortest text that reads back as the same double. Whole numbers (counts,
+ * times) and amounts in cents, which are nearly all values, take a fast
+ * path that prints what %.15g would. */
 static void put_double(struct jd_buf *b, double d)
 {
     char tmp[40];
+    if (d > -1e15 && d < 1e15 && !signbit(d)) {
+        double w = (double)(int64_t)d;
+        if (w == d) {
+            put_i64(b, (int64_t)d);
+            return;
+        }
+        /* k / 100 is the double nearest to the decimal k/100, so printing
+         * k/100 in decimal reads back as d (strtod rounds to nearest) */
+        double k = nearbyint(d * 100);
+        if (k < 1e13 && k / 100 == d) {
+            int64_t ki = (int64_t)k;
+            put_i64(b, ki / 100);
+            char frac[3] = {'.', (char)('0' + ki % 100 / 10), (char)('0' + ki % 10)};
+            jd_buf_append(b, frac, frac[2] == '0' ? 2 : 3);
+            return;
+        }
+    }
     for (int prec = 15; prec <= 17; prec++) {
         snprintf(tmp, sizeof tmp, "%.*g", prec, d);
         if (prec == 17 || strtod(tmp, NULL) == d || isnan(d))
@@ -92,15 +146,18 @@ static void put_agg(struct jd_buf *b, const struct jd_agg *a, const char *key)
     put_double_nz(b, a->n);
     jd_buf_puts(b, ",");
     if (a->t)
-        jd_buf_printf(b, "%" PRId64, a->t);
+        put_i64(b, a->t);
     if (a->nbuckets || a->base) {
         jd_buf_puts(b, ",");
         if (a->base)
-            jd_buf_printf(b, "%" PRId64, a->base);
+            put_i64(b, a->base);
         /* Count windows hold the same numbers in both halves: write one. */
         int dup = a->nbuckets > 0 && memcmp(a->buckets, a->buckets + a->nbuckets,
                                             a->nbuckets * sizeof *a->buckets) == 0;
-        jd_buf_printf(b, ",%" PRIu32 "%s", a->nbuckets, dup ? "c" : "");
+        jd_buf_append(b, ",", 1);
+        put_u64(b, a->nbuckets);
+        if (dup)
+            jd_buf_append(b, "c", 1);
         uint32_t end = dup ? a->nbuckets : 2 * a->nbuckets;
         for (uint32_t i = 0; i < end;) {
             if (is_pos_zero(a->buckets[i])) {
@@ -110,10 +167,13 @@ static void put_agg(struct jd_buf *b, const struct jd_agg *a, const char *key)
             uint32_t j = i + 1; /* a run of equal values is written once */
             while (j < end && same_double(a->buckets[j], a->buckets[i]))
                 j++;
-            if (j - i > 1)
-                jd_buf_printf(b, ",%" PRIu32 "-%" PRIu32 ":", i, j - 1);
-            else
-                jd_buf_printf(b, ",%" PRIu32 ":", i);
+            jd_buf_append(b, ",", 1);
+            put_u64(b, i);
+            if (j - i > 1) {
+                jd_buf_append(b, "-", 1);
+                put_u64(b, j - 1);
+            }
+            jd_buf_append(b, ":", 1);
             put_double(b, a->buckets[i]);
             i = j;
         }
@@ -130,12 +190,20 @@ void jd_customer_encode(const struct jd_customer *c, const struct jd_ruleset *rs
                         struct jd_buf *out)
 {
     jd_buf_puts(out, STATE_VERSION);
-    if (c->applied_offset >= 0)
-        jd_buf_printf(out, "|p=%" PRId32 ":%" PRId64, c->partition, c->applied_offset);
-    if (c->first_seen)
-        jd_buf_printf(out, "|fs=%" PRId64, c->first_seen);
-    if (c->last_seen)
-        jd_buf_printf(out, "|ls=%" PRId64, c->last_seen);
+    if (c->applied_offset >= 0) {
+        jd_buf_puts(out, "|p=");
+        put_i64(out, c->partition);
+        jd_buf_append(out, ":", 1);
+        put_i64(out, c->applied_offset);
+    }
+    if (c->first_seen) {
+        jd_buf_puts(out, "|fs=");
+        put_i64(out, c->first_seen);
+    }
+    if (c->last_seen) {
+        jd_buf_puts(out, "|ls=");
+        put_i64(out, c->last_seen);
+    }
     if (c->last_channel) {
         jd_buf_puts(out, "|ch=");
         put_escaped_str(out, c->last_channel);
@@ -145,14 +213,17 @@ void jd_customer_encode(const struct jd_customer *c, const struct jd_ruleset *rs
             continue;
         jd_buf_puts(out, "|c.");
         put_escaped_str(out, c->counts[i].type);
-        jd_buf_printf(out, "=%" PRId64, c->counts[i].n);
+        jd_buf_append(out, "=", 1);
+        put_i64(out, c->counts[i].n);
     }
     if (c->spend != 0) {
         jd_buf_puts(out, "|sp=");
         put_double(out, c->spend);
     }
-    if (c->last_score >= 0)
-        jd_buf_printf(out, "|sc=%" PRId32, c->last_score);
+    if (c->last_score >= 0) {
+        jd_buf_puts(out, "|sc=");
+        put_i64(out, c->last_score);
+    }
     if (rs && c->stage >= 0 && (size_t)c->stage < jd_rules_nstages(rs)) {
         jd_buf_puts(out, "|st=");
         put_escaped_str(out, jd_rules_stage_name(rs, (size_t)c->stage));
@@ -178,18 +249,24 @@ void jd_customer_encode(const struct jd_customer *c, const struct jd_ruleset *rs
                 continue;
             jd_buf_puts(out, "|tf.");
             put_escaped_str(out, jd_rules_trigger(rs, i)->on.name);
-            jd_buf_printf(out, "=%" PRId64 ":%" PRIu32, c->last_fired[i], c->fired_count[i]);
+            jd_buf_append(out, "=", 1);
+            put_i64(out, c->last_fired[i]);
+            jd_buf_append(out, ":", 1);
+            put_u64(out, c->fired_count[i]);
         }
     }
-    if (c->next_timer)
-        jd_buf_printf(out, "|nt=%" PRId64, c->next_timer);
+    if (c->next_timer) {
+        jd_buf_puts(out, "|nt=");
+        put_i64(out, c->next_timer);
+    }
     /* Oldest first, so that decoding rebuilds the ring in the same order. */
     int first = 1;
     for (size_t k = 0; k < JD_RECENT_IDS; k++) {
         uint64_t h = c->recent_ids[(c->recent_pos + k) % JD_RECENT_IDS];
         if (!h)
             continue;
-        jd_buf_printf(out, "%s%" PRIx64, first ? "|ri=" : ",", h);
+        jd_buf_puts(out, first ? "|ri=" : ",");
+        put_hex(out, h);
         first = 0;
     }
 }

@@ -4,7 +4,8 @@
  * Owns one synchronous hiredis connection and the scratch buffers that turn
  * a batch of customers into one pipelined round trip: every command of the
  * batch is appended (redisAppendCommandArgv, binary-safe), then every reply
- * is read. Each customer's write is its own MULTI/EXEC on its own keys, so
+ * is read. Each customer's write is one SET of its state, or its own
+ * MULTI/EXEC on its own keys when its outbox or history changes too, so
  * the layout stays valid for Redis Cluster and one customer's failure (an
  * OOM, a READONLY replica) never half-writes another.
  *
@@ -13,11 +14,13 @@
  */
 #include "journeyd/store.h"
 
+#include <errno.h>
 #include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #define DEFAULT_ADDRESS "127.0.0.1:6379"
 
@@ -38,6 +41,7 @@ struct jd_store {
     struct jd_buf keys[3]; /* state, outbox, history key of the customer at hand */
     struct jd_buf enc;     /* encoded state */
     struct jd_buf vals;    /* outbox values of the customer at hand */
+    struct jd_buf resp;    /* the pipeline's commands in RESP, sent by send_pipeline */
     size_t *valoff;
     size_t valcap;
     redisReply **replies;
@@ -83,6 +87,7 @@ struct jd_store *jd_store_new(const struct jd_config *cfg, char *errstr, size_t 
         jd_buf_init(&st->keys[i]);
     jd_buf_init(&st->enc);
     jd_buf_init(&st->vals);
+    jd_buf_init(&st->resp);
     if (store_connect(st, errstr, errsize) != 0)
         goto err;
     return st;
@@ -104,6 +109,7 @@ void jd_store_destroy(struct jd_store *st)
         jd_buf_free(&st->keys[i]);
     jd_buf_free(&st->enc);
     jd_buf_free(&st->vals);
+    jd_buf_free(&st->resp);
     free(st->valoff);
     free(st->replies);
     free(st->ncmds);
@@ -202,9 +208,61 @@ static void arg_str(struct jd_store *st, size_t i, const char *s)
     arg(st, i, s, strlen(s));
 }
 
+static void put_len(struct jd_buf *b, char type, size_t n)
+{
+    char tmp[24];
+    size_t i = sizeof tmp;
+    tmp[--i] = '\n';
+    tmp[--i] = '\r';
+    do {
+        tmp[--i] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n);
+    tmp[--i] = type;
+    jd_buf_append(b, tmp + i, sizeof tmp - i);
+}
+
+/* Appends one command (argv) to the pipeline in RESP. hiredis would format
+ * each command into its own allocation and grow its output buffer once per
+ * command; here a batch is formatted into one reused buffer and handed over
+ * once (send_pipeline). */
 static int append(struct jd_store *st, size_t argc)
 {
-    return redisAppendCommandArgv(st->ctx, (int)argc, st->argv, st->argvlen) == REDIS_OK ? 0 : -1;
+    put_len(&st->resp, '*', argc);
+    for (size_t i = 0; i < argc; i++) {
+        put_len(&st->resp, '$', st->argvlen[i]);
+        jd_buf_append(&st->resp, st->argv[i], st->argvlen[i]);
+        jd_buf_append(&st->resp, "\r\n", 2);
+    }
+    return 0;
+}
+
+/* Writes the pipeline straight to the socket: hiredis would first copy it
+ * into its own output buffer (a large allocation per batch). Its buffer is
+ * empty here (every command goes through this function), so the order of
+ * bytes on the connection is unchanged; the replies are then read with
+ * redisGetReply. Redis reads the whole pipeline before we read a reply: it
+ * buffers the replies, so writing everything first cannot deadlock. */
+static int send_pipeline(struct jd_store *st)
+{
+    const char *p = st->resp.data;
+    size_t left = st->resp.len;
+    int rc = 0;
+    while (left > 0) {
+        ssize_t n = write(st->ctx->fd, p, left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            snprintf(st->ctx->errstr, sizeof st->ctx->errstr, "write: %s",
+                     n < 0 ? strerror(errno) : "nothing written");
+            rc = -1;
+            break;
+        }
+        p += n;
+        left -= (size_t)n;
+    }
+    jd_buf_reset(&st->resp);
+    return rc;
 }
 
 static void replies_reserve(struct jd_store *st, size_t n)
@@ -289,6 +347,7 @@ int jd_store_load(struct jd_store *st, const struct jd_ruleset *rs, struct jd_cu
         return 0;
     if (!st->ctx)
         return conn_fail(st, "load", errstr, errsize);
+    jd_buf_reset(&st->resp);
     for (size_t i = 0; i < n; i++) {
         build_key(st, 0, cs[i]->id, cs[i]->id_len, "");
         arg_str(st, 0, "GET");
@@ -302,7 +361,7 @@ int jd_store_load(struct jd_store *st, const struct jd_ruleset *rs, struct jd_cu
             return conn_fail(st, "load", errstr, errsize);
     }
     st->roundtrips++;
-    if (read_replies(st, 2 * n) != 0)
+    if (send_pipeline(st) != 0 || read_replies(st, 2 * n) != 0)
         return conn_fail(st, "load", errstr, errsize);
 
     /* Everything is decoded first and applied only if all of it is good:
@@ -377,13 +436,23 @@ static int needs_write(const struct jd_customer *c)
     return c->dirty || c->nacked || c->nhistory || unstored_pending(c);
 }
 
-/* Queues MULTI ... EXEC for one customer; returns the number of commands
- * queued, 0 on an I/O error. */
+/* Queues the write of one customer: a plain SET (atomic on its own) when
+ * only the state changed, which is most writes, else MULTI ... EXEC over its
+ * keys. Returns the number of commands queued (1: the plain SET), 0 on an I/O
+ * error. */
 static size_t queue_customer(struct jd_store *st, const struct jd_ruleset *rs,
                              const struct jd_customer *c)
 {
     size_t ncmd = 0, a;
     build_key(st, 0, c->id, c->id_len, "");
+    if (c->dirty && !c->nacked && !c->nhistory && !unstored_pending(c)) {
+        jd_buf_reset(&st->enc);
+        jd_customer_encode(c, rs, &st->enc);
+        arg_str(st, 0, "SET");
+        arg(st, 1, st->keys[0].data, st->keys[0].len);
+        arg(st, 2, st->enc.data, st->enc.len);
+        return append(st, 3) == 0 ? 1 : 0;
+    }
     build_key(st, 1, c->id, c->id_len, ":o");
     build_key(st, 2, c->id, c->id_len, ":h");
 
@@ -500,6 +569,8 @@ static void flushed(struct jd_customer *c)
  * EXEC error only says the transaction was discarded). NULL when written. */
 static const char *customer_error(redisReply **r, size_t ncmd)
 {
+    if (ncmd == 1) /* a plain SET */
+        return r[0]->type == REDIS_REPLY_ERROR ? r[0]->str : NULL;
     for (size_t k = 0; k + 1 < ncmd; k++)
         if (r[k]->type == REDIS_REPLY_ERROR)
             return r[k]->str;
@@ -523,6 +594,7 @@ int jd_store_flush(struct jd_store *st, const struct jd_ruleset *rs, struct jd_c
         return 0;
     if (!st->ctx)
         return conn_fail(st, "flush", errstr, errsize);
+    jd_buf_reset(&st->resp);
     if (st->ncmdscap < n) {
         st->ncmds = jd_xrealloc(st->ncmds, n * sizeof *st->ncmds);
         st->ncmdscap = n;
@@ -540,7 +612,7 @@ int jd_store_flush(struct jd_store *st, const struct jd_ruleset *rs, struct jd_c
     if (total == 0)
         return 0;
     st->roundtrips++;
-    if (read_replies(st, total) != 0)
+    if (send_pipeline(st) != 0 || read_replies(st, total) != 0)
         return conn_fail(st, "flush", errstr, errsize);
 
     size_t failed = 0, pos = 0;
@@ -579,6 +651,7 @@ int jd_store_history(struct jd_store *st, const char *customer_id, size_t max, c
     *nlines = 0;
     if (!st->ctx)
         return conn_fail(st, "history", errstr, errsize);
+    jd_buf_reset(&st->resp);
     if (max == 0)
         return 0;
     build_key(st, 0, customer_id, strlen(customer_id), ":h");
@@ -591,7 +664,7 @@ int jd_store_history(struct jd_store *st, const char *customer_id, size_t max, c
     if (append(st, 4) != 0)
         return conn_fail(st, "history", errstr, errsize);
     st->roundtrips++;
-    if (read_replies(st, 1) != 0)
+    if (send_pipeline(st) != 0 || read_replies(st, 1) != 0)
         return conn_fail(st, "history", errstr, errsize);
     redisReply *r = st->replies[0];
     int rc = -1;

@@ -131,6 +131,7 @@ struct jd_config {
     int64_t allowed_lateness_ms;
     int batch_max_events;
     int64_t batch_max_wait_ms;
+    int64_t flush_interval_ms; /* write-back of dirty customers without new triggers */
     int cache_max_customers;
     int naive;       /* one synchronous Redis round trip per event (benchmark baseline) */
     int history_max; /* trigger history entries kept per customer */

@@ -102,6 +102,8 @@ struct jd_customer {
 
     unsigned dirty : 1;  /* must be written back */
     unsigned exists : 1; /* was found in Redis or written there */
+    unsigned queued : 1; /* in the engine's write-back list (engine_flush.c) */
+    unsigned urgent : 1; /* in the engine's list of customers to write at once */
 };
 
 /* A fresh customer shaped for `rs` (aggs and trigger arrays sized). */

@@ -1,0 +1,136 @@
+/*
+ * engine_flush — when changed customers are written back to Redis, and when
+ * that lets offsets move.
+ *
+ * Two lists of customers, both without duplicates (flags in jd_customer):
+ *   e->dirty  (c->queued): changed since the last full write-back; written
+ *             every processing.flush_interval (and on revocation, shutdown),
+ *             so a customer with many events in an interval is written once;
+ *   e->urgent (c->urgent): customers with a new outbox entry (or an outbox
+ *             loaded after a crash): written at the end of their batch, state
+ *             and outbox in one MULTI/EXEC, then produced, so a trigger waits
+ *             for one Redis round trip, not for the interval.
+ *
+ * Why the offsets stay exact (SPEC §3): a batch's checkpoints are closed at
+ * the end of the batch (engine_out.c) but sealed only by the next full
+ * write-back, which writes every customer the batch changed; an offset is
+ * stored only past sealed checkpoints whose produced messages are all
+ * acknowledged. A crash before that write-back replays the batch from the
+ * last committed offset; customers written early (urgent) carry their
+ * applied-offset watermark in the same write, so their events are skipped on
+ * replay and their outbox is re-sent with the same ids. An acknowledgement
+ * only queues the outbox entry's removal for the next write-back: losing it
+ * in a crash re-sends a trigger that was delivered (same id), never loses one.
+ */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine_int.h"
+#include "journeyd/log.h"
+
+#define MOD "engine"
+
+/* Customers per pipelined round trip of a full write-back: bounds the
+ * request buffer and the stall a large write-back causes. */
+#define FLUSH_CHUNK 4096
+
+static void push(struct jd_customer ***list, size_t *n, size_t *cap, struct jd_customer *c)
+{
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 1024;
+        *list = jd_xrealloc(*list, *cap * sizeof **list);
+    }
+    (*list)[(*n)++] = c;
+}
+
+void jd_engine_push_dirty(struct jd_engine *e, struct jd_customer *c)
+{
+    if (c->queued)
+        return;
+    c->queued = 1;
+    push(&e->dirty, &e->ndirty, &e->capdirty, c);
+}
+
+void jd_engine_push_urgent(struct jd_engine *e, struct jd_customer *c)
+{
+    if (c->urgent)
+        return;
+    c->urgent = 1;
+    push(&e->urgent, &e->nurgent, &e->capurgent, c);
+}
+
+/* Writes cs[0..n) until it works or we are told to stop. */
+static int flush_list(struct jd_engine *e, struct jd_customer **cs, size_t n,
+                      volatile sig_atomic_t *stop)
+{
+    char errstr[512];
+    for (size_t off = 0; off < n;) {
+        size_t k = n - off < FLUSH_CHUNK ? n - off : FLUSH_CHUNK;
+        int64_t t0 = jd_monotonic_ns();
+        if (jd_store_flush(e->store, e->rs, cs + off, k, errstr, sizeof errstr) == 0) {
+            if (e->metrics)
+                jd_metrics_observe(e->metrics, JD_H_REDIS_ROUNDTRIP,
+                                   (double)(jd_monotonic_ns() - t0) / 1e9);
+            jd_engine_redis_succeeded(e);
+            off += k;
+            continue;
+        }
+        jd_engine_redis_failed(e, "flush", errstr);
+        if (stop && *stop)
+            return -1;
+    }
+    return 0;
+}
+
+void jd_engine_produce_customer(struct jd_engine *e, struct jd_customer *c)
+{
+    if (c->npending == 0)
+        return;
+    struct jd_part *p = jd_engine_part_by_source(e, c->partition);
+    jd_engine_produce_pending(e, c, p && p->assigned ? jd_engine_ckpt_open(p) : NULL);
+}
+
+int jd_engine_flush_urgent(struct jd_engine *e, volatile sig_atomic_t *stop)
+{
+    if (e->nurgent == 0)
+        return 0;
+    if (flush_list(e, e->urgent, e->nurgent, stop) != 0)
+        return -1;
+    for (size_t i = 0; i < e->nurgent; i++) {
+        struct jd_customer *c = e->urgent[i];
+        c->urgent = 0;
+        jd_engine_produce_customer(e, c);
+    }
+    e->nurgent = 0;
+    return 0;
+}
+
+int jd_engine_persist(struct jd_engine *e, volatile sig_atomic_t *stop)
+{
+    /* anything urgent first: it is produced with its batch's checkpoint */
+    if (jd_engine_flush_urgent(e, stop) != 0)
+        return -1;
+    size_t n = e->ndirty;
+    if (flush_list(e, e->dirty, n, stop) != 0)
+        return -1;
+    /* Producing serves delivery reports, which may queue customers again:
+     * they are appended after the n written here and stay queued. */
+    for (size_t i = 0; i < n; i++)
+        e->dirty[i]->queued = 0;
+    for (size_t i = 0; i < n; i++)
+        jd_engine_produce_customer(e, e->dirty[i]);
+    memmove(e->dirty, e->dirty + n, (e->ndirty - n) * sizeof *e->dirty);
+    e->ndirty -= n;
+    e->last_persist_ns = jd_monotonic_ns();
+    jd_engine_ckpt_seal_closed(e);
+    return 0;
+}
+
+int jd_engine_persist_due(struct jd_engine *e, volatile sig_atomic_t *stop)
+{
+    int64_t interval = e->cfg->naive ? 0 : e->cfg->flush_interval_ms;
+    if (jd_monotonic_ns() - e->last_persist_ns < interval * 1000000)
+        return 0;
+    return jd_engine_persist(e, stop);
+}
