@@ -13,14 +13,25 @@ python3-confluent-kafka (run with /usr/bin/python3).
       on TOPIC (commits come only behind persisted state and delivered
       triggers, so this is "all state persisted"). Prints one JSON object:
       {"events": committed, "seconds": t, "events_per_s": r, "complete": bool}
+
+  kafka_probe.py latency -b B -t TOPIC[,TOPIC...] --schema trigger.avsc --done FILE
+      event-to-trigger latency: reads the trigger topics from their current
+      end (prints "ready" once positioned), decodes each trigger (bare Avro
+      body) and takes arrival time (wall clock, ms) minus fired_at, which
+      under clock = "event" is the source event's occurred_at, which
+      journey-loadgen --live sets to its send time. Stops once FILE exists
+      and nothing arrived for --idle seconds. Prints one JSON object:
+      {"triggers": n, "p50_ms": .., "p99_ms": .., "p999_ms": .., "max_ms": ..}
 """
 import argparse
+import io
 import json
+import os
 import sys
 import time
 import urllib.request
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
 
 def partitions(consumer, topic):
@@ -97,6 +108,77 @@ def drain(args):
     return 0 if done >= target else 1
 
 
+def strip_logical_types(node):
+    """python3-avro turns timestamp-millis into datetimes: keep the longs."""
+    if isinstance(node, dict):
+        return {k: strip_logical_types(v) for k, v in node.items() if k != "logicalType"}
+    if isinstance(node, list):
+        return [strip_logical_types(v) for v in node]
+    return node
+
+
+def percentile(sorted_vals, q):
+    if not sorted_vals:
+        return None
+    k = min(len(sorted_vals) - 1, max(0, int(round(q * len(sorted_vals) + 0.5)) - 1))
+    return sorted_vals[k]
+
+
+def latency(args):
+    import avro.io
+    import avro.schema
+    with open(args.schema) as f:
+        schema = avro.schema.parse(json.dumps(strip_logical_types(json.load(f))))
+    reader = avro.io.DatumReader(schema)
+    c = Consumer({"bootstrap.servers": args.brokers, "group.id": "kafka-probe-latency",
+                  "enable.auto.commit": False, "fetch.wait.max.ms": 1,
+                  "fetch.error.backoff.ms": 5})
+    tps = []
+    for topic in args.topic.split(","):
+        for tp in partitions(c, topic):
+            tp.offset = OFFSET_END
+            tps.append(tp)
+    c.assign(tps)
+    # positioned once every partition has been fetched from at least once
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        c.poll(0.05)
+        if all(p.offset >= 0 for p in c.position(tps)):
+            break
+    print("ready", flush=True)
+    # decoding waits until the end: python3-avro is slow enough that
+    # decoding in the loop would delay the arrival times it measures
+    got, last = [], time.monotonic()
+    while True:
+        m = c.poll(0.1)
+        now_ms = time.time() * 1000.0
+        if m is None:
+            if os.path.exists(args.done) and time.monotonic() - last > args.idle:
+                break
+            continue
+        if m.error():
+            continue
+        last = time.monotonic()
+        got.append((now_ms, m.value()))
+    lat, names = [], []
+    for now_ms, value in got:
+        t = reader.read(avro.io.BinaryDecoder(io.BytesIO(value)))
+        if t.get("source_event_id") is None:
+            continue  # timer-driven: no source event to measure from
+        lat.append(now_ms - t["fired_at"])
+        names.append(t["trigger"])
+    c.close()
+    if args.dump:
+        with open(args.dump, "w") as f:
+            f.write("".join("%.2f %s\n" % (v, n) for v, n in zip(lat, names)))
+    lat.sort()
+    r = lambda v: None if v is None else round(v, 2)
+    print(json.dumps({"triggers": len(lat), "p50_ms": r(percentile(lat, 0.50)),
+                      "p99_ms": r(percentile(lat, 0.99)), "p999_ms": r(percentile(lat, 0.999)),
+                      "max_ms": r(lat[-1] if lat else None)}), flush=True)
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -112,9 +194,18 @@ def main():
     d.add_argument("--events", type=int, default=0,
                    help="stop after this many events are committed (0: all held)")
     d.add_argument("--timeout", type=float, default=600)
+    lt = sub.add_parser("latency")
+    lt.add_argument("-b", "--brokers", required=True)
+    lt.add_argument("-t", "--topic", required=True, help="trigger topics, comma-separated")
+    lt.add_argument("--schema", required=True, help="trigger.avsc")
+    lt.add_argument("--done", required=True, help="stop once this file exists (and idle)")
+    lt.add_argument("--idle", type=float, default=3.0)
+    lt.add_argument("--dump", help="write every latency (ms), in arrival order, to this file")
     args = ap.parse_args()
     if args.cmd == "messages":
         return messages(args)
+    if args.cmd == "latency":
+        return latency(args)
     return drain(args)
 
 

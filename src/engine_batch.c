@@ -347,8 +347,9 @@ void jd_engine_process_batch(struct jd_engine *e)
         jd_metrics_observe(e->metrics, JD_H_BATCH_EVENTS, (double)e->nmsgs);
         jd_metrics_gauge(e->metrics, JD_G_CACHED_CUSTOMERS, (int64_t)jd_cache_size(e->cache));
     }
-    jd_debug(MOD, "batch of %zu events in %.3f ms", e->nmsgs,
-             (double)(jd_monotonic_ns() - t0) / 1e6);
+    int64_t ts0 = message_timestamp(e->msgs[0]);
+    jd_debug(MOD, "batch of %zu events in %.3f ms, the first produced %" PRId64 " ms ago", e->nmsgs,
+             (double)(jd_monotonic_ns() - t0) / 1e6, ts0 ? jd_now_ms() - ts0 : -1);
     for (size_t i = 0; i < e->nmsgs; i++)
         rd_kafka_message_destroy(e->msgs[i]);
     e->nmsgs = 0;

@@ -34,6 +34,8 @@
 /* Customers per pipelined round trip of a full write-back: bounds the
  * request buffer and the stall a large write-back causes. */
 #define FLUSH_CHUNK 4096
+/* Shortest interval between the commits made here (asynchronous). */
+#define COMMIT_INTERVAL_NS (100 * 1000000LL)
 
 static void push(struct jd_customer ***list, size_t *n, size_t *cap, struct jd_customer *c)
 {
@@ -127,10 +129,23 @@ int jd_engine_persist(struct jd_engine *e, volatile sig_atomic_t *stop)
     return 0;
 }
 
-int jd_engine_persist_due(struct jd_engine *e, volatile sig_atomic_t *stop)
+int jd_engine_persist_due(struct jd_engine *e, int idle, volatile sig_atomic_t *stop)
 {
     int64_t interval = e->cfg->naive ? 0 : e->cfg->flush_interval_ms;
-    if (jd_monotonic_ns() - e->last_persist_ns < interval * 1000000)
-        return 0;
-    return jd_engine_persist(e, stop);
+    int64_t now = jd_monotonic_ns();
+    /* idle (a poll found nothing): nothing is gained by waiting, and the
+     * offsets of the last events move at once */
+    if (now - e->last_persist_ns >= interval * 1000000 || (idle && e->ndirty > 0)) {
+        if (jd_engine_persist(e, stop) != 0)
+            return -1;
+    }
+    /* Stored offsets are committed by librdkafka every auto.commit.interval.ms;
+     * committing as soon as some moved keeps the committed position (what a
+     * restarted or new group member starts from) close behind the work. */
+    if (e->offsets_stored && now - e->last_commit_ns >= COMMIT_INTERVAL_NS) {
+        rd_kafka_commit(e->consumer, NULL, 1);
+        e->offsets_stored = 0;
+        e->last_commit_ns = now;
+    }
+    return 0;
 }

@@ -85,6 +85,8 @@ struct jd_engine {
     struct jd_customer **urgent; /* c->urgent: to write at the end of the batch */
     size_t nurgent, capurgent;
     int64_t last_persist_ns; /* monotonic time of the last full write-back */
+    int64_t last_commit_ns;  /* of the last commit made by engine_flush.c */
+    int offsets_stored;      /* offsets stored since that commit */
     struct jd_buf tmp;
     struct jd_buf history;
 
@@ -114,8 +116,10 @@ int jd_engine_flush_urgent(struct jd_engine *e, volatile sig_atomic_t *stop);
  * stopping), produces their outbox entries and seals the closed
  * checkpoints. 0, or -1 when stopping left them unwritten. */
 int jd_engine_persist(struct jd_engine *e, volatile sig_atomic_t *stop);
-/* jd_engine_persist when processing.flush_interval has passed since the last. */
-int jd_engine_persist_due(struct jd_engine *e, volatile sig_atomic_t *stop);
+/* jd_engine_persist when processing.flush_interval has passed since the
+ * last, or when idle (the last poll found nothing); then commits the stored
+ * offsets (asynchronously, at most every 100 ms). */
+int jd_engine_persist_due(struct jd_engine *e, int idle, volatile sig_atomic_t *stop);
 /* Produces c's outbox entries not yet produced. */
 void jd_engine_produce_customer(struct jd_engine *e, struct jd_customer *c);
 

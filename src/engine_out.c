@@ -106,8 +106,10 @@ void jd_engine_ckpt_advance(struct jd_engine *e, struct jd_part *p)
     if (err)
         jd_warn(MOD, "storing offset %s/%" PRId32 "@%" PRId64 ": %s", p->topic, p->partition, store,
                 rd_kafka_err2str(err));
-    else
+    else {
         p->stored_offset = store;
+        e->offsets_stored = 1;
+    }
 }
 
 void jd_engine_part_free(struct jd_part *p)
