@@ -52,9 +52,20 @@ struct jd_codec *jd_codec_new(const struct jd_config *cfg, char *errstr, size_t 
 void jd_codec_destroy(struct jd_codec *codec);
 
 /* Decodes one Kafka value into ev (strings valid until the next decode).
- * On failure errstr says what is wrong, for the DLQ header. */
+ * On failure errstr says what is wrong, for the DLQ header. Trailing bytes
+ * after the record and strings with embedded NUL bytes are MALFORMED;
+ * attributes beyond JD_EVENT_MAX_ATTRS are ignored; ev->partition and
+ * ev->offset are not touched. */
 enum jd_decode_status jd_codec_decode(struct jd_codec *codec, const void *buf, size_t len,
                                       struct jd_event *ev, char *errstr, size_t errsize);
+
+/* Decodes a Trigger value (journeyctl, tests) into t; its strings point into
+ * codec-owned storage valid until the next jd_codec_decode_trigger. A value
+ * starting with 0x00 is taken as Confluent-framed (its id must equal
+ * cfg->trigger_schema_id when that is >= 0). Attributes beyond 16 are
+ * ignored. 0, or -1 with errstr. */
+int jd_codec_decode_trigger(struct jd_codec *codec, const void *buf, size_t len,
+                            struct jd_trigger *t, char *errstr, size_t errsize) JD_MUST_CHECK;
 
 /* Encodes a trigger (Confluent-framed when cfg->trigger_schema_id >= 0, bare
  * otherwise), appending to out. 0, or -1 with errstr. */
@@ -62,7 +73,9 @@ int jd_codec_encode_trigger(struct jd_codec *codec, const struct jd_trigger *t, 
                             char *errstr, size_t errsize) JD_MUST_CHECK;
 
 /* Encodes a touchpoint (used by journey-loadgen and tests); framing per
- * schema_id (>= 0: Confluent with that id; -1: bare). */
+ * schema_id (>= 0: Confluent with that id; -1: bare). The body is always
+ * written with the touchpoint (reader) schema, so a schema_id >= 0 should be
+ * an id that maps to that schema. NULL channel is written as "". */
 int jd_codec_encode_touchpoint(struct jd_codec *codec, const struct jd_event *ev, int schema_id,
                                struct jd_buf *out, char *errstr, size_t errsize) JD_MUST_CHECK;
 

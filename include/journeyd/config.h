@@ -25,7 +25,8 @@ enum jd_clock { JD_CLOCK_EVENT = 0, JD_CLOCK_WALL };
 /* A rule expression as written in the config, with where it stands:
  * `line`/`col` are the 1-based position of the expression's first character
  * inside `file` (col counts bytes), so an error at offset k of `expr` on the
- * same line is at col + k. */
+ * same line is at col + k. col is 0 when that mapping would be wrong (the
+ * string has escapes or is joined from several literals): report LINE only. */
 struct jd_rule_src {
     char *name;
     char *expr;
@@ -95,6 +96,8 @@ struct jd_schema_id {
 struct jd_config {
     char *path; /* the file as given */
     char *dir;  /* its directory: relative paths in the file are resolved against it */
+    char **included; /* files read through @include; rule `file`s may point here */
+    size_t nincluded;
 
     /* kafka */
     char *brokers;
@@ -107,7 +110,7 @@ struct jd_config {
     char *topics[JD_KIND_COUNT]; /* output topic per kind */
     int transactions;
     char **kafka_props; /* pairs: kafka_props[2i] = name, [2i+1] = value */
-    size_t nkafka_props;
+    size_t nkafka_props; /* number of pairs */
 
     /* redis */
     char **redis_addresses; /* "host:port" */

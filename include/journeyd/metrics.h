@@ -93,4 +93,70 @@ struct jd_http *jd_http_start(struct jd_metrics *m, const char *bind, int port, 
                               size_t errsize);
 void jd_http_stop(struct jd_http *h);
 
+/* ---- additions (ops) ---------------------------------------------------- */
+
+/* Policy reasons of journeyd_triggers_suppressed_total{reason}; any other
+ * string passed to jd_metrics_trigger_suppressed counts as "other". */
+enum jd_suppress_reason {
+    JD_SUP_COOLDOWN = 0,
+    JD_SUP_CAP,
+    JD_SUP_BUDGET,
+    JD_SUP_QUIET_HOURS,
+    JD_SUP_HOLDOUT,
+    JD_SUP_OPTOUT,
+    JD_SUP_DUPLICATE,
+    JD_SUP_OTHER,
+    JD_SUP_COUNT
+};
+enum jd_suppress_reason jd_suppress_reason_parse(const char *reason);
+const char *jd_suppress_reason_name(enum jd_suppress_reason r);
+/* Same as jd_metrics_trigger_suppressed without the string comparison. */
+void jd_metrics_trigger_suppressed_r(struct jd_metrics *m, size_t trigger,
+                                     enum jd_suppress_reason r);
+
+/* The rule-bound update functions (trigger_*, segment_*) must be called from
+ * the thread that calls jd_metrics_bind_rules (the engine thread): they read
+ * the current label arrays without a lock. Everything else is thread-safe. */
+
+/* jd_metrics_bind_rules without a compiled rule set: the label values
+ * themselves. Counts of trigger names (with the same kind) and segment
+ * names that stay are carried over. */
+void jd_metrics_bind_names(struct jd_metrics *m, const char *rule_version, size_t ntriggers,
+                           const char *const *trigger_names, const char *const *trigger_kinds,
+                           size_t nsegments, const char *const *segment_names);
+/* Sets a segment's member count outright (e.g. from the counts kept in
+ * Redis, at start or after a rebalance). */
+void jd_metrics_segment_members_set(struct jd_metrics *m, size_t segment, int64_t value);
+void jd_metrics_gauge_add(struct jd_metrics *m, enum jd_gauge g, int64_t delta);
+
+/* Consumer lag of one partition. */
+struct jd_lag {
+    char *topic; /* owned */
+    int32_t partition;
+    int64_t lag;
+};
+void jd_lag_free(struct jd_lag *v, size_t n);
+/* Parses librdkafka's statistics JSON: topics -> partitions -> consumer_lag,
+ * keeping the partitions with a known lag (>= 0; partition -1 is skipped).
+ * *is_consumer is set from the top-level "type". Returns 0 and a malloc'd
+ * array in *out (free with jd_lag_free), or -1 on malformed JSON. */
+int jd_kafka_stats_lag(const char *json, size_t len, struct jd_lag **out, size_t *n,
+                       int *is_consumer) JD_MUST_CHECK;
+/* Replaces the lag table with `v` (ownership passes to m). */
+void jd_metrics_set_lag(struct jd_metrics *m, struct jd_lag *v, size_t n);
+/* Sum of the current lag table (for "lag > 0" decisions). */
+int64_t jd_metrics_total_lag(struct jd_metrics *m);
+
+/* Health: alive = last heartbeat within the timeout (10 s by default);
+ * ready = partitions assigned && Redis ok && not back-pressured. When `why`
+ * is given, one line per failing input is appended to it. */
+void jd_metrics_set_heartbeat_timeout_ms(struct jd_metrics *m, int64_t ms);
+int jd_metrics_alive(struct jd_metrics *m, double *age_seconds);
+int jd_metrics_ready(struct jd_metrics *m, struct jd_buf *why);
+
+/* The port the HTTP server listens on. jd_http_start with port 0 (metrics
+ * disabled) returns NULL with an empty errstr: callers skip it. A negative
+ * port binds any free port (for tests). */
+int jd_http_port(const struct jd_http *h);
+
 #endif

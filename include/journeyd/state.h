@@ -53,6 +53,10 @@ struct jd_pending_trigger {
     struct jd_buf value; /* the encoded Kafka message value */
     char *history;       /* history line for journeyctl, NULL once written */
     int produced;        /* handed to the producer in this process's lifetime */
+    int stored;          /* present in the Redis outbox (written by a flush, or loaded) */
+    int64_t src_ts;      /* Kafka timestamp (ms) of the event that caused it; 0 unknown */
+    int64_t not_before;  /* clock time (ms) before which it must not be produced (a trigger
+                            deferred past quiet hours); 0 = at once */
 };
 
 struct jd_customer {
@@ -87,6 +91,14 @@ struct jd_customer {
     char **acked; /* trigger ids acknowledged since the last flush (to remove from Redis) */
     size_t nacked;
     size_t capacked;
+    /* History lines of triggers acknowledged before their line was written:
+     * the next flush writes them (owned; freed by the flush). */
+    char **history;
+    size_t nhistory;
+    size_t caphistory;
+
+    struct jd_customer *lru_prev; /* cache (store.h) bookkeeping: newer */
+    struct jd_customer *lru_next; /* older */
 
     unsigned dirty : 1;  /* must be written back */
     unsigned exists : 1; /* was found in Redis or written there */
@@ -107,9 +119,14 @@ int64_t jd_customer_count(const struct jd_customer *c, const char *type);
  * records it and returns 0. */
 int jd_customer_seen_event(struct jd_customer *c, const char *event_id);
 
-/* Outbox */
+/* Outbox. The returned entry is zeroed (value initialised); it stays valid
+ * until the next add_pending or ack on the same customer. */
 struct jd_pending_trigger *jd_customer_add_pending(struct jd_customer *c);
-/* Removes the pending trigger with that id and remembers it as acked. 0 or -1 if absent. */
+/* Finds a pending trigger by id; NULL if absent. */
+struct jd_pending_trigger *jd_customer_find_pending(struct jd_customer *c, const char *trigger_id);
+/* Removes the pending trigger with that id and remembers it as acked (when it
+ * was stored in Redis: a never-stored one needs no removal there; its
+ * unwritten history line moves to c->history). 0 or -1 if absent. */
 int jd_customer_ack(struct jd_customer *c, const char *trigger_id);
 void jd_customer_clear_acked(struct jd_customer *c);
 
@@ -122,6 +139,11 @@ void jd_customer_encode(const struct jd_customer *c, const struct jd_ruleset *rs
  * applies. Returns 0, or -1 with errstr on a corrupt value. */
 int jd_customer_decode(struct jd_customer *c, const struct jd_ruleset *rs, const char *data,
                        size_t len, char *errstr, size_t errsize) JD_MUST_CHECK;
+
+/* Moves the persisted state (everything jd_customer_encode writes) from src
+ * into dst, which keeps its id, partition, outbox, acked ids, history and
+ * flags; src is destroyed. */
+void jd_customer_take_state(struct jd_customer *dst, struct jd_customer *src);
 
 /* Re-shapes a cached customer for a new rule set (after a reload). */
 void jd_customer_rebind(struct jd_customer *c, const struct jd_ruleset *old_rs,

@@ -53,9 +53,11 @@ int jd_store_load(struct jd_store *st, const struct jd_ruleset *rs, struct jd_cu
 int jd_store_flush(struct jd_store *st, const struct jd_ruleset *rs, struct jd_customer **cs,
                    size_t n, char *errstr, size_t errsize) JD_MUST_CHECK;
 
-/* Reads the trigger history of one customer, newest first (journeyctl). */
+/* Reads the trigger history of one customer, newest first (journeyctl).
+ * Free the lines with jd_store_free_lines. */
 int jd_store_history(struct jd_store *st, const char *customer_id, size_t max, char ***lines,
                      size_t *nlines, char *errstr, size_t errsize);
+void jd_store_free_lines(char **lines, size_t nlines);
 
 /* Reads one customer (journeyctl). 0 found, 1 not found, -1 error. */
 int jd_store_get_customer(struct jd_store *st, const struct jd_ruleset *rs, const char *id,
@@ -63,16 +65,23 @@ int jd_store_get_customer(struct jd_store *st, const struct jd_ruleset *rs, cons
 
 /* Counts round trips and errors, for metrics. */
 uint64_t jd_store_roundtrips(const struct jd_store *st);
+uint64_t jd_store_errors(const struct jd_store *st);
+/* 0 after a connection error until jd_store_reconnect succeeds. */
+int jd_store_connected(const struct jd_store *st);
 
 /* -------- cache of owned customers -------- */
 struct jd_cache;
 
+/* max_customers 0: unbounded. */
 struct jd_cache *jd_cache_new(size_t max_customers);
 /* Destroys every cached customer. */
 void jd_cache_destroy(struct jd_cache *cache);
+/* Looks a customer up (no allocation) and marks it most recently used. */
 struct jd_customer *jd_cache_get(struct jd_cache *cache, const char *id, size_t id_len);
 /* Takes ownership of c (replacing nothing: c->id must be absent). */
 void jd_cache_put(struct jd_cache *cache, struct jd_customer *c);
+/* Gives c back to the caller without destroying it. */
+void jd_cache_remove(struct jd_cache *cache, struct jd_customer *c);
 size_t jd_cache_size(const struct jd_cache *cache);
 /* Calls fn for each cached customer of that partition (all when partition < 0). */
 void jd_cache_foreach(struct jd_cache *cache, int32_t partition,

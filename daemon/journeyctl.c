@@ -1,0 +1,298 @@
+/*
+ * journeyctl — the companion CLI: look at one customer's journey, explain a
+ * rule for that customer, check a config.
+ *
+ *   journeyctl -c FILE [-r HOST:PORT] customer ID [--json]
+ *   journeyctl -c FILE [-r HOST:PORT] explain ID RULE [--at MS]
+ *   journeyctl check -c FILE
+ */
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "journeyd/config.h"
+#include "journeyd/rules.h"
+#include "journeyd/state.h"
+#include "journeyd/store.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: journeyctl -c FILE [-r HOST:PORT] customer ID [--json]\n"
+                 "       journeyctl -c FILE [-r HOST:PORT] explain ID RULE [--at MS]\n"
+                 "       journeyctl check -c FILE\n");
+}
+
+static void json_str(FILE *out, const char *s)
+{
+    fputc('"', out);
+    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(out, "\\%c", *p);
+        else if (*p < 0x20)
+            fprintf(out, "\\u%04x", *p);
+        else
+            fputc(*p, out);
+    }
+    fputc('"', out);
+}
+
+static const char *fmt_time(int64_t ms, char *buf, size_t n)
+{
+    if (ms <= 0) {
+        snprintf(buf, n, "-");
+        return buf;
+    }
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
+/* A history line is "FIRED_AT|TRIGGER|TRIGGER_ID|KIND|REASON". */
+struct hist {
+    const char *f[5];
+};
+
+static void split_hist(char *line, struct hist *h)
+{
+    for (int i = 0; i < 5; i++) {
+        h->f[i] = line ? line : "";
+        if (line && i < 4) {
+            char *bar = strchr(line, '|');
+            if (bar) {
+                *bar = '\0';
+                line = bar + 1;
+            } else {
+                line = NULL;
+            }
+        }
+    }
+}
+
+static int show_customer(const struct jd_config *cfg, const struct jd_ruleset *rs,
+                         struct jd_store *st, const char *id, int json)
+{
+    char errstr[512], t1[32], t2[32];
+    struct jd_customer *c = NULL;
+    int r = jd_store_get_customer(st, rs, id, &c, errstr, sizeof errstr);
+    if (r < 0) {
+        fprintf(stderr, "journeyctl: %s\n", errstr);
+        return 2;
+    }
+    if (r == 1) {
+        fprintf(stderr, "journeyctl: no customer %s\n", id);
+        return 1;
+    }
+    char **lines = NULL;
+    size_t nlines = 0;
+    if (jd_store_history(st, id, (size_t)cfg->history_max, &lines, &nlines, errstr,
+                         sizeof errstr) != 0) {
+        fprintf(stderr, "journeyctl: history: %s\n", errstr);
+        nlines = 0;
+    }
+    const char *stage = c->stage >= 0 ? jd_rules_stage_name(rs, (size_t)c->stage) : "";
+    if (json) {
+        printf("{\"customer_id\":");
+        json_str(stdout, c->id);
+        printf(",\"stage\":");
+        json_str(stdout, stage);
+        printf(",\"segments\":[");
+        int first = 1;
+        for (size_t s = 0; s < jd_rules_nsegments(rs); s++)
+            if (c->segments & (1ULL << s)) {
+                printf(first ? "" : ",");
+                json_str(stdout, jd_rules_segment_name(rs, s));
+                first = 0;
+            }
+        printf("],\"counts\":{");
+        for (size_t i = 0; i < c->ncounts; i++) {
+            printf(i ? "," : "");
+            json_str(stdout, c->counts[i].type);
+            printf(":%" PRId64, c->counts[i].n);
+        }
+        printf("},\"spend\":%.2f,\"first_seen\":%" PRId64 ",\"last_seen\":%" PRId64
+               ",\"last_channel\":",
+               c->spend, c->first_seen, c->last_seen);
+        json_str(stdout, c->last_channel);
+        printf(",\"last_score\":");
+        if (c->last_score >= 0)
+            printf("%d", c->last_score);
+        else
+            printf("null");
+        printf(",\"outbox_pending\":%zu,\"triggers\":[", c->npending);
+        for (size_t i = 0; i < nlines; i++) {
+            struct hist h;
+            split_hist(lines[i], &h);
+            printf("%s{\"fired_at\":%s,\"trigger\":", i ? "," : "", h.f[0]);
+            json_str(stdout, h.f[1]);
+            printf(",\"trigger_id\":");
+            json_str(stdout, h.f[2]);
+            printf(",\"kind\":");
+            json_str(stdout, h.f[3]);
+            printf(",\"reason\":");
+            json_str(stdout, h.f[4]);
+            printf("}");
+        }
+        printf("]}\n");
+    } else {
+        printf("customer      %s\n", c->id);
+        printf("stage         %s\n", *stage ? stage : "-");
+        printf("segments     ");
+        int any = 0;
+        for (size_t s = 0; s < jd_rules_nsegments(rs); s++)
+            if (c->segments & (1ULL << s)) {
+                printf(" %s", jd_rules_segment_name(rs, s));
+                any = 1;
+            }
+        printf("%s\n", any ? "" : " -");
+        printf("first seen    %s\nlast seen     %s\n", fmt_time(c->first_seen, t1, sizeof t1),
+               fmt_time(c->last_seen, t2, sizeof t2));
+        printf("last channel  %s\n", c->last_channel ? c->last_channel : "-");
+        printf("spend         %.2f\n", c->spend);
+        if (c->last_score >= 0)
+            printf("last score    %d\n", c->last_score);
+        printf("counts       ");
+        for (size_t i = 0; i < c->ncounts; i++)
+            printf(" %s=%" PRId64, c->counts[i].type, c->counts[i].n);
+        printf("\n");
+        if (c->npending)
+            printf("outbox        %zu trigger(s) awaiting Kafka acknowledgement\n", c->npending);
+        printf("triggers (newest first):\n");
+        if (nlines == 0)
+            printf("  none\n");
+        for (size_t i = 0; i < nlines; i++) {
+            struct hist h;
+            split_hist(lines[i], &h);
+            printf("  %s  %-24s %-13s %s\n      why: %s\n",
+                   fmt_time(strtoll(h.f[0], NULL, 10), t1, sizeof t1), h.f[1], h.f[3], h.f[2],
+                   h.f[4]);
+        }
+    }
+    for (size_t i = 0; i < nlines; i++)
+        free(lines[i]);
+    free(lines);
+    jd_customer_destroy(c);
+    return 0;
+}
+
+static int explain(const struct jd_config *cfg, const struct jd_ruleset *rs, struct jd_store *st,
+                   const char *id, const char *rule, int64_t at)
+{
+    char errstr[512];
+    struct jd_customer *c = NULL;
+    int r = jd_store_get_customer(st, rs, id, &c, errstr, sizeof errstr);
+    if (r < 0) {
+        fprintf(stderr, "journeyctl: %s\n", errstr);
+        return 2;
+    }
+    if (r == 1) {
+        fprintf(stderr, "journeyctl: no customer %s\n", id);
+        return 1;
+    }
+    /* in event time the customer's "now" is the last event seen */
+    int64_t now = at > 0 ? at : cfg->clock == JD_CLOCK_EVENT ? c->last_seen : jd_now_ms();
+    struct jd_buf out;
+    jd_buf_init(&out);
+    int rc = 0;
+    if (jd_rules_explain(rs, c, NULL, rule, now, &out, errstr, sizeof errstr) != 0) {
+        fprintf(stderr, "journeyctl: %s\n", errstr);
+        rc = 1;
+    } else {
+        char t[32];
+        printf("customer %s, rule %s, at %s (rules %s)\n", id, rule, fmt_time(now, t, sizeof t),
+               jd_rules_version(rs));
+        fputs(jd_buf_cstr(&out), stdout);
+    }
+    jd_buf_free(&out);
+    jd_customer_destroy(c);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'}, {"redis", required_argument, NULL, 'r'},
+        {"json", no_argument, NULL, 'j'},         {"at", required_argument, NULL, 'a'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+    };
+    const char *path = NULL, *redis = NULL;
+    int json = 0, opt;
+    int64_t at = 0;
+    /* options may come before or after the command */
+    while ((opt = getopt_long(argc, argv, "c:r:h", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'c':
+            path = optarg;
+            break;
+        case 'r':
+            redis = optarg;
+            break;
+        case 'j':
+            json = 1;
+            break;
+        case 'a':
+            at = strtoll(optarg, NULL, 10);
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 1;
+        }
+    }
+    if (optind >= argc || !path) {
+        usage(stderr);
+        return 1;
+    }
+    const char *cmd = argv[optind];
+
+    struct jd_errors errs;
+    jd_errors_init(&errs);
+    struct jd_ruleset *rs = NULL;
+    struct jd_config *cfg = jd_config_load(path, &errs);
+    if (cfg && jd_rules_compile(&cfg->rules, &rs, &errs) != 0)
+        rs = NULL;
+    char errstr[512];
+    if (cfg && redis && jd_config_set_redis(cfg, redis, errstr, sizeof errstr) != 0)
+        jd_errors_add(&errs, NULL, 0, 0, "-r %s: %s", redis, errstr);
+    if (!cfg || !rs || errs.n) {
+        jd_errors_print(&errs, stderr);
+        fprintf(stderr, "%s: %zu error(s)\n", path, errs.n);
+        jd_errors_free(&errs);
+        if (rs)
+            jd_rules_destroy(rs);
+        jd_config_destroy(cfg);
+        return 1;
+    }
+    jd_errors_free(&errs);
+
+    int rc;
+    if (strcmp(cmd, "check") == 0) {
+        printf("%s: OK (%zu stages, %zu segments, %zu triggers, rule version %s)\n", path,
+               jd_rules_nstages(rs), jd_rules_nsegments(rs), jd_rules_ntriggers(rs),
+               jd_rules_version(rs));
+        rc = 0;
+    } else if ((strcmp(cmd, "customer") == 0 && optind + 2 == argc) ||
+               (strcmp(cmd, "explain") == 0 && optind + 3 == argc)) {
+        struct jd_store *st = jd_store_new(cfg, errstr, sizeof errstr);
+        if (!st) {
+            fprintf(stderr, "journeyctl: redis: %s\n", errstr);
+            rc = 2;
+        } else {
+            rc = cmd[0] == 'c' ? show_customer(cfg, rs, st, argv[optind + 1], json)
+                               : explain(cfg, rs, st, argv[optind + 1], argv[optind + 2], at);
+            jd_store_destroy(st);
+        }
+    } else {
+        usage(stderr);
+        rc = 1;
+    }
+    jd_rules_destroy(rs);
+    jd_config_destroy(cfg);
+    return rc;
+}

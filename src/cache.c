@@ -1,0 +1,220 @@
+/*
+ * cache — the in-memory customers of the partitions this instance owns.
+ *
+ * Owns the cached jd_customer objects. An open-addressing hash table (linear
+ * probing, backward-shift deletion, no tombstones) maps id -> customer with
+ * no allocation per lookup; an intrusive doubly linked list through the
+ * customers (lru_prev/lru_next) orders them by last touch so that eviction
+ * drops the coldest clean ones first. Dirty customers, and those with
+ * outbox entries, acked ids or history lines still to write, are never
+ * evicted: their only up-to-date copy is here.
+ */
+#include "journeyd/store.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct cache_slot {
+    uint64_t hash;
+    struct jd_customer *c; /* NULL: empty */
+};
+
+struct jd_cache {
+    struct cache_slot *slots;
+    size_t cap; /* power of two */
+    size_t n;
+    size_t max; /* 0: unbounded */
+    struct jd_customer *newest;
+    struct jd_customer *oldest;
+};
+
+struct jd_cache *jd_cache_new(size_t max_customers)
+{
+    struct jd_cache *cache = jd_xcalloc(1, sizeof *cache);
+    cache->cap = 64;
+    cache->slots = jd_xcalloc(cache->cap, sizeof *cache->slots);
+    cache->max = max_customers;
+    return cache;
+}
+
+void jd_cache_destroy(struct jd_cache *cache)
+{
+    if (!cache)
+        return;
+    struct jd_customer *c = cache->newest;
+    while (c) {
+        struct jd_customer *next = c->lru_next;
+        jd_customer_destroy(c);
+        c = next;
+    }
+    free(cache->slots);
+    free(cache);
+}
+
+static uint64_t id_hash(const char *id, size_t len)
+{
+    return jd_hash64(id, len);
+}
+
+static void lru_unlink(struct jd_cache *cache, struct jd_customer *c)
+{
+    if (c->lru_prev)
+        c->lru_prev->lru_next = c->lru_next;
+    else
+        cache->newest = c->lru_next;
+    if (c->lru_next)
+        c->lru_next->lru_prev = c->lru_prev;
+    else
+        cache->oldest = c->lru_prev;
+    c->lru_prev = c->lru_next = NULL;
+}
+
+static void lru_push_newest(struct jd_cache *cache, struct jd_customer *c)
+{
+    c->lru_prev = NULL;
+    c->lru_next = cache->newest;
+    if (cache->newest)
+        cache->newest->lru_prev = c;
+    else
+        cache->oldest = c;
+    cache->newest = c;
+}
+
+static size_t find_slot(const struct jd_cache *cache, uint64_t h, const char *id, size_t len)
+{
+    size_t mask = cache->cap - 1;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+        const struct cache_slot *s = &cache->slots[i];
+        if (!s->c)
+            return i;
+        if (s->hash == h && s->c->id_len == len && memcmp(s->c->id, id, len) == 0)
+            return i;
+    }
+}
+
+static void grow(struct jd_cache *cache)
+{
+    struct cache_slot *old = cache->slots;
+    size_t oldcap = cache->cap;
+    cache->cap *= 2;
+    cache->slots = jd_xcalloc(cache->cap, sizeof *cache->slots);
+    size_t mask = cache->cap - 1;
+    for (size_t i = 0; i < oldcap; i++) {
+        if (!old[i].c)
+            continue;
+        size_t j = old[i].hash & mask;
+        while (cache->slots[j].c)
+            j = (j + 1) & mask;
+        cache->slots[j] = old[i];
+    }
+    free(old);
+}
+
+struct jd_customer *jd_cache_get(struct jd_cache *cache, const char *id, size_t id_len)
+{
+    size_t i = find_slot(cache, id_hash(id, id_len), id, id_len);
+    struct jd_customer *c = cache->slots[i].c;
+    if (c)
+        jd_cache_touch(cache, c);
+    return c;
+}
+
+void jd_cache_put(struct jd_cache *cache, struct jd_customer *c)
+{
+    if ((cache->n + 1) * 4 > cache->cap * 3)
+        grow(cache);
+    uint64_t h = id_hash(c->id, c->id_len);
+    size_t i = find_slot(cache, h, c->id, c->id_len);
+    if (cache->slots[i].c) /* a caller bug: keep the cached copy, it may be dirty */
+        abort();
+    cache->slots[i].hash = h;
+    cache->slots[i].c = c;
+    cache->n++;
+    lru_push_newest(cache, c);
+}
+
+/* Takes c out of the cache without destroying it. */
+void jd_cache_remove(struct jd_cache *cache, struct jd_customer *c)
+{
+    size_t mask = cache->cap - 1;
+    size_t i = find_slot(cache, id_hash(c->id, c->id_len), c->id, c->id_len);
+    if (cache->slots[i].c != c)
+        return;
+    /* Backward shift: pull later members of the probe run into the hole when
+     * their home slot does not lie (cyclically) between the hole and them. */
+    size_t j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (!cache->slots[j].c)
+            break;
+        size_t home = cache->slots[j].hash & mask;
+        int stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+        if (stays)
+            continue;
+        cache->slots[i] = cache->slots[j];
+        i = j;
+    }
+    cache->slots[i].c = NULL;
+    cache->slots[i].hash = 0;
+    cache->n--;
+    lru_unlink(cache, c);
+}
+
+size_t jd_cache_size(const struct jd_cache *cache)
+{
+    return cache->n;
+}
+
+void jd_cache_foreach(struct jd_cache *cache, int32_t partition,
+                      void (*fn)(struct jd_customer *c, void *ud), void *ud)
+{
+    struct jd_customer *c = cache->newest;
+    while (c) {
+        struct jd_customer *next = c->lru_next;
+        if (partition < 0 || c->partition == partition)
+            fn(c, ud);
+        c = next;
+    }
+}
+
+void jd_cache_drop_partition(struct jd_cache *cache, int32_t partition)
+{
+    struct jd_customer *c = cache->newest;
+    while (c) {
+        struct jd_customer *next = c->lru_next;
+        if (partition < 0 || c->partition == partition) {
+            jd_cache_remove(cache, c);
+            jd_customer_destroy(c);
+        }
+        c = next;
+    }
+}
+
+static int evictable(const struct jd_customer *c)
+{
+    return !c->dirty && c->npending == 0 && c->nacked == 0 && c->nhistory == 0;
+}
+
+size_t jd_cache_evict(struct jd_cache *cache)
+{
+    size_t evicted = 0;
+    struct jd_customer *c = cache->oldest;
+    while (cache->max && cache->n > cache->max && c) {
+        struct jd_customer *newer = c->lru_prev;
+        if (evictable(c)) {
+            jd_cache_remove(cache, c);
+            jd_customer_destroy(c);
+            evicted++;
+        }
+        c = newer;
+    }
+    return evicted;
+}
+
+void jd_cache_touch(struct jd_cache *cache, struct jd_customer *c)
+{
+    if (cache->newest == c)
+        return;
+    lru_unlink(cache, c);
+    lru_push_newest(cache, c);
+}

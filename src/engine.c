@@ -1,0 +1,238 @@
+/*
+ * engine — lifecycle and main loop: collect a batch (by count and by time,
+ * so latency stays low when traffic is light), process it, serve delivery
+ * reports, reload rules between batches, and shut down cleanly.
+ */
+#include "journeyd/engine.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine_int.h"
+#include "journeyd/kafka.h"
+#include "journeyd/log.h"
+
+#define MOD "engine"
+
+static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
+{
+    struct jd_engine *e = opaque;
+    (void)rk;
+    if (e->metrics)
+        jd_metrics_update_from_kafka_stats(e->metrics, json, len);
+    return 0; /* librdkafka frees json */
+}
+
+struct jd_engine *jd_engine_new(const struct jd_config *cfg, struct jd_ruleset *rs,
+                                struct jd_metrics *metrics, char *errstr, size_t errsize)
+{
+    struct jd_engine *e = jd_xcalloc(1, sizeof *e);
+    e->cfg = cfg;
+    e->rs = rs;
+    e->metrics = metrics;
+    e->maxmsgs = (size_t)cfg->batch_max_events;
+    e->msgs = jd_xcalloc(e->maxmsgs, sizeof *e->msgs);
+    e->parts = jd_xcalloc(cfg->ninput_topics, sizeof *e->parts);
+    e->nparts = jd_xcalloc(cfg->ninput_topics, sizeof *e->nparts);
+    jd_buf_init(&e->tmp);
+    jd_buf_init(&e->history);
+
+    if (!(e->codec = jd_codec_new(cfg, errstr, errsize)))
+        goto err;
+    if (!(e->store = jd_store_new(cfg, errstr, errsize)))
+        goto err;
+    e->redis_ok = 1;
+    e->cache = jd_cache_new((size_t)cfg->cache_max_customers);
+    e->policy = jd_policy_new(cfg);
+    if (!(e->producer = jd_kafka_producer_new(cfg, jd_engine_delivery, e, errstr, errsize)))
+        goto err;
+    if (!(e->consumer =
+              jd_kafka_consumer_new(cfg, jd_engine_rebalance, stats_cb, e, errstr, errsize)))
+        goto err;
+    if (metrics) {
+        jd_metrics_bind_rules(metrics, rs);
+        jd_metrics_set_ready_inputs(metrics, 0, 1, 0);
+    }
+    return e;
+
+err:
+    e->rs = NULL; /* stays the caller's on failure */
+    jd_engine_destroy(e);
+    return NULL;
+}
+
+void jd_engine_destroy(struct jd_engine *e)
+{
+    if (!e)
+        return;
+    for (size_t i = 0; i < e->nmsgs; i++)
+        rd_kafka_message_destroy(e->msgs[i]);
+    if (e->consumer)
+        rd_kafka_destroy(e->consumer);
+    if (e->producer)
+        rd_kafka_destroy(e->producer); /* no more delivery reports after this */
+    for (size_t t = 0; t < e->cfg->ninput_topics; t++) {
+        for (int32_t p = 0; p < e->nparts[t]; p++)
+            jd_engine_part_free(&e->parts[t][p]);
+        free(e->parts[t]);
+    }
+    free(e->parts);
+    free(e->nparts);
+    if (e->cache)
+        jd_cache_destroy(e->cache);
+    jd_store_destroy(e->store);
+    jd_codec_destroy(e->codec);
+    jd_policy_destroy(e->policy);
+    if (e->rs)
+        jd_rules_destroy(e->rs);
+    jd_config_destroy(e->reload_cfg);
+    free(e->msgs);
+    free(e->load);
+    free(e->dirty);
+    jd_buf_free(&e->tmp);
+    jd_buf_free(&e->history);
+    free(e);
+}
+
+static void rebind_one(struct jd_customer *c, void *ud)
+{
+    struct jd_engine *e = ud;
+    jd_customer_rebind(c, e->rs, e->next_rs);
+}
+
+/* SIGHUP: compile the rules of the config file as it is now; swap only if
+ * the whole rule set is valid. Only the rules (and their policy fields) are
+ * reloaded; connection settings need a restart. */
+static void reload_rules(struct jd_engine *e)
+{
+    struct jd_errors errs;
+    jd_errors_init(&errs);
+    struct jd_config *ncfg = jd_config_load(e->cfg->path, &errs);
+    struct jd_ruleset *nrs = NULL;
+    if (ncfg && jd_rules_compile(&ncfg->rules, &nrs, &errs) == 0) {
+        jd_info(MOD, "rules reloaded: version %s -> %s", jd_rules_version(e->rs),
+                jd_rules_version(nrs));
+        e->next_rs = nrs;
+        jd_cache_foreach(e->cache, -1, rebind_one, e);
+        jd_rules_destroy(e->rs);
+        jd_config_destroy(e->reload_cfg); /* the old rules pointed into it */
+        e->rs = nrs;
+        e->next_rs = NULL;
+        e->reload_cfg = ncfg;
+        if (e->metrics) {
+            jd_metrics_bind_rules(e->metrics, nrs);
+            jd_metrics_rule_reload(e->metrics, 1);
+        }
+    } else {
+        jd_error(MOD, "rule reload refused, the running rules (version %s) stay; %zu error(s):",
+                 jd_rules_version(e->rs), errs.n);
+        for (size_t i = 0; i < errs.n; i++)
+            jd_error(MOD, "%s", errs.msgs[i]);
+        jd_config_destroy(ncfg);
+        if (e->metrics)
+            jd_metrics_rule_reload(e->metrics, 0);
+    }
+    jd_errors_free(&errs);
+}
+
+/* Collects up to batch_max_events messages, waiting at most batch_max_wait
+ * after the first one. Returns -1 on a fatal consumer error. */
+static int collect(struct jd_engine *e)
+{
+    int64_t deadline = 0;
+    while (e->nmsgs < e->maxmsgs && !*e->stop) {
+        int timeout = 100;
+        if (e->nmsgs > 0) {
+            int64_t left = (deadline - jd_monotonic_ns()) / 1000000;
+            if (left <= 0)
+                break;
+            timeout = (int)left;
+        }
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(e->consumer, timeout);
+        if (!m) {
+            if (e->nmsgs == 0)
+                break; /* idle: let the loop do its housekeeping */
+            continue;
+        }
+        if (m->err) {
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+                char fstr[256];
+                if (rd_kafka_fatal_error(e->consumer, fstr, sizeof fstr)) {
+                    jd_error(MOD, "fatal consumer error: %s", fstr);
+                    rd_kafka_message_destroy(m);
+                    return -1;
+                }
+                jd_warn(MOD, "consumer: %s", rd_kafka_message_errstr(m));
+                if (e->metrics)
+                    jd_metrics_add(e->metrics, JD_C_KAFKA_ERRORS, 1);
+            }
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        if (e->nmsgs == 0)
+            deadline = jd_monotonic_ns() + e->cfg->batch_max_wait_ms * 1000000;
+        e->msgs[e->nmsgs++] = m;
+    }
+    return 0;
+}
+
+static void shutdown_engine(struct jd_engine *e)
+{
+    jd_info(MOD, "shutting down: finishing the batch in hand");
+    if (!e->abandoned) {
+        jd_engine_process_batch(e);
+        if (!e->abandoned && jd_engine_persist(e, NULL) != 0)
+            e->abandoned = 1;
+    }
+    if (jd_engine_drain_producer(e, 30000) != 0)
+        jd_warn(MOD,
+                "%" PRIu64 " messages unacknowledged after 30 s; their offsets stay "
+                "uncommitted (they are re-sent from the outbox after restart)",
+                e->inflight);
+    if (!e->abandoned && e->ndirty > 0 && jd_engine_persist(e, NULL) != 0)
+        jd_warn(MOD, "could not write the last acknowledgements; re-sent after restart");
+    rd_kafka_resp_err_t err = rd_kafka_commit(e->consumer, NULL, 0);
+    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        jd_warn(MOD, "final commit: %s", rd_kafka_err2str(err));
+    err = rd_kafka_consumer_close(e->consumer);
+    if (err)
+        jd_warn(MOD, "leaving the group: %s", rd_kafka_err2str(err));
+    rd_kafka_flush(e->producer, 10000);
+    jd_info(MOD, "stopped");
+}
+
+int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig_atomic_t *reload)
+{
+    e->stop = stop;
+    e->reload = reload;
+    int rc = 0;
+    jd_info(MOD, "running: rules %s, consuming %s as group %s", jd_rules_version(e->rs),
+            e->cfg->input_topics[0], e->cfg->group_id);
+    while (!*stop) {
+        if (reload && *reload) {
+            *reload = 0;
+            reload_rules(e);
+        }
+        if (collect(e) != 0) {
+            rc = -1;
+            break;
+        }
+        rd_kafka_poll(e->producer, 0);
+        if (*stop)
+            break; /* the batch in hand is finished by shutdown_engine */
+        jd_engine_process_batch(e);
+        if (e->abandoned) {
+            rc = -1;
+            break;
+        }
+        if (e->ndirty > 0 && jd_engine_persist(e, stop) != 0)
+            break;
+        if (e->metrics) {
+            jd_metrics_heartbeat(e->metrics);
+            jd_metrics_gauge(e->metrics, JD_G_OUTBOX_PENDING, (int64_t)e->inflight);
+        }
+    }
+    shutdown_engine(e);
+    return e->abandoned && rc == 0 ? 0 : rc;
+}

@@ -1,0 +1,413 @@
+/*
+ * engine_batch — one batch: load what it touches, apply every event in
+ * order, persist, produce. Customers are loaded and written back in one
+ * pipelined round trip each per batch; nothing here talks to Redis per event
+ * (except in processing.naive mode, the benchmark's baseline).
+ */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine_int.h"
+#include "journeyd/log.h"
+
+#define MOD "engine"
+
+static void push_dirty(struct jd_engine *e, struct jd_customer *c)
+{
+    if (c->dirty)
+        return;
+    c->dirty = 1;
+    if (e->ndirty == e->capdirty) {
+        e->capdirty = e->capdirty ? e->capdirty * 2 : 1024;
+        e->dirty = jd_xrealloc(e->dirty, e->capdirty * sizeof *e->dirty);
+    }
+    e->dirty[e->ndirty++] = c;
+}
+
+static void set_backpressure(struct jd_engine *e, int on)
+{
+    if (e->backpressured == on)
+        return;
+    e->backpressured = on;
+    if (e->metrics) {
+        jd_metrics_gauge(e->metrics, JD_G_BACKPRESSURED, on);
+        jd_metrics_set_ready_inputs(e->metrics, e->assigned_count > 0, e->redis_ok, on);
+    }
+}
+
+/* Waits before the next Redis attempt, serving producer delivery reports
+ * meanwhile; doubles the wait up to 5 s. */
+static void backoff(struct jd_engine *e)
+{
+    e->backoff_ms = e->backoff_ms ? e->backoff_ms * 2 : 50;
+    if (e->backoff_ms > 5000)
+        e->backoff_ms = 5000;
+    int64_t until = jd_monotonic_ns() + e->backoff_ms * 1000000;
+    while (jd_monotonic_ns() < until)
+        rd_kafka_poll(e->producer, 50);
+}
+
+static void redis_failed(struct jd_engine *e, const char *what, const char *err)
+{
+    jd_error(MOD, "redis %s failed: %s; retrying (consumption paused)", what, err);
+    if (e->metrics)
+        jd_metrics_add(e->metrics, JD_C_REDIS_ERRORS, 1);
+    e->redis_ok = 0;
+    set_backpressure(e, 1);
+    backoff(e);
+    char errstr[256];
+    if (jd_store_reconnect(e->store, errstr, sizeof errstr) != 0)
+        jd_warn(MOD, "redis reconnect: %s", errstr);
+}
+
+static void redis_succeeded(struct jd_engine *e)
+{
+    e->backoff_ms = 0;
+    if (!e->redis_ok) {
+        e->redis_ok = 1;
+        jd_info(MOD, "redis available again");
+    }
+    set_backpressure(e, 0);
+}
+
+/* Loads e->load[0..nload) until it works or we are told to stop. */
+static int load_customers(struct jd_engine *e, volatile sig_atomic_t *stop)
+{
+    char errstr[512];
+    while (e->nload > 0) {
+        int64_t t0 = jd_monotonic_ns();
+        if (jd_store_load(e->store, e->rs, e->load, e->nload, errstr, sizeof errstr) == 0) {
+            if (e->metrics)
+                jd_metrics_observe(e->metrics, JD_H_REDIS_ROUNDTRIP,
+                                   (double)(jd_monotonic_ns() - t0) / 1e9);
+            redis_succeeded(e);
+            break;
+        }
+        redis_failed(e, "load", errstr);
+        if (stop && *stop)
+            return -1;
+    }
+    for (size_t i = 0; i < e->nload; i++) {
+        struct jd_customer *c = e->load[i];
+        /* an outbox left by a crash is produced again (same ids) */
+        if (c->npending > 0) {
+            push_dirty(e, c);
+            if (e->metrics)
+                jd_metrics_add(e->metrics, JD_C_TRIGGERS_REDELIVERED, c->npending);
+        }
+    }
+    e->nload = 0;
+    return 0;
+}
+
+/* Writes back e->dirty until it works or we are told to stop. */
+static int flush_dirty(struct jd_engine *e, volatile sig_atomic_t *stop)
+{
+    char errstr[512];
+    while (e->ndirty > 0) {
+        int64_t t0 = jd_monotonic_ns();
+        if (jd_store_flush(e->store, e->rs, e->dirty, e->ndirty, errstr, sizeof errstr) == 0) {
+            if (e->metrics)
+                jd_metrics_observe(e->metrics, JD_H_REDIS_ROUNDTRIP,
+                                   (double)(jd_monotonic_ns() - t0) / 1e9);
+            redis_succeeded(e);
+            return 0;
+        }
+        redis_failed(e, "flush", errstr);
+        if (stop && *stop)
+            return -1;
+    }
+    return 0;
+}
+
+/* Hands the persisted outboxes to the producer and forgets the dirty list. */
+static void produce_dirty(struct jd_engine *e)
+{
+    for (size_t i = 0; i < e->ndirty; i++) {
+        struct jd_customer *c = e->dirty[i];
+        c->dirty = 0;
+        if (c->npending == 0)
+            continue;
+        struct jd_part *p = jd_engine_part_by_source(e, c->partition);
+        jd_engine_produce_pending(e, c, p && p->assigned ? jd_engine_ckpt_open(p) : NULL);
+    }
+    e->ndirty = 0;
+}
+
+int jd_engine_persist(struct jd_engine *e, volatile sig_atomic_t *stop)
+{
+    if (flush_dirty(e, stop) != 0)
+        return -1;
+    produce_dirty(e);
+    return 0;
+}
+
+static const char *stage_name(const struct jd_engine *e, const struct jd_customer *c)
+{
+    if (c->stage < 0 || (size_t)c->stage >= jd_rules_nstages(e->rs))
+        return "";
+    return jd_rules_stage_name(e->rs, (size_t)c->stage);
+}
+
+/* Turns one fired rule into an outbox entry, if the policy lets it out. */
+static void emit(struct jd_engine *e, struct jd_customer *c, const struct jd_event *ev,
+                 const struct jd_fired *f, int64_t now, int64_t src_ts)
+{
+    const struct jd_trigger_src *ts = jd_rules_trigger(e->rs, f->trigger);
+    const char *why = NULL;
+    char detail[256];
+    if (jd_policy_decide(e->policy, e->rs, c, f->trigger, now, &why, detail, sizeof detail) !=
+        JD_POLICY_ALLOW) {
+        if (e->metrics)
+            jd_metrics_trigger_suppressed(e->metrics, f->trigger, why);
+        jd_debug(MOD, "customer %s: %s suppressed: %s", c->id, ts->on.name, detail);
+        return;
+    }
+
+    const char *version = jd_rules_version(e->rs);
+    struct jd_trigger t = {0};
+    const char *src_id = ev ? ev->event_id : NULL;
+    char deadline[24];
+    snprintf(deadline, sizeof deadline, "%" PRId64, now);
+    const void *parts[4] = {ts->on.name, version, c->id, src_id ? src_id : deadline};
+    size_t lens[4] = {strlen(ts->on.name), strlen(version), c->id_len,
+                      strlen(src_id ? src_id : deadline)};
+    jd_hash128_hex(parts, lens, 4, t.trigger_id);
+    t.trigger = ts->on.name;
+    t.kind = ts->kind;
+    t.customer_id = c->id;
+    t.segment = f->segment >= 0 ? jd_rules_segment_name(e->rs, (size_t)f->segment) : NULL;
+    t.journey_stage = stage_name(e, c);
+    t.reason = f->reason;
+    t.fired_at = (e->cfg->clock == JD_CLOCK_EVENT && ev) ? ev->occurred_at : now;
+    t.source_event_id = src_id;
+    t.rule_version = version;
+    t.nattrs = f->nattrs < 16 ? f->nattrs : 16;
+    for (size_t i = 0; i < t.nattrs; i++) {
+        t.attr_keys[i] = f->attr_keys[i];
+        t.attr_vals[i] = f->attr_vals[i];
+    }
+
+    /* a replay of an event whose trigger is still in the outbox is skipped
+     * before it gets here; this guards against a rule firing twice for one
+     * event (same id) */
+    for (size_t i = 0; i < c->npending; i++)
+        if (strcmp(c->pending[i].trigger_id, t.trigger_id) == 0)
+            return;
+
+    struct jd_pending_trigger *pt = jd_customer_add_pending(c);
+    char errstr[256];
+    if (jd_codec_encode_trigger(e->codec, &t, &pt->value, errstr, sizeof errstr) != 0) {
+        jd_error(MOD, "customer %s: encoding trigger %s: %s", c->id, t.trigger, errstr);
+        jd_buf_free(&pt->value); /* drop the half-built entry */
+        c->npending--;
+        return;
+    }
+    memcpy(pt->trigger_id, t.trigger_id, 33);
+    pt->kind = (uint8_t)ts->kind;
+    pt->topic = jd_strdup(ts->topic);
+    pt->src_ts = src_ts;
+    jd_buf_reset(&e->history);
+    jd_buf_printf(&e->history, "%" PRId64 "|%s|%s|%s|%s", t.fired_at, t.trigger, t.trigger_id,
+                  jd_kind_name(t.kind), t.reason);
+    pt->history = jd_strdup(jd_buf_cstr(&e->history));
+    if (e->metrics)
+        jd_metrics_trigger_emitted(e->metrics, f->trigger);
+}
+
+static void record_transitions(struct jd_engine *e, const struct jd_eval_result *res)
+{
+    if (!e->metrics)
+        return;
+    jd_metrics_add(e->metrics, JD_C_RULES_EVALUATED, res->evaluated);
+    for (size_t s = 0; s < 64; s++) {
+        uint64_t bit = 1ULL << s;
+        if (res->entered & bit) {
+            jd_metrics_segment_transition(e->metrics, s, JD_DIR_ENTER);
+            jd_metrics_segment_members_add(e->metrics, s, 1);
+        }
+        if (res->exited & bit) {
+            jd_metrics_segment_transition(e->metrics, s, JD_DIR_EXIT);
+            jd_metrics_segment_members_add(e->metrics, s, -1);
+        }
+    }
+}
+
+static int64_t message_timestamp(const rd_kafka_message_t *m)
+{
+    rd_kafka_timestamp_type_t tt;
+    int64_t ts = rd_kafka_message_timestamp(m, &tt);
+    return tt == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? 0 : ts;
+}
+
+/* Applies one decoded event to its (loaded) customer. */
+static void apply_event(struct jd_engine *e, struct jd_part *p, struct jd_customer *c,
+                        struct jd_event *ev, int64_t src_ts)
+{
+    if (c->partition == p->source && ev->offset <= c->applied_offset) {
+        /* already in the state: a replay after a crash or rebalance */
+        if (e->metrics)
+            jd_metrics_add(e->metrics, JD_C_EVENTS_REPLAYED, 1);
+        return;
+    }
+    c->partition = p->source;
+    c->applied_offset = ev->offset;
+    push_dirty(e, c);
+    if (jd_customer_seen_event(c, ev->event_id)) {
+        jd_info(MOD, "customer %s: duplicate event_id %s at %s/%" PRId32 "/%" PRId64 " skipped",
+                c->id, ev->event_id, p->topic, p->partition, ev->offset);
+        if (e->metrics)
+            jd_metrics_add(e->metrics, JD_C_EVENTS_DUPLICATE, 1);
+        return;
+    }
+
+    int64_t now = e->cfg->clock == JD_CLOCK_EVENT ? p->watermark : jd_now_ms();
+    struct jd_eval_result res;
+    jd_customer_apply_core(c, ev);
+    jd_rules_on_event(e->rs, c, ev, now, &res);
+    record_transitions(e, &res);
+    for (size_t i = 0; i < res.nfired; i++)
+        emit(e, c, ev, &res.fired[i], now, src_ts);
+}
+
+static void naive_roundtrip(struct jd_engine *e, struct jd_customer *c, volatile sig_atomic_t *stop)
+{
+    /* processing.naive: the baseline the benchmark compares against — one
+     * synchronous Redis write per event */
+    struct jd_customer *one[1] = {c};
+    char errstr[512];
+    while (jd_store_flush(e->store, e->rs, one, 1, errstr, sizeof errstr) != 0) {
+        redis_failed(e, "flush", errstr);
+        if (stop && *stop)
+            return;
+    }
+}
+
+void jd_engine_process_batch(struct jd_engine *e)
+{
+    volatile sig_atomic_t *stop = e->stop;
+    if (e->nmsgs == 0)
+        return;
+    int64_t t0 = jd_monotonic_ns();
+
+    /* 1. the customers this batch touches that are not cached yet */
+    e->nload = 0;
+    for (size_t i = 0; i < e->nmsgs; i++) {
+        rd_kafka_message_t *m = e->msgs[i];
+        if (!m->key || m->key_len == 0)
+            continue;
+        if (jd_cache_get(e->cache, m->key, m->key_len))
+            continue;
+        struct jd_part *p = jd_engine_part(e, rd_kafka_topic_name(m->rkt), m->partition, 0);
+        struct jd_customer *c = jd_customer_new(m->key, m->key_len, p ? p->source : 0, e->rs);
+        jd_cache_put(e->cache, c);
+        if (e->nload == e->capload) {
+            e->capload = e->capload ? e->capload * 2 : 1024;
+            e->load = jd_xrealloc(e->load, e->capload * sizeof *e->load);
+        }
+        e->load[e->nload++] = c;
+    }
+    if (load_customers(e, stop) != 0)
+        goto abandon;
+
+    /* 2. every event, in order */
+    char errstr[512];
+    for (size_t i = 0; i < e->nmsgs; i++) {
+        rd_kafka_message_t *m = e->msgs[i];
+        struct jd_part *p = jd_engine_part(e, rd_kafka_topic_name(m->rkt), m->partition, 0);
+        if (!p)
+            continue;
+        jd_engine_ckpt_open(p);
+        if (e->metrics)
+            jd_metrics_add(e->metrics, JD_C_EVENTS_CONSUMED, 1);
+        if (!m->key || m->key_len == 0) {
+            jd_engine_produce_dlq(e, m, "empty message key (the key must be the customer_id)");
+            if (e->metrics)
+                jd_metrics_failed(e->metrics, JD_FAIL_EMPTY_KEY);
+            continue;
+        }
+        struct jd_event ev;
+        enum jd_decode_status st =
+            jd_codec_decode(e->codec, m->payload, m->len, &ev, errstr, sizeof errstr);
+        if (st != JD_DECODE_OK) {
+            jd_engine_produce_dlq(e, m, errstr);
+            if (e->metrics)
+                jd_metrics_failed(e->metrics,
+                                  st == JD_DECODE_UNKNOWN_SCHEMA  ? JD_FAIL_UNKNOWN_SCHEMA
+                                  : st == JD_DECODE_MISSING_FIELD ? JD_FAIL_MISSING_FIELD
+                                                                  : JD_FAIL_MALFORMED);
+            continue;
+        }
+        if (strlen(ev.customer_id) != m->key_len ||
+            memcmp(ev.customer_id, m->key, m->key_len) != 0) {
+            snprintf(errstr, sizeof errstr,
+                     "customer_id '%s' does not match the message key '%.*s' (the key must be "
+                     "the customer_id, or the customer's events would be split across "
+                     "partitions)",
+                     ev.customer_id, (int)(m->key_len > 200 ? 200 : m->key_len),
+                     (const char *)m->key);
+            jd_engine_produce_dlq(e, m, errstr);
+            if (e->metrics)
+                jd_metrics_failed(e->metrics, JD_FAIL_MISSING_FIELD);
+            continue;
+        }
+        ev.partition = m->partition;
+        ev.offset = m->offset;
+        if (ev.occurred_at > p->watermark)
+            p->watermark = ev.occurred_at;
+        struct jd_customer *c = jd_cache_get(e->cache, m->key, m->key_len);
+        int64_t te = jd_monotonic_ns();
+        apply_event(e, p, c, &ev, message_timestamp(m));
+        if (e->cfg->naive && c->dirty) {
+            naive_roundtrip(e, c, stop);
+            produce_dirty(e);
+        }
+        if (e->metrics)
+            jd_metrics_observe(e->metrics, JD_H_EVENT_PROCESSING,
+                               (double)(jd_monotonic_ns() - te) / 1e9);
+    }
+
+    /* 3. persist, then produce what was persisted */
+    if (jd_engine_persist(e, stop) != 0)
+        goto abandon;
+
+    /* 4. the batch's offsets wait only for their acknowledgements now */
+    for (size_t i = 0; i < e->nmsgs; i++) {
+        rd_kafka_message_t *m = e->msgs[i];
+        struct jd_part *p = jd_engine_part(e, rd_kafka_topic_name(m->rkt), m->partition, 0);
+        if (p && p->open) {
+            /* messages of one partition arrive in offset order: the last
+             * one of the partition in the batch seals its checkpoint */
+            int last = 1;
+            for (size_t k = i + 1; k < e->nmsgs && last; k++)
+                if (e->msgs[k]->rkt == m->rkt && e->msgs[k]->partition == m->partition)
+                    last = 0;
+            if (last)
+                jd_engine_ckpt_seal(e, p, m->offset + 1);
+        }
+    }
+    if (e->metrics) {
+        jd_metrics_observe(e->metrics, JD_H_BATCH_EVENTS, (double)e->nmsgs);
+        jd_metrics_gauge(e->metrics, JD_G_CACHED_CUSTOMERS, (int64_t)jd_cache_size(e->cache));
+    }
+    jd_debug(MOD, "batch of %zu events in %.3f ms", e->nmsgs,
+             (double)(jd_monotonic_ns() - t0) / 1e6);
+    for (size_t i = 0; i < e->nmsgs; i++)
+        rd_kafka_message_destroy(e->msgs[i]);
+    e->nmsgs = 0;
+    jd_cache_evict(e->cache);
+    return;
+
+abandon:
+    /* Stopping while Redis is down: nothing of this batch is persisted, no
+     * offset of it is stored, so it is consumed again after the restart.
+     * The partial in-memory state must not be written later either. */
+    jd_warn(MOD, "abandoning a batch of %zu events (not persisted, will be re-consumed)", e->nmsgs);
+    for (size_t i = 0; i < e->nmsgs; i++)
+        rd_kafka_message_destroy(e->msgs[i]);
+    e->nmsgs = 0;
+    e->ndirty = 0;
+    e->abandoned = 1;
+}

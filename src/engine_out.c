@@ -1,0 +1,252 @@
+/*
+ * engine_out — everything that leaves the engine for Kafka: triggers from
+ * customers' outboxes, dead letters, and the partition checkpoints that turn
+ * delivery reports into stored offsets. An offset is stored only when the
+ * state up to it is persisted and every message produced because of the
+ * events before it has been acknowledged (SPEC §3).
+ */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine_int.h"
+#include "journeyd/log.h"
+
+#define MOD "output"
+
+struct jd_part *jd_engine_part(struct jd_engine *e, const char *topic, int32_t partition,
+                               int create)
+{
+    int ti = jd_engine_topic_index(e, topic);
+    if (ti < 0 || partition < 0 || partition > 0xffff)
+        return NULL;
+    if (partition >= e->nparts[ti]) {
+        if (!create)
+            return NULL;
+        int32_t n = e->nparts[ti] ? e->nparts[ti] : 16;
+        while (n <= partition)
+            n *= 2;
+        e->parts[ti] = jd_xrealloc(e->parts[ti], (size_t)n * sizeof *e->parts[ti]);
+        memset(e->parts[ti] + e->nparts[ti], 0, (size_t)(n - e->nparts[ti]) * sizeof *e->parts[ti]);
+        e->nparts[ti] = n;
+    }
+    struct jd_part *p = &e->parts[ti][partition];
+    if (create && !p->topic) {
+        p->topic = e->cfg->input_topics[ti];
+        p->partition = partition;
+        p->source = (ti << 16) | partition;
+        p->stored_offset = -1;
+    }
+    return p->topic ? p : NULL;
+}
+
+struct jd_part *jd_engine_part_by_source(struct jd_engine *e, int32_t source)
+{
+    int32_t ti = source >> 16, partition = source & 0xffff;
+    if (ti < 0 || (size_t)ti >= e->cfg->ninput_topics || partition >= e->nparts[ti])
+        return NULL;
+    struct jd_part *p = &e->parts[ti][partition];
+    return p->topic ? p : NULL;
+}
+
+struct jd_ckpt *jd_engine_ckpt_open(struct jd_part *p)
+{
+    if (!p->open) {
+        struct jd_ckpt *ck = jd_xcalloc(1, sizeof *ck);
+        if (p->tail)
+            p->tail->next = ck;
+        else
+            p->head = ck;
+        p->tail = ck;
+        p->open = ck;
+    }
+    return p->open;
+}
+
+void jd_engine_ckpt_seal(struct jd_engine *e, struct jd_part *p, int64_t next_offset)
+{
+    struct jd_ckpt *ck = jd_engine_ckpt_open(p);
+    ck->next_offset = next_offset;
+    ck->sealed = 1;
+    p->open = NULL;
+    jd_engine_ckpt_advance(e, p);
+}
+
+void jd_engine_ckpt_advance(struct jd_engine *e, struct jd_part *p)
+{
+    int64_t store = -1;
+    while (p->head && p->head->sealed && p->head->outstanding == 0) {
+        struct jd_ckpt *ck = p->head;
+        store = ck->next_offset;
+        p->head = ck->next;
+        if (!p->head)
+            p->tail = NULL;
+        free(ck);
+    }
+    if (store < 0 || !p->assigned || store <= p->stored_offset)
+        return;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = store;
+    rd_kafka_resp_err_t err = rd_kafka_offsets_store(e->consumer, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (err)
+        jd_warn(MOD, "storing offset %s/%" PRId32 "@%" PRId64 ": %s", p->topic, p->partition, store,
+                rd_kafka_err2str(err));
+    else
+        p->stored_offset = store;
+}
+
+void jd_engine_part_free(struct jd_part *p)
+{
+    p->gen++;
+    while (p->head) {
+        struct jd_ckpt *ck = p->head;
+        p->head = ck->next;
+        free(ck);
+    }
+    p->tail = p->open = NULL;
+}
+
+static struct jd_inflight *inflight_new(struct jd_engine *e, struct jd_ckpt *ck, int32_t source,
+                                        const char *cid, int is_trigger, const char *tid,
+                                        int64_t src_ts)
+{
+    size_t n = cid ? strlen(cid) : 0;
+    struct jd_inflight *f = jd_xmalloc(sizeof *f + n + 1);
+    f->ckpt = ck;
+    f->source = source;
+    struct jd_part *p = jd_engine_part_by_source(e, source);
+    f->gen = p ? p->gen : 0;
+    f->is_trigger = is_trigger;
+    f->src_ts = src_ts;
+    if (tid)
+        memcpy(f->trigger_id, tid, 33);
+    else
+        f->trigger_id[0] = '\0';
+    memcpy(f->customer_id, cid ? cid : "", n + 1);
+    if (ck)
+        ck->outstanding++;
+    return f;
+}
+
+/* Produces, waiting while the local queue is full: a full queue means the
+ * brokers are behind, and waiting here is the back-pressure. */
+static void produce(struct jd_engine *e, const char *topic, const void *key, size_t keylen,
+                    const void *val, size_t vallen, rd_kafka_headers_t *hdrs, struct jd_inflight *f)
+{
+    for (;;) {
+        rd_kafka_headers_t *h = hdrs ? rd_kafka_headers_copy(hdrs) : NULL;
+        rd_kafka_resp_err_t err;
+        if (h)
+            err = rd_kafka_producev(
+                e->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, keylen),
+                RD_KAFKA_V_VALUE((void *)val, vallen), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(f), RD_KAFKA_V_END);
+        else
+            err = rd_kafka_producev(
+                e->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, keylen),
+                RD_KAFKA_V_VALUE((void *)val, vallen), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                RD_KAFKA_V_OPAQUE(f), RD_KAFKA_V_END);
+        if (!err) {
+            e->inflight++;
+            return;
+        }
+        if (h)
+            rd_kafka_headers_destroy(h);
+        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            /* Only a local misconfiguration gets here (unknown topic with
+             * auto-create off is reported by delivery report instead). */
+            jd_error(MOD, "producing to %s: %s; retrying", topic, rd_kafka_err2str(err));
+            if (e->metrics)
+                jd_metrics_add(e->metrics, JD_C_KAFKA_ERRORS, 1);
+        }
+        rd_kafka_poll(e->producer, 100);
+    }
+}
+
+void jd_engine_produce_dlq(struct jd_engine *e, const rd_kafka_message_t *m, const char *why)
+{
+    char source[512];
+    snprintf(source, sizeof source, "%s/%" PRId32 "/%" PRId64, rd_kafka_topic_name(m->rkt),
+             m->partition, m->offset);
+    struct jd_part *p = jd_engine_part(e, rd_kafka_topic_name(m->rkt), m->partition, 0);
+    struct jd_ckpt *ck = p ? jd_engine_ckpt_open(p) : NULL;
+    rd_kafka_headers_t *h = rd_kafka_headers_new(2);
+    rd_kafka_header_add(h, "journeyd.error", -1, why, -1);
+    rd_kafka_header_add(h, "journeyd.source", -1, source, -1);
+    struct jd_inflight *f = inflight_new(e, ck, p ? p->source : -1, NULL, 0, NULL, 0);
+    jd_warn(MOD, "dead letter %s: %s", source, why);
+    produce(e, e->cfg->dead_letter_topic, m->key, m->key_len, m->payload, m->len, h, f);
+    rd_kafka_headers_destroy(h);
+    if (e->metrics)
+        jd_metrics_add(e->metrics, JD_C_DLQ, 1);
+}
+
+void jd_engine_produce_pending(struct jd_engine *e, struct jd_customer *c, struct jd_ckpt *ck)
+{
+    for (size_t i = 0; i < c->npending; i++) {
+        struct jd_pending_trigger *pt = &c->pending[i];
+        if (pt->produced)
+            continue;
+        const char *topic = pt->topic && *pt->topic ? pt->topic : e->cfg->topics[pt->kind];
+        struct jd_inflight *f =
+            inflight_new(e, ck, c->partition, c->id, 1, pt->trigger_id, pt->src_ts);
+        produce(e, topic, c->id, c->id_len, pt->value.data, pt->value.len, NULL, f);
+        pt->produced = 1;
+    }
+}
+
+void jd_engine_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
+{
+    struct jd_engine *e = opaque;
+    struct jd_inflight *f = msg->_private;
+    (void)rk;
+    if (msg->err) {
+        /* The idempotent producer retried until message.timeout.ms: the
+         * broker has been unreachable for that long. Produce again with the
+         * same opaque; the checkpoint keeps waiting, so no offset moves. */
+        jd_error(MOD, "delivery to %s failed: %s; producing again", rd_kafka_topic_name(msg->rkt),
+                 rd_kafka_err2str(msg->err));
+        if (e->metrics)
+            jd_metrics_add(e->metrics, JD_C_KAFKA_ERRORS, 1);
+        rd_kafka_headers_t *h = NULL;
+        rd_kafka_message_headers(msg, &h);
+        e->inflight--;
+        produce(e, rd_kafka_topic_name(msg->rkt), msg->key, msg->key_len, msg->payload, msg->len, h,
+                f);
+        return;
+    }
+    e->inflight--;
+    if (f->is_trigger) {
+        struct jd_customer *c = jd_cache_get(e->cache, f->customer_id, strlen(f->customer_id));
+        if (c && jd_customer_ack(c, f->trigger_id) == 0 && !c->dirty) {
+            c->dirty = 1;
+            if (e->ndirty == e->capdirty) {
+                e->capdirty = e->capdirty ? e->capdirty * 2 : 1024;
+                e->dirty = jd_xrealloc(e->dirty, e->capdirty * sizeof *e->dirty);
+            }
+            e->dirty[e->ndirty++] = c;
+        }
+        if (e->metrics && f->src_ts > 0) {
+            int64_t lat = jd_now_ms() - f->src_ts;
+            jd_metrics_observe(e->metrics, JD_H_EVENT_TO_TRIGGER, lat < 0 ? 0 : lat / 1000.0);
+        }
+    }
+    struct jd_part *p = f->ckpt ? jd_engine_part_by_source(e, f->source) : NULL;
+    if (p && p->gen == f->gen) {
+        f->ckpt->outstanding--;
+        jd_engine_ckpt_advance(e, p);
+    }
+    free(f);
+}
+
+int jd_engine_drain_producer(struct jd_engine *e, int timeout_ms)
+{
+    int64_t deadline = jd_monotonic_ns() + (int64_t)timeout_ms * 1000000;
+    while (e->inflight > 0) {
+        if (jd_monotonic_ns() > deadline)
+            return -1;
+        rd_kafka_poll(e->producer, 50);
+    }
+    return 0;
+}

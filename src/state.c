@@ -1,0 +1,311 @@
+/*
+ * state — one customer's journey state in memory: the core profile, the
+ * rule set's aggregate slots and trigger bookkeeping, the duplicate guard,
+ * and the outbox of triggers waiting for Kafka's acknowledgement.
+ *
+ * Owns every allocation hanging off a jd_customer. The serialised form is in
+ * state_codec.c (docs/state-format.md).
+ *
+ * Hot path: jd_customer_apply_core runs once per event; it allocates only
+ * when a customer sees an event type or channel for the first time, and the
+ * shipped type and channel names point at static strings instead.
+ */
+#include "journeyd/state.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "journeyd/rules.h"
+#include "state_internal.h"
+
+static const char *const known_names[] = {
+    /* event types (SPEC §1) */
+    "page_view", "product_view", "add_to_cart", "checkout_started", "purchase", "refund",
+    "app_open", "email_open", "email_click", "push_open", "support_contact", "feedback",
+    "reward_redeemed", "signup",
+    /* channels */
+    "web", "app", "email", "store", "call_center", "social", "sms", "push"};
+
+#define NKNOWN (sizeof known_names / sizeof known_names[0])
+
+/* Returns a static copy of a well-known name, or a heap copy. */
+char *jd_state_intern(const char *s, size_t len)
+{
+    for (size_t i = 0; i < NKNOWN; i++)
+        if (strncmp(known_names[i], s, len) == 0 && known_names[i][len] == '\0')
+            return (char *)known_names[i];
+    char *d = jd_xmalloc(len + 1);
+    memcpy(d, s, len);
+    d[len] = '\0';
+    return d;
+}
+
+void jd_state_unintern(char *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < NKNOWN; i++)
+        if (s == known_names[i])
+            return;
+    free(s);
+}
+
+struct jd_customer *jd_customer_new(const char *id, size_t id_len, int32_t partition,
+                                    const struct jd_ruleset *rs)
+{
+    struct jd_customer *c = jd_xcalloc(1, sizeof *c);
+    c->id = jd_xmalloc(id_len + 1);
+    memcpy(c->id, id, id_len);
+    c->id[id_len] = '\0';
+    c->id_len = id_len;
+    c->partition = partition;
+    c->applied_offset = -1;
+    c->last_score = -1;
+    c->stage = -1;
+    if (rs) {
+        c->naggs = jd_rules_naggs(rs);
+        if (c->naggs) {
+            c->aggs = jd_xcalloc(c->naggs, sizeof *c->aggs);
+            for (size_t i = 0; i < c->naggs; i++)
+                jd_rules_agg_init(rs, i, &c->aggs[i]);
+        }
+        c->ntriggers = jd_rules_ntriggers(rs);
+        if (c->ntriggers) {
+            c->last_fired = jd_xcalloc(c->ntriggers, sizeof *c->last_fired);
+            c->fired_count = jd_xcalloc(c->ntriggers, sizeof *c->fired_count);
+        }
+    }
+    return c;
+}
+
+/* Frees what jd_customer_encode covers, leaving those fields empty. */
+static void free_persisted(struct jd_customer *c)
+{
+    jd_state_unintern(c->last_channel);
+    c->last_channel = NULL;
+    for (size_t i = 0; i < c->ncounts; i++)
+        jd_state_unintern(c->counts[i].type);
+    free(c->counts);
+    c->counts = NULL;
+    c->ncounts = 0;
+    for (size_t i = 0; i < c->naggs; i++)
+        jd_agg_free(&c->aggs[i]);
+    free(c->aggs);
+    c->aggs = NULL;
+    c->naggs = 0;
+    free(c->last_fired);
+    free(c->fired_count);
+    c->last_fired = NULL;
+    c->fired_count = NULL;
+    c->ntriggers = 0;
+}
+
+static void pending_free(struct jd_pending_trigger *p)
+{
+    free(p->topic);
+    jd_buf_free(&p->value);
+    free(p->history);
+}
+
+void jd_customer_destroy(struct jd_customer *c)
+{
+    if (!c)
+        return;
+    free_persisted(c);
+    for (size_t i = 0; i < c->npending; i++)
+        pending_free(&c->pending[i]);
+    free(c->pending);
+    jd_customer_clear_acked(c);
+    free(c->acked);
+    for (size_t i = 0; i < c->nhistory; i++)
+        free(c->history[i]);
+    free(c->history);
+    free(c->id);
+    free(c);
+}
+
+static struct jd_type_count *find_count(const struct jd_customer *c, const char *type)
+{
+    for (size_t i = 0; i < c->ncounts; i++)
+        if (strcmp(c->counts[i].type, type) == 0)
+            return &c->counts[i];
+    return NULL;
+}
+
+struct jd_type_count *jd_state_count_slot(struct jd_customer *c, const char *type, size_t len)
+{
+    for (size_t i = 0; i < c->ncounts; i++)
+        if (strncmp(c->counts[i].type, type, len) == 0 && c->counts[i].type[len] == '\0')
+            return &c->counts[i];
+    c->counts = jd_xrealloc(c->counts, (c->ncounts + 1) * sizeof *c->counts);
+    struct jd_type_count *tc = &c->counts[c->ncounts++];
+    tc->type = jd_state_intern(type, len);
+    tc->n = 0;
+    return tc;
+}
+
+void jd_customer_apply_core(struct jd_customer *c, const struct jd_event *ev)
+{
+    if (c->first_seen == 0 || ev->occurred_at < c->first_seen)
+        c->first_seen = ev->occurred_at;
+    /* Ties go to the later-processed event, so a replay in the same order
+     * gives the same channel. */
+    if (ev->occurred_at >= c->last_seen) {
+        c->last_seen = ev->occurred_at;
+        if (ev->channel && (!c->last_channel || strcmp(c->last_channel, ev->channel) != 0)) {
+            jd_state_unintern(c->last_channel);
+            c->last_channel = jd_state_intern(ev->channel, strlen(ev->channel));
+        }
+    }
+    if (ev->type) {
+        struct jd_type_count *tc = find_count(c, ev->type);
+        if (!tc)
+            tc = jd_state_count_slot(c, ev->type, strlen(ev->type));
+        tc->n++;
+        if (ev->has_amount) {
+            if (strcmp(ev->type, "purchase") == 0)
+                c->spend += ev->amount;
+            else if (strcmp(ev->type, "refund") == 0)
+                c->spend -= ev->amount;
+        }
+        if (ev->has_score && strcmp(ev->type, "feedback") == 0)
+            c->last_score = ev->score;
+    }
+    c->dirty = 1;
+}
+
+int64_t jd_customer_count(const struct jd_customer *c, const char *type)
+{
+    const struct jd_type_count *tc = find_count(c, type);
+    return tc ? tc->n : 0;
+}
+
+uint64_t jd_state_event_hash(const char *event_id)
+{
+    uint64_t h = jd_hash64(event_id, strlen(event_id));
+    return h ? h : 1; /* 0 marks an empty ring slot */
+}
+
+int jd_customer_seen_event(struct jd_customer *c, const char *event_id)
+{
+    uint64_t h = jd_state_event_hash(event_id);
+    for (size_t i = 0; i < JD_RECENT_IDS; i++)
+        if (c->recent_ids[i] == h)
+            return 1;
+    c->recent_ids[c->recent_pos] = h;
+    c->recent_pos = (uint8_t)((c->recent_pos + 1) % JD_RECENT_IDS);
+    return 0;
+}
+
+struct jd_pending_trigger *jd_customer_add_pending(struct jd_customer *c)
+{
+    if (c->npending == c->cappending) {
+        c->cappending = c->cappending ? c->cappending * 2 : 2;
+        c->pending = jd_xrealloc(c->pending, c->cappending * sizeof *c->pending);
+    }
+    struct jd_pending_trigger *p = &c->pending[c->npending++];
+    memset(p, 0, sizeof *p);
+    jd_buf_init(&p->value);
+    return p;
+}
+
+struct jd_pending_trigger *jd_customer_find_pending(struct jd_customer *c, const char *trigger_id)
+{
+    for (size_t i = 0; i < c->npending; i++)
+        if (strcmp(c->pending[i].trigger_id, trigger_id) == 0)
+            return &c->pending[i];
+    return NULL;
+}
+
+static void push_str(char ***arr, size_t *n, size_t *cap, char *s)
+{
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 2;
+        *arr = jd_xrealloc(*arr, *cap * sizeof **arr);
+    }
+    (*arr)[(*n)++] = s;
+}
+
+int jd_customer_ack(struct jd_customer *c, const char *trigger_id)
+{
+    struct jd_pending_trigger *p = jd_customer_find_pending(c, trigger_id);
+    if (!p)
+        return -1;
+    if (p->stored)
+        push_str(&c->acked, &c->nacked, &c->capacked, jd_strdup(p->trigger_id));
+    if (p->history) {
+        push_str(&c->history, &c->nhistory, &c->caphistory, p->history);
+        p->history = NULL;
+    }
+    pending_free(p);
+    size_t i = (size_t)(p - c->pending);
+    memmove(p, p + 1, (c->npending - i - 1) * sizeof *p);
+    c->npending--;
+    return 0;
+}
+
+void jd_customer_clear_acked(struct jd_customer *c)
+{
+    for (size_t i = 0; i < c->nacked; i++)
+        free(c->acked[i]);
+    c->nacked = 0;
+}
+
+void jd_customer_take_state(struct jd_customer *dst, struct jd_customer *src)
+{
+    free_persisted(dst);
+    dst->applied_offset = src->applied_offset;
+    dst->first_seen = src->first_seen;
+    dst->last_seen = src->last_seen;
+    dst->last_channel = src->last_channel;
+    dst->counts = src->counts;
+    dst->ncounts = src->ncounts;
+    dst->spend = src->spend;
+    dst->last_score = src->last_score;
+    dst->stage = src->stage;
+    dst->segments = src->segments;
+    dst->aggs = src->aggs;
+    dst->naggs = src->naggs;
+    dst->last_fired = src->last_fired;
+    dst->fired_count = src->fired_count;
+    dst->ntriggers = src->ntriggers;
+    dst->next_timer = src->next_timer;
+    memcpy(dst->recent_ids, src->recent_ids, sizeof dst->recent_ids);
+    dst->recent_pos = src->recent_pos;
+    src->last_channel = NULL;
+    src->counts = NULL;
+    src->ncounts = 0;
+    src->aggs = NULL;
+    src->naggs = 0;
+    src->last_fired = NULL;
+    src->fired_count = NULL;
+    src->ntriggers = 0;
+    jd_customer_destroy(src);
+}
+
+void jd_customer_rebind(struct jd_customer *c, const struct jd_ruleset *old_rs,
+                        const struct jd_ruleset *new_rs)
+{
+    struct jd_buf b;
+    char err[128];
+    jd_buf_init(&b);
+    jd_customer_encode(c, old_rs, &b);
+    struct jd_customer *tmp = jd_customer_new(c->id, c->id_len, c->partition, new_rs);
+    if (jd_customer_decode(tmp, new_rs, b.data, b.len, err, sizeof err) != 0) {
+        /* Cannot happen for a value we just wrote; keep the core profile
+         * rather than lose it, with fresh rule slots. */
+        tmp->applied_offset = c->applied_offset;
+        tmp->first_seen = c->first_seen;
+        tmp->last_seen = c->last_seen;
+        tmp->spend = c->spend;
+        tmp->last_score = c->last_score;
+        tmp->last_channel = c->last_channel;
+        tmp->counts = c->counts;
+        tmp->ncounts = c->ncounts;
+        c->last_channel = NULL;
+        c->counts = NULL;
+        c->ncounts = 0;
+    }
+    jd_buf_free(&b);
+    jd_customer_take_state(c, tmp);
+}

@@ -1,0 +1,529 @@
+/*
+ * state_codec — the stored form of a customer's state: one short, versioned
+ * line of text ("v1|key=value|..."), readable with redis-cli and parsed in a
+ * few lines of Python. docs/state-format.md is the reference.
+ *
+ * Names that come from the rule set (stage, segments, aggregate keys,
+ * triggers) are written by name and matched against the rule set on decode,
+ * so a value written under an older rule set loads with what still applies.
+ * Zero and empty values are left out to keep the value small.
+ */
+#include "journeyd/state.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "journeyd/rules.h"
+#include "state_internal.h"
+
+#define STATE_VERSION "v1"
+
+static int needs_escape(unsigned char ch)
+{
+    return ch < 0x20 || ch == 0x7f || ch == '|' || ch == '=' || ch == ',' || ch == '%';
+}
+
+static void put_escaped(struct jd_buf *b, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t run = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (!needs_escape(ch))
+            continue;
+        jd_buf_append(b, s + run, i - run);
+        char e[3] = {'%', hex[ch >> 4], hex[ch & 15]};
+        jd_buf_append(b, e, 3);
+        run = i + 1;
+    }
+    jd_buf_append(b, s + run, len - run);
+}
+
+static void put_escaped_str(struct jd_buf *b, const char *s)
+{
+    put_escaped(b, s, strlen(s));
+}
+
+/* Shortest text that reads back as the same double. */
+static void put_double(struct jd_buf *b, double d)
+{
+    char tmp[40];
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(tmp, sizeof tmp, "%.*g", prec, d);
+        if (prec == 17 || strtod(tmp, NULL) == d || isnan(d))
+            break;
+    }
+    jd_buf_puts(b, tmp);
+}
+
+/* A zero is written as nothing inside comma lists. */
+static void put_double_nz(struct jd_buf *b, double d)
+{
+    if (d != 0 || signbit(d))
+        put_double(b, d);
+}
+
+static void put_agg(struct jd_buf *b, const struct jd_agg *a, const char *key)
+{
+    int nonzero = a->v != 0 || a->n != 0 || a->t != 0 || a->s != NULL;
+    for (uint32_t i = 0; !nonzero && i < 2 * a->nbuckets; i++)
+        nonzero = a->buckets[i] != 0;
+    if (!nonzero)
+        return;
+    jd_buf_puts(b, "|a.");
+    put_escaped_str(b, key);
+    jd_buf_puts(b, "=");
+    put_double_nz(b, a->v);
+    jd_buf_puts(b, ",");
+    put_double_nz(b, a->n);
+    jd_buf_puts(b, ",");
+    if (a->t)
+        jd_buf_printf(b, "%" PRId64, a->t);
+    if (a->nbuckets || a->base) {
+        jd_buf_puts(b, ",");
+        if (a->base)
+            jd_buf_printf(b, "%" PRId64, a->base);
+        jd_buf_printf(b, ",%" PRIu32, a->nbuckets);
+        for (uint32_t i = 0; i < 2 * a->nbuckets; i++) {
+            if (a->buckets[i] == 0 && !signbit(a->buckets[i]))
+                continue;
+            jd_buf_printf(b, ",%" PRIu32 ":", i);
+            put_double(b, a->buckets[i]);
+        }
+    }
+    if (a->s) {
+        jd_buf_puts(b, "|as.");
+        put_escaped_str(b, key);
+        jd_buf_puts(b, "=");
+        put_escaped_str(b, a->s);
+    }
+}
+
+void jd_customer_encode(const struct jd_customer *c, const struct jd_ruleset *rs,
+                        struct jd_buf *out)
+{
+    jd_buf_puts(out, STATE_VERSION);
+    if (c->applied_offset >= 0)
+        jd_buf_printf(out, "|p=%" PRId32 ":%" PRId64, c->partition, c->applied_offset);
+    if (c->first_seen)
+        jd_buf_printf(out, "|fs=%" PRId64, c->first_seen);
+    if (c->last_seen)
+        jd_buf_printf(out, "|ls=%" PRId64, c->last_seen);
+    if (c->last_channel) {
+        jd_buf_puts(out, "|ch=");
+        put_escaped_str(out, c->last_channel);
+    }
+    for (size_t i = 0; i < c->ncounts; i++) {
+        if (c->counts[i].n == 0)
+            continue;
+        jd_buf_puts(out, "|c.");
+        put_escaped_str(out, c->counts[i].type);
+        jd_buf_printf(out, "=%" PRId64, c->counts[i].n);
+    }
+    if (c->spend != 0) {
+        jd_buf_puts(out, "|sp=");
+        put_double(out, c->spend);
+    }
+    if (c->last_score >= 0)
+        jd_buf_printf(out, "|sc=%" PRId32, c->last_score);
+    if (rs && c->stage >= 0 && (size_t)c->stage < jd_rules_nstages(rs)) {
+        jd_buf_puts(out, "|st=");
+        put_escaped_str(out, jd_rules_stage_name(rs, (size_t)c->stage));
+    }
+    if (rs && c->segments) {
+        size_t nseg = jd_rules_nsegments(rs);
+        int first = 1;
+        for (size_t i = 0; i < nseg && i < JD_MAX_SEGMENTS; i++) {
+            if (!(c->segments & (UINT64_C(1) << i)))
+                continue;
+            jd_buf_puts(out, first ? "|sg=" : ",");
+            put_escaped_str(out, jd_rules_segment_name(rs, i));
+            first = 0;
+        }
+    }
+    if (rs) {
+        size_t naggs = jd_rules_naggs(rs);
+        for (size_t i = 0; i < c->naggs && i < naggs; i++)
+            put_agg(out, &c->aggs[i], jd_rules_agg_key(rs, i));
+        size_t ntrig = jd_rules_ntriggers(rs);
+        for (size_t i = 0; i < c->ntriggers && i < ntrig; i++) {
+            if (!c->last_fired[i] && !c->fired_count[i])
+                continue;
+            jd_buf_puts(out, "|tf.");
+            put_escaped_str(out, jd_rules_trigger(rs, i)->on.name);
+            jd_buf_printf(out, "=%" PRId64 ":%" PRIu32, c->last_fired[i], c->fired_count[i]);
+        }
+    }
+    if (c->next_timer)
+        jd_buf_printf(out, "|nt=%" PRId64, c->next_timer);
+    /* Oldest first, so that decoding rebuilds the ring in the same order. */
+    int first = 1;
+    for (size_t k = 0; k < JD_RECENT_IDS; k++) {
+        uint64_t h = c->recent_ids[(c->recent_pos + k) % JD_RECENT_IDS];
+        if (!h)
+            continue;
+        jd_buf_printf(out, "%s%" PRIx64, first ? "|ri=" : ",", h);
+        first = 0;
+    }
+}
+
+/* -------- decoding -------- */
+
+struct span {
+    const char *p;
+    size_t len;
+};
+
+struct dec {
+    struct jd_customer *c;
+    const struct jd_ruleset *rs;
+    struct jd_buf name; /* unescaped name scratch */
+    struct jd_buf name2;
+    char *errstr;
+    size_t errsize;
+};
+
+static int fail(struct dec *d, const char *what, struct span s)
+{
+    int n = s.len > 40 ? 40 : (int)s.len;
+    snprintf(d->errstr, d->errsize, "corrupt state: %s near \"%.*s\"", what, n, s.p);
+    return -1;
+}
+
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+static int unescape(struct span s, struct jd_buf *out)
+{
+    jd_buf_reset(out);
+    for (size_t i = 0; i < s.len; i++) {
+        char ch = s.p[i];
+        if (ch == '%') {
+            if (i + 2 >= s.len)
+                return -1;
+            int hi = hexval(s.p[i + 1]), lo = hexval(s.p[i + 2]);
+            if (hi < 0 || lo < 0)
+                return -1;
+            ch = (char)(hi * 16 + lo);
+            i += 2;
+        } else if (needs_escape((unsigned char)ch)) {
+            return -1;
+        }
+        jd_buf_append(out, &ch, 1);
+    }
+    jd_buf_cstr(out);
+    return 0;
+}
+
+/* Splits `s` at the first `sep`: head in *head, the rest (after sep) in *s.
+ * Returns 0 when there was no separator (head = all of s). */
+static int split(struct span *s, char sep, struct span *head)
+{
+    const char *q = memchr(s->p, sep, s->len);
+    if (!q) {
+        *head = *s;
+        s->p += s->len;
+        s->len = 0;
+        return 0;
+    }
+    head->p = s->p;
+    head->len = (size_t)(q - s->p);
+    s->len -= head->len + 1;
+    s->p = q + 1;
+    return 1;
+}
+
+static int parse_i64(struct span s, int64_t *out)
+{
+    char tmp[32];
+    if (s.len == 0 || s.len >= sizeof tmp)
+        return -1;
+    memcpy(tmp, s.p, s.len);
+    tmp[s.len] = '\0';
+    if (!(tmp[0] == '-' || (tmp[0] >= '0' && tmp[0] <= '9')))
+        return -1;
+    char *end;
+    errno = 0;
+    long long v = strtoll(tmp, &end, 10);
+    if (errno || *end)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* An empty field is 0 (zeros are left out in lists). */
+static int parse_i64_opt(struct span s, int64_t *out)
+{
+    if (s.len == 0) {
+        *out = 0;
+        return 0;
+    }
+    return parse_i64(s, out);
+}
+
+static int parse_u64_hex(struct span s, uint64_t *out)
+{
+    char tmp[24];
+    if (s.len == 0 || s.len > 16)
+        return -1;
+    memcpy(tmp, s.p, s.len);
+    tmp[s.len] = '\0';
+    for (size_t i = 0; i < s.len; i++)
+        if (hexval(tmp[i]) < 0)
+            return -1;
+    *out = strtoull(tmp, NULL, 16);
+    return 0;
+}
+
+static int parse_double_opt(struct span s, double *out)
+{
+    char tmp[48];
+    if (s.len == 0) {
+        *out = 0;
+        return 0;
+    }
+    if (s.len >= sizeof tmp)
+        return -1;
+    memcpy(tmp, s.p, s.len);
+    tmp[s.len] = '\0';
+    char *end;
+    *out = strtod(tmp, &end);
+    return *end ? -1 : 0;
+}
+
+static int is_key(struct span k, const char *name)
+{
+    size_t n = strlen(name);
+    return k.len == n && memcmp(k.p, name, n) == 0;
+}
+
+static int has_prefix(struct span k, const char *pfx, struct span *rest)
+{
+    size_t n = strlen(pfx);
+    if (k.len <= n || memcmp(k.p, pfx, n) != 0)
+        return 0;
+    rest->p = k.p + n;
+    rest->len = k.len - n;
+    return 1;
+}
+
+static int find_agg(const struct dec *d, const char *key)
+{
+    if (!d->rs)
+        return -1;
+    size_t n = jd_rules_naggs(d->rs);
+    for (size_t i = 0; i < n && i < d->c->naggs; i++)
+        if (strcmp(jd_rules_agg_key(d->rs, i), key) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* v,n,t[,base,nb[,i:val...]] — parsed fully (so corruption is caught even
+ * for a slot the rule set no longer has), stored only into a slot of the
+ * same shape. */
+static int dec_agg(struct dec *d, struct span key, struct span val)
+{
+    if (unescape(key, &d->name) != 0)
+        return fail(d, "bad escape in aggregate key", key);
+    int slot = find_agg(d, d->name.data);
+    struct jd_agg *a = slot >= 0 ? &d->c->aggs[slot] : NULL;
+    struct span f, rest = val;
+    double v, n;
+    int64_t t, base = 0, nb = 0;
+    if (!split(&rest, ',', &f) || parse_double_opt(f, &v) != 0)
+        return fail(d, "bad aggregate value", val);
+    if (!split(&rest, ',', &f) || parse_double_opt(f, &n) != 0)
+        return fail(d, "bad aggregate count", val);
+    int more = split(&rest, ',', &f);
+    if (parse_i64_opt(f, &t) != 0)
+        return fail(d, "bad aggregate time", val);
+    if (more) {
+        if (!split(&rest, ',', &f) || parse_i64_opt(f, &base) != 0)
+            return fail(d, "bad aggregate base", val);
+        more = split(&rest, ',', &f);
+        if (parse_i64(f, &nb) != 0 || nb < 0 || nb > 1000000)
+            return fail(d, "bad aggregate bucket count", val);
+    }
+    if (a && (uint32_t)nb != a->nbuckets)
+        a = NULL; /* the window's shape changed: start it afresh */
+    if (a) {
+        a->v = v;
+        a->n = n;
+        a->t = t;
+        a->base = base;
+    }
+    while (more) {
+        more = split(&rest, ',', &f);
+        struct span idx;
+        int64_t i;
+        double bv;
+        if (!split(&f, ':', &idx) || parse_i64(idx, &i) != 0 || i < 0 || i >= 2 * nb ||
+            f.len == 0 || parse_double_opt(f, &bv) != 0)
+            return fail(d, "bad aggregate bucket", val);
+        if (a)
+            a->buckets[i] = bv;
+    }
+    return 0;
+}
+
+static int dec_agg_str(struct dec *d, struct span key, struct span val)
+{
+    if (unescape(key, &d->name) != 0 || unescape(val, &d->name2) != 0)
+        return fail(d, "bad escape in aggregate string", key);
+    int slot = find_agg(d, d->name.data);
+    if (slot < 0)
+        return 0;
+    struct jd_agg *a = &d->c->aggs[slot];
+    free(a->s);
+    a->s = jd_strdup(d->name2.data);
+    return 0;
+}
+
+static int dec_field(struct dec *d, struct span key, struct span val)
+{
+    struct jd_customer *c = d->c;
+    struct span rest, f;
+    int64_t x;
+
+    if (is_key(key, "p")) {
+        int64_t part, off;
+        rest = val;
+        if (!split(&rest, ':', &f) || parse_i64(f, &part) != 0 || parse_i64(rest, &off) != 0 ||
+            part < INT32_MIN || part > INT32_MAX || off < -1)
+            return fail(d, "bad applied offset", val);
+        /* A watermark only means something for the source it was taken on. */
+        if (c->partition < 0)
+            c->partition = (int32_t)part;
+        c->applied_offset = (int32_t)part == c->partition ? off : -1;
+    } else if (is_key(key, "fs")) {
+        if (parse_i64(val, &c->first_seen) != 0)
+            return fail(d, "bad first_seen", val);
+    } else if (is_key(key, "ls")) {
+        if (parse_i64(val, &c->last_seen) != 0)
+            return fail(d, "bad last_seen", val);
+    } else if (is_key(key, "nt")) {
+        if (parse_i64(val, &c->next_timer) != 0)
+            return fail(d, "bad next_timer", val);
+    } else if (is_key(key, "ch")) {
+        if (unescape(val, &d->name) != 0)
+            return fail(d, "bad escape in channel", val);
+        jd_state_unintern(c->last_channel);
+        c->last_channel = jd_state_intern(d->name.data, d->name.len);
+    } else if (has_prefix(key, "c.", &rest)) {
+        if (unescape(rest, &d->name) != 0)
+            return fail(d, "bad escape in event type", key);
+        if (parse_i64(val, &x) != 0 || x < 0)
+            return fail(d, "bad count", val);
+        jd_state_count_slot(c, d->name.data, d->name.len)->n = x;
+    } else if (is_key(key, "sp")) {
+        if (val.len == 0 || parse_double_opt(val, &c->spend) != 0)
+            return fail(d, "bad spend", val);
+    } else if (is_key(key, "sc")) {
+        if (parse_i64(val, &x) != 0 || x < 0 || x > INT32_MAX)
+            return fail(d, "bad score", val);
+        c->last_score = (int32_t)x;
+    } else if (is_key(key, "st")) {
+        if (unescape(val, &d->name) != 0)
+            return fail(d, "bad escape in stage", val);
+        c->stage = d->rs ? jd_rules_stage_index(d->rs, d->name.data) : -1;
+    } else if (is_key(key, "sg")) {
+        rest = val;
+        c->segments = 0;
+        for (int more = 1; more;) {
+            more = split(&rest, ',', &f);
+            if (unescape(f, &d->name) != 0)
+                return fail(d, "bad escape in segment", val);
+            int i = d->rs ? jd_rules_segment_index(d->rs, d->name.data) : -1;
+            if (i >= 0 && i < JD_MAX_SEGMENTS)
+                c->segments |= UINT64_C(1) << i;
+        }
+    } else if (has_prefix(key, "a.", &rest)) {
+        return dec_agg(d, rest, val);
+    } else if (has_prefix(key, "as.", &rest)) {
+        return dec_agg_str(d, rest, val);
+    } else if (has_prefix(key, "tf.", &rest)) {
+        int64_t ms, n;
+        struct span v2 = val;
+        if (!split(&v2, ':', &f) || parse_i64(f, &ms) != 0 || parse_i64(v2, &n) != 0 || n < 0 ||
+            n > UINT32_MAX)
+            return fail(d, "bad trigger bookkeeping", val);
+        if (unescape(rest, &d->name) != 0)
+            return fail(d, "bad escape in trigger name", key);
+        int i = d->rs ? jd_rules_trigger_index(d->rs, d->name.data) : -1;
+        if (i >= 0 && (size_t)i < c->ntriggers) {
+            c->last_fired[i] = ms;
+            c->fired_count[i] = (uint32_t)n;
+        }
+    } else if (is_key(key, "ri")) {
+        rest = val;
+        size_t k = 0;
+        memset(c->recent_ids, 0, sizeof c->recent_ids);
+        for (int more = 1; more;) {
+            more = split(&rest, ',', &f);
+            uint64_t h;
+            if (k == JD_RECENT_IDS || parse_u64_hex(f, &h) != 0 || h == 0)
+                return fail(d, "bad recent ids", val);
+            c->recent_ids[k++] = h;
+        }
+        c->recent_pos = (uint8_t)(k % JD_RECENT_IDS);
+    } else {
+        return fail(d, "unknown field", key);
+    }
+    return 0;
+}
+
+int jd_customer_decode(struct jd_customer *c, const struct jd_ruleset *rs, const char *data,
+                       size_t len, char *errstr, size_t errsize)
+{
+    /* Decoded into a fresh customer, moved into c only when all of it
+     * parsed: a corrupt value leaves c untouched. */
+    struct jd_customer *tmp = jd_customer_new(c->id, c->id_len, c->partition, rs);
+    struct dec d = {.c = tmp, .rs = rs, .errstr = errstr, .errsize = errsize};
+    jd_buf_init(&d.name);
+    jd_buf_init(&d.name2);
+    struct span rest = {data, len}, field, key;
+    int rc = -1;
+
+    if (!data) {
+        snprintf(errstr, errsize, "corrupt state: no value");
+        goto out;
+    }
+    int more = split(&rest, '|', &field);
+    if (!is_key(field, STATE_VERSION)) {
+        fail(&d, "unknown version", field);
+        goto out;
+    }
+    while (more) {
+        more = split(&rest, '|', &field);
+        if (!split(&field, '=', &key) || key.len == 0) {
+            fail(&d, "field without '='", key);
+            goto out;
+        }
+        if (dec_field(&d, key, field) != 0)
+            goto out;
+    }
+    rc = 0;
+out:
+    jd_buf_free(&d.name);
+    jd_buf_free(&d.name2);
+    if (rc == 0) {
+        if (c->partition < 0)
+            c->partition = tmp->partition;
+        jd_customer_take_state(c, tmp);
+    } else {
+        jd_customer_destroy(tmp);
+    }
+    return rc;
+}

@@ -1,0 +1,24 @@
+/*
+ * state_internal — helpers shared by the state module's files (state.c,
+ * state_codec.c); not part of the public interface.
+ */
+#ifndef JOURNEYD_STATE_INTERNAL_H
+#define JOURNEYD_STATE_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "journeyd/state.h"
+
+/* Well-known type and channel names are shared static strings, others are
+ * heap copies; jd_state_unintern frees only the latter. */
+char *jd_state_intern(const char *s, size_t len);
+void jd_state_unintern(char *s);
+
+/* The count slot of a type, created (at 0) when absent. */
+struct jd_type_count *jd_state_count_slot(struct jd_customer *c, const char *type, size_t len);
+
+/* Hash of an event id as kept in the duplicate ring (never 0). */
+uint64_t jd_state_event_hash(const char *event_id);
+
+#endif

@@ -1,0 +1,508 @@
+/*
+ * Unit tests for the customer state (state.c) and its stored form
+ * (state_codec.c): core updates, duplicate guard, outbox, encode/decode
+ * round trips with escaping, corrupt values, and re-shaping for a new rule
+ * set compiled by the real rule compiler.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "journeyd/rules.h"
+#include "journeyd/state.h"
+
+static struct jd_event mkev(const char *id, const char *type, const char *channel, int64_t at)
+{
+    struct jd_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.event_id = id;
+    ev.customer_id = "c1";
+    ev.type = type;
+    ev.channel = channel;
+    ev.occurred_at = at;
+    return ev;
+}
+
+static void test_apply_core(void **unused)
+{
+    struct jd_customer *c = jd_customer_new("c1", 2, 3, NULL);
+    assert_int_equal(c->applied_offset, -1);
+    assert_int_equal(c->last_score, -1);
+    assert_int_equal(c->stage, -1);
+    assert_int_equal(c->naggs, 0);
+
+    struct jd_event ev = mkev("e1", "purchase", "web", 2000);
+    ev.has_amount = 1;
+    ev.amount = 19.5;
+    jd_customer_apply_core(c, &ev);
+    assert_true(c->dirty);
+    /* older event: first_seen moves back, last_seen and channel stay */
+    ev = mkev("e2", "page_view", "app", 1000);
+    jd_customer_apply_core(c, &ev);
+    ev = mkev("e3", "refund", "store", 3000);
+    ev.has_amount = 1;
+    ev.amount = 4.25;
+    jd_customer_apply_core(c, &ev);
+    ev = mkev("e4", "feedback", "email", 2500);
+    ev.has_score = 1;
+    ev.score = 3;
+    jd_customer_apply_core(c, &ev);
+    /* an amount on another type is not spend; a score on another type is not feedback */
+    ev = mkev("e5", "page_view", "web", 2600);
+    ev.has_amount = 1;
+    ev.amount = 1000;
+    ev.has_score = 1;
+    ev.score = 9;
+    jd_customer_apply_core(c, &ev);
+
+    assert_int_equal(c->first_seen, 1000);
+    assert_int_equal(c->last_seen, 3000);
+    assert_string_equal(c->last_channel, "store");
+    assert_int_equal(jd_customer_count(c, "purchase"), 1);
+    assert_int_equal(jd_customer_count(c, "page_view"), 2);
+    assert_int_equal(jd_customer_count(c, "refund"), 1);
+    assert_int_equal(jd_customer_count(c, "signup"), 0);
+    assert_true(c->spend == 19.5 - 4.25);
+    assert_int_equal(c->last_score, 3);
+
+    /* a user-defined type and channel are copied, not borrowed */
+    char type[16], chan[16];
+    strcpy(type, "loyalty_quiz");
+    strcpy(chan, "kiosk");
+    ev = mkev("e6", type, chan, 4000);
+    jd_customer_apply_core(c, &ev);
+    strcpy(type, "xxxxxxxxxxxx");
+    strcpy(chan, "xxxxx");
+    assert_int_equal(jd_customer_count(c, "loyalty_quiz"), 1);
+    assert_string_equal(c->last_channel, "kiosk");
+    jd_customer_destroy(c);
+}
+
+static void test_seen_event(void **unused)
+{
+    struct jd_customer *c = jd_customer_new("c1", 2, 0, NULL);
+    char id[32];
+    for (int i = 0; i < JD_RECENT_IDS; i++) {
+        snprintf(id, sizeof id, "ev-%d", i);
+        assert_int_equal(jd_customer_seen_event(c, id), 0);
+    }
+    for (int i = 0; i < JD_RECENT_IDS; i++) {
+        snprintf(id, sizeof id, "ev-%d", i);
+        assert_int_equal(jd_customer_seen_event(c, id), 1);
+    }
+    /* one more pushes the oldest out */
+    assert_int_equal(jd_customer_seen_event(c, "ev-new"), 0);
+    assert_int_equal(jd_customer_seen_event(c, "ev-0"), 0);
+    assert_int_equal(jd_customer_seen_event(c, "ev-new"), 1);
+    jd_customer_destroy(c);
+}
+
+static struct jd_pending_trigger *add(struct jd_customer *c, const char *id, const char *hist)
+{
+    struct jd_pending_trigger *p = jd_customer_add_pending(c);
+    snprintf(p->trigger_id, sizeof p->trigger_id, "%s", id);
+    p->kind = 1;
+    jd_buf_append(&p->value, "\0abc", 4);
+    p->history = hist ? strdup(hist) : NULL;
+    return p;
+}
+
+static void test_outbox(void **unused)
+{
+    struct jd_customer *c = jd_customer_new("c1", 2, 0, NULL);
+    add(c, "t1", "h1");
+    add(c, "t2", NULL)->stored = 1;
+    add(c, "t3", "h3")->stored = 1;
+    add(c, "t4", NULL);
+    assert_int_equal(c->npending, 4);
+    assert_non_null(jd_customer_find_pending(c, "t3"));
+
+    /* never stored: nothing to delete in Redis, but its history line survives */
+    assert_int_equal(jd_customer_ack(c, "t1"), 0);
+    assert_int_equal(c->nacked, 0);
+    assert_int_equal(c->nhistory, 1);
+    assert_string_equal(c->history[0], "h1");
+    assert_int_equal(jd_customer_ack(c, "t3"), 0);
+    assert_int_equal(c->nacked, 1);
+    assert_string_equal(c->acked[0], "t3");
+    assert_int_equal(c->nhistory, 2);
+    assert_int_equal(jd_customer_ack(c, "t3"), -1);
+    assert_int_equal(jd_customer_ack(c, "nope"), -1);
+
+    assert_int_equal(c->npending, 2);
+    assert_string_equal(c->pending[0].trigger_id, "t2");
+    assert_string_equal(c->pending[1].trigger_id, "t4");
+    assert_int_equal(c->pending[1].value.len, 4);
+    jd_customer_clear_acked(c);
+    assert_int_equal(c->nacked, 0);
+    /* growth after removals */
+    for (int i = 0; i < 20; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "x%d", i);
+        add(c, id, "h")->stored = 1;
+    }
+    for (int i = 0; i < 20; i += 2) {
+        char id[16];
+        snprintf(id, sizeof id, "x%d", i);
+        assert_int_equal(jd_customer_ack(c, id), 0);
+    }
+    assert_int_equal(c->npending, 12);
+    assert_int_equal(c->nacked, 10);
+    jd_customer_destroy(c);
+}
+
+/* Everything encode covers, field by field. */
+static void assert_same_state(const struct jd_customer *a, const struct jd_customer *b)
+{
+    assert_int_equal(a->applied_offset, b->applied_offset);
+    assert_int_equal(a->first_seen, b->first_seen);
+    assert_int_equal(a->last_seen, b->last_seen);
+    if (a->last_channel || b->last_channel)
+        assert_string_equal(a->last_channel, b->last_channel);
+    assert_int_equal(a->ncounts, b->ncounts);
+    for (size_t i = 0; i < a->ncounts; i++)
+        assert_int_equal(a->counts[i].n, jd_customer_count(b, a->counts[i].type));
+    assert_memory_equal(&a->spend, &b->spend, sizeof a->spend);
+    assert_int_equal(a->last_score, b->last_score);
+    assert_int_equal(a->stage, b->stage);
+    assert_int_equal(a->segments, b->segments);
+    assert_int_equal(a->naggs, b->naggs);
+    for (size_t i = 0; i < a->naggs; i++) {
+        const struct jd_agg *x = &a->aggs[i], *y = &b->aggs[i];
+        assert_true(x->v == y->v && x->n == y->n);
+        assert_int_equal(x->t, y->t);
+        assert_int_equal(x->nbuckets, y->nbuckets);
+        if (x->nbuckets)
+            assert_int_equal(x->base, y->base);
+        for (uint32_t k = 0; k < 2 * x->nbuckets; k++)
+            assert_true(x->buckets[k] == y->buckets[k]);
+        if (x->s || y->s)
+            assert_string_equal(x->s, y->s);
+    }
+    assert_int_equal(a->ntriggers, b->ntriggers);
+    for (size_t i = 0; i < a->ntriggers; i++) {
+        assert_int_equal(a->last_fired[i], b->last_fired[i]);
+        assert_int_equal(a->fired_count[i], b->fired_count[i]);
+    }
+    assert_int_equal(a->next_timer, b->next_timer);
+    for (size_t k = 0; k < JD_RECENT_IDS; k++)
+        assert_int_equal(a->recent_ids[(a->recent_pos + k) % JD_RECENT_IDS],
+                         b->recent_ids[(b->recent_pos + k) % JD_RECENT_IDS]);
+}
+
+static struct jd_customer *roundtrip(const struct jd_customer *c, const struct jd_ruleset *rs,
+                                     struct jd_buf *b)
+{
+    char err[256];
+    jd_buf_reset(b);
+    jd_customer_encode(c, rs, b);
+    struct jd_customer *d = jd_customer_new(c->id, c->id_len, c->partition, rs);
+    int rc = jd_customer_decode(d, rs, b->data, b->len, err, sizeof err);
+    if (rc != 0)
+        fail_msg("decode failed: %s (value %s)", err, b->data);
+    assert_same_state(c, d);
+    return d;
+}
+
+static void test_roundtrip_core(void **unused)
+{
+    struct jd_buf b;
+    jd_buf_init(&b);
+    struct jd_customer *c = jd_customer_new("c1", 2, 7, NULL);
+
+    /* empty customer */
+    struct jd_customer *d = roundtrip(c, NULL, &b);
+    assert_string_equal(b.data, "v1");
+    jd_customer_destroy(d);
+
+    c->applied_offset = 123456789012;
+    struct jd_event ev = mkev("e1", "purchase", "web", 1700000000000);
+    ev.has_amount = 1;
+    ev.amount = 0.1 + 0.2; /* not representable in 15 digits */
+    jd_customer_apply_core(c, &ev);
+    ev = mkev("e2", "a|b=c,d%e\nf", "caf\xc3\xa9 |=,%\x01", 1700000000001);
+    jd_customer_apply_core(c, &ev);
+    ev = mkev("e3", "feedback", NULL, 1600000000000);
+    ev.has_score = 1;
+    ev.score = 0;
+    jd_customer_apply_core(c, &ev);
+    c->next_timer = 1700003600000;
+    for (int i = 0; i < 11; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "e%d", i);
+        (void)jd_customer_seen_event(c, id);
+    }
+    d = roundtrip(c, NULL, &b);
+    /* escaped: no raw separators or control bytes from user strings */
+    assert_non_null(strstr(b.data, "|c.a%7Cb%3Dc%2Cd%25e%0Af=1"));
+    assert_non_null(strstr(b.data, "|ch=caf\xc3\xa9 %7C%3D%2C%25%01"));
+    assert_non_null(strstr(b.data, "|p=7:123456789012"));
+    assert_non_null(strstr(b.data, "|sc=0"));
+    assert_int_equal(d->applied_offset, 123456789012);
+    /* the duplicate guard survives a reload */
+    assert_int_equal(jd_customer_seen_event(d, "e10"), 1);
+    assert_int_equal(jd_customer_seen_event(d, "e2"), 0);
+    jd_customer_destroy(d);
+
+    /* a typical customer stays small */
+    assert_true(b.len < 400);
+
+    /* the watermark belongs to its source: another source does not inherit it,
+     * and a reader that does not know the source (partition < 0) takes it */
+    char err[128];
+    d = jd_customer_new("c1", 2, 8, NULL);
+    assert_int_equal(jd_customer_decode(d, NULL, b.data, b.len, err, sizeof err), 0);
+    assert_int_equal(d->applied_offset, -1);
+    assert_int_equal(d->first_seen, 1600000000000);
+    jd_customer_destroy(d);
+    d = jd_customer_new("c1", 2, -1, NULL);
+    assert_int_equal(jd_customer_decode(d, NULL, b.data, b.len, err, sizeof err), 0);
+    assert_int_equal(d->partition, 7);
+    assert_int_equal(d->applied_offset, 123456789012);
+    jd_customer_destroy(d);
+
+    jd_customer_destroy(c);
+    jd_buf_free(&b);
+}
+
+static void test_corrupt(void **unused)
+{
+    static const char *const bad[] = {
+        "",
+        "v2|fs=1",
+        "v1|",
+        "v1|fs",
+        "v1|=3",
+        "v1|fs=abc",
+        "v1|fs=1x",
+        "v1|fs=",
+        "v1|p=3",
+        "v1|p=x:1",
+        "v1|p=3:-5",
+        "v1|c.purchase=-1",
+        "v1|c.pur%2=1",
+        "v1|c.pur%zzchase=1",
+        "v1|c.purchase=1|zz=1",
+        "v1|sp=1.5.5",
+        "v1|sp=",
+        "v1|sc=-2",
+        "v1|ch=a\nb",
+        "v1|ri=xyz",
+        "v1|ri=1,2,3,4,5,6,7,8,9",
+        "v1|ri=0",
+        "v1|ri=",
+        "v1|tf.x=12",
+        "v1|tf.x=12:-1",
+        "v1|a.k=1",
+        "v1|a.k=1,2,3,4,5,0:1,99:2",
+        "v1|a.k=1,2,3,4,5,3",
+        "v1|a.k=1,2,3,4,x",
+        "v1|fs=1||ls=2",
+        "v1 |fs=1",
+    };
+    char err[256];
+    struct jd_customer *c = jd_customer_new("c1", 2, 0, NULL);
+    c->first_seen = 42;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = '\0';
+        int rc = jd_customer_decode(c, NULL, bad[i], strlen(bad[i]), err, sizeof err);
+        if (rc != -1)
+            fail_msg("accepted corrupt value \"%s\"", bad[i]);
+        assert_non_null(strstr(err, "corrupt state"));
+        /* nothing half-applied */
+        assert_int_equal(c->first_seen, 42);
+        assert_int_equal(c->ncounts, 0);
+    }
+    /* length-bounded: bytes after len are not read */
+    const char *v = "v1|fs=5|garbage";
+    assert_int_equal(jd_customer_decode(c, NULL, v, 7, err, sizeof err), 0);
+    assert_int_equal(c->first_seen, 5);
+    /* names the rule set does not know are dropped, not errors */
+    v = "v1|st=gone|sg=gone,also|tf.gone=5:1|a.gone=1,2,3|as.gone=x";
+    assert_int_equal(jd_customer_decode(c, NULL, v, strlen(v), err, sizeof err), 0);
+    assert_int_equal(c->stage, -1);
+    assert_int_equal(c->segments, 0);
+    jd_customer_destroy(c);
+}
+
+/* -------- with a compiled rule set -------- */
+
+struct rules_fixture {
+    struct jd_rule_src stages[3];
+    struct jd_rule_src segments[3];
+    struct jd_trigger_src triggers[2];
+    struct jd_rules_src src;
+    struct jd_ruleset *rs;
+};
+
+static void rule(struct jd_rule_src *r, const char *name, const char *expr)
+{
+    memset(r, 0, sizeof *r);
+    r->name = (char *)name;
+    r->expr = (char *)expr;
+    r->file = "test.conf";
+    r->line = 1;
+    r->col = 1;
+    r->enabled = 1;
+}
+
+/* variant 0: the original rule set; variant 1: a reload that renames a
+ * stage, drops the "detractor" segment and the feedback aggregate, and adds
+ * a trigger. */
+static struct jd_ruleset *compile(struct rules_fixture *f, int variant)
+{
+    memset(f, 0, sizeof *f);
+    rule(&f->stages[0], "repeat", "count('purchase') >= 2");
+    rule(&f->stages[1], variant ? "one_time" : "first_purchase", "count('purchase') == 1");
+    rule(&f->stages[2], "prospect", "true");
+    rule(&f->segments[0], "vip", "count('purchase', 30d) >= 3");
+    size_t nseg = 1;
+    if (!variant)
+        rule(&f->segments[nseg++], "detractor", "last('feedback', score) <= 6");
+    rule(&f->segments[nseg++], "big", "sum('purchase', amount, 30d) >= 100");
+    size_t ntrig = 0;
+    if (variant) {
+        rule(&f->triggers[ntrig].on, "newcomer", "event: event.type == 'signup'");
+        f->triggers[ntrig++].kind = JD_KIND_REWARD;
+    }
+    rule(&f->triggers[ntrig].on, "vip_welcome", "enter:vip");
+    f->triggers[ntrig].kind = JD_KIND_REWARD;
+    f->triggers[ntrig++].cooldown_ms = 30LL * 86400000;
+    f->src.stages = f->stages;
+    f->src.nstages = 3;
+    f->src.segments = f->segments;
+    f->src.nsegments = nseg;
+    f->src.triggers = f->triggers;
+    f->src.ntriggers = ntrig;
+    struct jd_errors errs;
+    jd_errors_init(&errs);
+    if (jd_rules_compile(&f->src, &f->rs, &errs) != 0) {
+        jd_errors_print(&errs, stderr);
+        fail_msg("rules did not compile");
+    }
+    jd_errors_free(&errs);
+    return f->rs;
+}
+
+static void fill_rule_state(struct jd_customer *c, const struct jd_ruleset *rs)
+{
+    c->stage = jd_rules_stage_index(rs, "repeat");
+    c->segments = UINT64_C(1) << jd_rules_segment_index(rs, "vip");
+    int d = jd_rules_segment_index(rs, "detractor");
+    if (d >= 0)
+        c->segments |= UINT64_C(1) << d;
+    for (size_t i = 0; i < c->naggs; i++) {
+        struct jd_agg *a = &c->aggs[i];
+        a->v = 3.5 + (double)i;
+        a->n = 2;
+        a->t = 1700000000000 + (int64_t)i;
+        if (a->nbuckets) {
+            a->base = 1690000000000;
+            a->buckets[0] = 1;
+            a->buckets[a->nbuckets - 1] = 2.25;
+            a->buckets[a->nbuckets] = 7; /* first count */
+        }
+    }
+    int t = jd_rules_trigger_index(rs, "vip_welcome");
+    c->last_fired[t] = 1700000000123;
+    c->fired_count[t] = 2;
+}
+
+static void test_roundtrip_rules(void **unused)
+{
+    struct rules_fixture f;
+    struct jd_ruleset *rs = compile(&f, 0);
+    assert_true(jd_rules_naggs(rs) >= 1);
+    struct jd_customer *c = jd_customer_new("c1", 2, 1, rs);
+    assert_int_equal(c->naggs, jd_rules_naggs(rs));
+    assert_int_equal(c->ntriggers, 1);
+
+    struct jd_buf b;
+    jd_buf_init(&b);
+    struct jd_customer *d = roundtrip(c, rs, &b); /* fresh: nothing but the version */
+    assert_string_equal(b.data, "v1");
+    jd_customer_destroy(d);
+
+    struct jd_event ev = mkev("e1", "purchase", "web", 1700000000000);
+    jd_customer_apply_core(c, &ev);
+    fill_rule_state(c, rs);
+    d = roundtrip(c, rs, &b);
+    assert_non_null(strstr(b.data, "|st=repeat"));
+    assert_non_null(strstr(b.data, "|sg=vip,detractor"));
+    assert_non_null(strstr(b.data, "|tf.vip_welcome=1700000000123:2"));
+    jd_customer_destroy(d);
+    jd_customer_destroy(c);
+    jd_buf_free(&b);
+    jd_rules_destroy(rs);
+}
+
+static void test_rebind(void **unused)
+{
+    struct rules_fixture f0, f1;
+    struct jd_ruleset *rs0 = compile(&f0, 0);
+    struct jd_ruleset *rs1 = compile(&f1, 1);
+    struct jd_customer *c = jd_customer_new("c1", 2, 1, rs0);
+    struct jd_event ev = mkev("e1", "purchase", "web", 1700000000000);
+    jd_customer_apply_core(c, &ev);
+    (void)jd_customer_seen_event(c, "e1");
+    c->applied_offset = 99;
+    fill_rule_state(c, rs0);
+    add(c, "t1", "h1")->stored = 1;
+    c->dirty = 1;
+    c->exists = 1;
+
+    /* what rs0 and rs1 share, by key */
+    size_t n0 = jd_rules_naggs(rs0), n1 = jd_rules_naggs(rs1);
+    double v_of[16];
+    for (size_t j = 0; j < n1 && j < 16; j++) {
+        v_of[j] = -1;
+        for (size_t i = 0; i < n0; i++)
+            if (strcmp(jd_rules_agg_key(rs0, i), jd_rules_agg_key(rs1, j)) == 0)
+                v_of[j] = c->aggs[i].v;
+    }
+
+    jd_customer_rebind(c, rs0, rs1);
+    assert_int_equal(c->naggs, n1);
+    assert_int_equal(c->ntriggers, 2);
+    assert_int_equal(c->stage, jd_rules_stage_index(rs1, "repeat"));
+    assert_int_equal(c->segments, UINT64_C(1) << jd_rules_segment_index(rs1, "vip"));
+    int t = jd_rules_trigger_index(rs1, "vip_welcome");
+    assert_int_equal(c->last_fired[t], 1700000000123);
+    assert_int_equal(c->fired_count[t], 2);
+    assert_int_equal(c->fired_count[jd_rules_trigger_index(rs1, "newcomer")], 0);
+    for (size_t j = 0; j < n1 && j < 16; j++)
+        assert_true(c->aggs[j].v == (v_of[j] < 0 ? 0 : v_of[j]));
+    /* core, outbox and flags untouched */
+    assert_int_equal(jd_customer_count(c, "purchase"), 1);
+    assert_int_equal(c->applied_offset, 99);
+    assert_int_equal(jd_customer_seen_event(c, "e1"), 1);
+    assert_int_equal(c->npending, 1);
+    assert_true(c->dirty && c->exists);
+
+    /* a stage renamed away is dropped */
+    c->stage = jd_rules_stage_index(rs1, "one_time");
+    jd_customer_rebind(c, rs1, rs0);
+    assert_int_equal(c->stage, -1);
+    assert_int_equal(c->naggs, n0);
+
+    jd_customer_destroy(c);
+    jd_rules_destroy(rs0);
+    jd_rules_destroy(rs1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_apply_core), cmocka_unit_test(test_seen_event),
+        cmocka_unit_test(test_outbox),     cmocka_unit_test(test_roundtrip_core),
+        cmocka_unit_test(test_corrupt),    cmocka_unit_test(test_roundtrip_rules),
+        cmocka_unit_test(test_rebind),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
