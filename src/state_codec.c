@@ -67,6 +67,16 @@ static void put_double_nz(struct jd_buf *b, double d)
         put_double(b, d);
 }
 
+static int same_double(double x, double y)
+{
+    return memcmp(&x, &y, sizeof x) == 0;
+}
+
+static int is_pos_zero(double x)
+{
+    return same_double(x, 0.0);
+}
+
 static void put_agg(struct jd_buf *b, const struct jd_agg *a, const char *key)
 {
     int nonzero = a->v != 0 || a->n != 0 || a->t != 0 || a->s != NULL;
@@ -87,12 +97,25 @@ static void put_agg(struct jd_buf *b, const struct jd_agg *a, const char *key)
         jd_buf_puts(b, ",");
         if (a->base)
             jd_buf_printf(b, "%" PRId64, a->base);
-        jd_buf_printf(b, ",%" PRIu32, a->nbuckets);
-        for (uint32_t i = 0; i < 2 * a->nbuckets; i++) {
-            if (a->buckets[i] == 0 && !signbit(a->buckets[i]))
+        /* Count windows hold the same numbers in both halves: write one. */
+        int dup = a->nbuckets > 0 && memcmp(a->buckets, a->buckets + a->nbuckets,
+                                            a->nbuckets * sizeof *a->buckets) == 0;
+        jd_buf_printf(b, ",%" PRIu32 "%s", a->nbuckets, dup ? "c" : "");
+        uint32_t end = dup ? a->nbuckets : 2 * a->nbuckets;
+        for (uint32_t i = 0; i < end;) {
+            if (is_pos_zero(a->buckets[i])) {
+                i++;
                 continue;
-            jd_buf_printf(b, ",%" PRIu32 ":", i);
+            }
+            uint32_t j = i + 1; /* a run of equal values is written once */
+            while (j < end && same_double(a->buckets[j], a->buckets[i]))
+                j++;
+            if (j - i > 1)
+                jd_buf_printf(b, ",%" PRIu32 "-%" PRIu32 ":", i, j - 1);
+            else
+                jd_buf_printf(b, ",%" PRIu32 ":", i);
             put_double(b, a->buckets[i]);
+            i = j;
         }
     }
     if (a->s) {
@@ -347,12 +370,17 @@ static int dec_agg(struct dec *d, struct span key, struct span val)
     if (!split(&rest, ',', &f) || parse_double_opt(f, &n) != 0)
         return fail(d, "bad aggregate count", val);
     int more = split(&rest, ',', &f);
+    int dup = 0;
     if (parse_i64_opt(f, &t) != 0)
         return fail(d, "bad aggregate time", val);
     if (more) {
         if (!split(&rest, ',', &f) || parse_i64_opt(f, &base) != 0)
             return fail(d, "bad aggregate base", val);
         more = split(&rest, ',', &f);
+        if (f.len > 1 && f.p[f.len - 1] == 'c') {
+            dup = 1;
+            f.len--;
+        }
         if (parse_i64(f, &nb) != 0 || nb < 0 || nb > 1000000)
             return fail(d, "bad aggregate bucket count", val);
     }
@@ -363,18 +391,32 @@ static int dec_agg(struct dec *d, struct span key, struct span val)
         a->n = n;
         a->t = t;
         a->base = base;
+        for (int64_t i = 0; i < 2 * nb; i++)
+            a->buckets[i] = 0;
     }
+    int64_t end = dup ? nb : 2 * nb;
     while (more) {
         more = split(&rest, ',', &f);
-        struct span idx;
-        int64_t i;
+        struct span idx, first;
+        int64_t lo, hi;
         double bv;
-        if (!split(&f, ':', &idx) || parse_i64(idx, &i) != 0 || i < 0 || i >= 2 * nb ||
-            f.len == 0 || parse_double_opt(f, &bv) != 0)
+        if (!split(&f, ':', &idx) || f.len == 0 || parse_double_opt(f, &bv) != 0)
             return fail(d, "bad aggregate bucket", val);
-        if (a)
+        if (split(&idx, '-', &first)) {
+            if (parse_i64(first, &lo) != 0 || parse_i64(idx, &hi) != 0)
+                return fail(d, "bad aggregate bucket range", val);
+        } else if (parse_i64(first, &lo) != 0) {
+            return fail(d, "bad aggregate bucket", val);
+        } else {
+            hi = lo;
+        }
+        if (lo < 0 || hi < lo || hi >= end)
+            return fail(d, "aggregate bucket out of range", val);
+        for (int64_t i = lo; a && i <= hi; i++)
             a->buckets[i] = bv;
     }
+    if (a && dup)
+        memcpy(a->buckets + nb, a->buckets, (size_t)nb * sizeof *a->buckets);
     return 0;
 }
 

@@ -303,6 +303,13 @@ static void test_corrupt(void **unused)
         "v1|a.k=1,2,3,4,5,0:1,99:2",
         "v1|a.k=1,2,3,4,5,3",
         "v1|a.k=1,2,3,4,x",
+        "v1|a.k=1,2,3,4,5,3-1:2",
+        "v1|a.k=1,2,3,4,5,3-:2",
+        "v1|a.k=1,2,3,4,5,-1:2",
+        "v1|a.k=1,2,3,4,5,0-10:2",
+        "v1|a.k=1,2,3,4,5c,5:2",
+        "v1|a.k=1,2,3,4,c,0:1",
+        "v1|a.k=1,2,3,4,5,1:",
         "v1|fs=1||ls=2",
         "v1 |fs=1",
     };
@@ -436,6 +443,34 @@ static void test_roundtrip_rules(void **unused)
     assert_non_null(strstr(b.data, "|st=repeat"));
     assert_non_null(strstr(b.data, "|sg=vip,detractor"));
     assert_non_null(strstr(b.data, "|tf.vip_welcome=1700000000123:2"));
+    jd_customer_destroy(d);
+
+    /* count windows (both halves equal) and runs of equal buckets are
+     * written compactly */
+    int windowed = 0;
+    for (size_t i = 0; i < c->naggs; i++) {
+        struct jd_agg *a = &c->aggs[i];
+        if (!a->nbuckets)
+            continue;
+        int dup = windowed++ % 2 == 0;
+        memset(a->buckets, 0, 2 * a->nbuckets * sizeof *a->buckets);
+        for (uint32_t k = 0; k < a->nbuckets; k++) {
+            a->buckets[k] = k < 10 ? 0 : k < 20 ? 1 : 2; /* runs */
+            a->buckets[a->nbuckets + k] = a->buckets[k] * (dup ? 1 : 3);
+        }
+        a->buckets[a->nbuckets - 1] = -0.0; /* not a zero to drop */
+        if (dup)
+            a->buckets[2 * a->nbuckets - 1] = -0.0;
+    }
+    assert_true(windowed > 0);
+    d = roundtrip(c, rs, &b);
+    assert_non_null(strstr(b.data, "c,10-19:1,20-28:2,29:-0|"));
+    if (windowed > 1)
+        assert_non_null(strstr(b.data, ",10-19:1,20-28:2,29:-0,40-49:3,50-59:6|"));
+    for (size_t i = 0; i < c->naggs; i++)
+        if (c->aggs[i].nbuckets)
+            assert_memory_equal(c->aggs[i].buckets, d->aggs[i].buckets,
+                                2 * c->aggs[i].nbuckets * sizeof(double));
     jd_customer_destroy(d);
     jd_customer_destroy(c);
     jd_buf_free(&b);
