@@ -71,8 +71,16 @@ void jd_engine_destroy(struct jd_engine *e)
         rd_kafka_message_destroy(e->msgs[i]);
     if (e->consumer)
         rd_kafka_destroy(e->consumer);
-    if (e->producer)
+    if (e->producer) {
+        /* what is still queued was never acknowledged: its offsets are not
+         * stored, so it is produced again after the restart */
+        rd_kafka_purge(e->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_poll(e->producer, 0);
         rd_kafka_destroy(e->producer); /* no more delivery reports after this */
+    }
+    for (size_t i = 0; i < e->nacks; i++)
+        free(e->acks[i]);
+    free(e->acks);
     for (size_t t = 0; t < e->cfg->ninput_topics; t++) {
         for (int32_t p = 0; p < e->nparts[t]; p++)
             jd_engine_part_free(&e->parts[t][p]);
@@ -184,7 +192,7 @@ static void shutdown_engine(struct jd_engine *e)
     jd_info(MOD, "shutting down: finishing the batch in hand");
     if (!e->abandoned) {
         jd_engine_process_batch(e);
-        if (!e->abandoned && jd_engine_persist(e, NULL) != 0)
+        if (!e->abandoned && jd_engine_persist(e, e->stop) != 0)
             e->abandoned = 1;
     }
     if (jd_engine_drain_producer(e, 30000) != 0)
@@ -192,7 +200,7 @@ static void shutdown_engine(struct jd_engine *e)
                 "%" PRIu64 " messages unacknowledged after 30 s; their offsets stay "
                 "uncommitted (they are re-sent from the outbox after restart)",
                 e->inflight);
-    if (!e->abandoned && e->ndirty > 0 && jd_engine_persist(e, NULL) != 0)
+    if (!e->abandoned && (e->ndirty > 0 || e->nacks > 0) && jd_engine_persist(e, e->stop) != 0)
         jd_warn(MOD, "could not write the last acknowledgements; re-sent after restart");
     rd_kafka_resp_err_t err = rd_kafka_commit(e->consumer, NULL, 0);
     if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
@@ -224,12 +232,14 @@ int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig
         if (*stop)
             break; /* the batch in hand is finished by shutdown_engine */
         jd_engine_process_batch(e);
-        if (e->abandoned) {
+        if (e->abandoned || e->fatal) {
             rc = -1;
             break;
         }
-        if (e->ndirty > 0 && jd_engine_persist(e, stop) != 0)
+        if ((e->ndirty > 0 || e->nacks > 0) && jd_engine_persist(e, stop) != 0) {
+            e->abandoned = 1;
             break;
+        }
         if (!e->notified_ready && e->assigned_count > 0 && e->redis_ok && !e->backpressured) {
             /* systemd Type=notify: ready once we own partitions and Redis answers */
             jd_notify("READY=1");
@@ -246,5 +256,5 @@ int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig
         }
     }
     shutdown_engine(e);
-    return e->abandoned && rc == 0 ? 0 : rc;
+    return rc;
 }

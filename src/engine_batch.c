@@ -14,7 +14,7 @@
 
 #define MOD "engine"
 
-static void push_dirty(struct jd_engine *e, struct jd_customer *c)
+void jd_engine_push_dirty(struct jd_engine *e, struct jd_customer *c)
 {
     if (c->dirty)
         return;
@@ -72,6 +72,18 @@ static void redis_succeeded(struct jd_engine *e)
     set_backpressure(e, 0);
 }
 
+/* While we retry without polling the consumer, librdkafka may leave the
+ * group (max.poll.interval.ms): the partitions then belong to another
+ * member, and writing our in-memory state would overwrite theirs. */
+static int partitions_lost(struct jd_engine *e)
+{
+    if (!rd_kafka_assignment_lost(e->consumer))
+        return 0;
+    jd_error(MOD, "partitions lost while Redis was unavailable: giving up the batch in hand; "
+                  "its events are consumed again by their new owner");
+    return 1;
+}
+
 /* Loads e->load[0..nload) until it works or we are told to stop. */
 static int load_customers(struct jd_engine *e, volatile sig_atomic_t *stop)
 {
@@ -86,14 +98,14 @@ static int load_customers(struct jd_engine *e, volatile sig_atomic_t *stop)
             break;
         }
         redis_failed(e, "load", errstr);
-        if (stop && *stop)
+        if ((stop && *stop) || partitions_lost(e))
             return -1;
     }
     for (size_t i = 0; i < e->nload; i++) {
         struct jd_customer *c = e->load[i];
         /* an outbox left by a crash is produced again (same ids) */
         if (c->npending > 0) {
-            push_dirty(e, c);
+            jd_engine_push_dirty(e, c);
             if (e->metrics)
                 jd_metrics_add(e->metrics, JD_C_TRIGGERS_REDELIVERED, c->npending);
         }
@@ -116,7 +128,7 @@ static int flush_dirty(struct jd_engine *e, volatile sig_atomic_t *stop)
             return 0;
         }
         redis_failed(e, "flush", errstr);
-        if (stop && *stop)
+        if ((stop && *stop) || partitions_lost(e))
             return -1;
     }
     return 0;
@@ -138,6 +150,7 @@ static void produce_dirty(struct jd_engine *e)
 
 int jd_engine_persist(struct jd_engine *e, volatile sig_atomic_t *stop)
 {
+    jd_engine_apply_acks(e);
     if (flush_dirty(e, stop) != 0)
         return -1;
     produce_dirty(e);
@@ -254,7 +267,7 @@ static void apply_event(struct jd_engine *e, struct jd_part *p, struct jd_custom
     }
     c->partition = p->source;
     c->applied_offset = ev->offset;
-    push_dirty(e, c);
+    jd_engine_push_dirty(e, c);
     if (jd_customer_seen_event(c, ev->event_id)) {
         jd_info(MOD, "customer %s: duplicate event_id %s at %s/%" PRId32 "/%" PRId64 " skipped",
                 c->id, ev->event_id, p->topic, p->partition, ev->offset);
@@ -272,7 +285,7 @@ static void apply_event(struct jd_engine *e, struct jd_part *p, struct jd_custom
         emit(e, c, ev, &res.fired[i], now, src_ts);
 }
 
-static void naive_roundtrip(struct jd_engine *e, struct jd_customer *c, volatile sig_atomic_t *stop)
+static int naive_roundtrip(struct jd_engine *e, struct jd_customer *c, volatile sig_atomic_t *stop)
 {
     /* processing.naive: the baseline the benchmark compares against — one
      * synchronous Redis write per event */
@@ -280,9 +293,10 @@ static void naive_roundtrip(struct jd_engine *e, struct jd_customer *c, volatile
     char errstr[512];
     while (jd_store_flush(e->store, e->rs, one, 1, errstr, sizeof errstr) != 0) {
         redis_failed(e, "flush", errstr);
-        if (stop && *stop)
-            return;
+        if ((stop && *stop) || partitions_lost(e))
+            return -1;
     }
+    return 0;
 }
 
 void jd_engine_process_batch(struct jd_engine *e)
@@ -361,7 +375,8 @@ void jd_engine_process_batch(struct jd_engine *e)
         int64_t te = jd_monotonic_ns();
         apply_event(e, p, c, &ev, message_timestamp(m));
         if (e->cfg->naive && c->dirty) {
-            naive_roundtrip(e, c, stop);
+            if (naive_roundtrip(e, c, stop) != 0)
+                goto abandon;
             produce_dirty(e);
         }
         if (e->metrics)

@@ -83,10 +83,13 @@ struct jd_engine {
     struct jd_buf tmp;
     struct jd_buf history;
 
-    uint64_t inflight; /* produced, not yet acknowledged */
+    uint64_t inflight;         /* produced, not yet acknowledged */
+    struct jd_inflight **acks; /* delivered triggers not yet applied to their customers */
+    size_t nacks, capacks;
     int redis_ok;
     int backpressured;
     int abandoned; /* a batch was given up while stopping: never flush again */
+    int fatal;     /* a fatal Kafka error: stop, exit 2 (offsets stay safe) */
     int64_t backoff_ms;
     int notified_ready;       /* READY=1 sent to systemd */
     int64_t last_watchdog_ns; /* last WATCHDOG=1 */
@@ -111,6 +114,13 @@ void jd_engine_ckpt_advance(struct jd_engine *e, struct jd_part *p);
 void jd_engine_produce_dlq(struct jd_engine *e, const rd_kafka_message_t *m, const char *why);
 void jd_engine_produce_pending(struct jd_engine *e, struct jd_customer *c, struct jd_ckpt *ck);
 void jd_engine_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque);
+/* Applies queued delivery acknowledgements to the cached customers (their
+ * outbox entries go, to be removed from Redis at the next flush). */
+void jd_engine_apply_acks(struct jd_engine *e);
+/* Adds c to the list of customers to write back (once). */
+void jd_engine_push_dirty(struct jd_engine *e, struct jd_customer *c);
+/* Removes from the write-back list the customers whose partition is in parts. */
+void jd_engine_forget_dirty(struct jd_engine *e, const rd_kafka_topic_partition_list_t *parts);
 /* Waits (serving delivery reports) until nothing is in flight or timeout. */
 int jd_engine_drain_producer(struct jd_engine *e, int timeout_ms);
 void jd_engine_part_free(struct jd_part *p);
