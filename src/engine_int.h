@@ -86,7 +86,8 @@ struct jd_engine {
     uint64_t inflight; /* produced, not yet acknowledged */
     int redis_ok;
     int backpressured;
-    int abandoned; /* a batch was given up while stopping: never flush again */
+    int abandoned;     /* a batch was given up while stopping: never flush again */
+    int fenced_logged; /* the assignment-lost warning was logged for this episode */
     int64_t backoff_ms;
     volatile sig_atomic_t *stop;
     volatile sig_atomic_t *reload;
