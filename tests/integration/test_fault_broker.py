@@ -81,3 +81,13 @@ def test_injected_request_errors(tmp_path, write_config, redis_server, jd_factor
         return ready
 
     run(tmp_path, "broker_errors", write_config, redis_server, jd_factory, fault_broker, fault)
+
+
+def test_transactions_refused_until_implemented(write_config):
+    """kafka.transactions = true must not be silently ignored: it is refused
+    at load with a pointer to docs/guarantees.md."""
+    r = jdtest.run_journeyd(["--check", "-c", write_config({"kafka.transactions": True})])
+    assert r.returncode == 1
+    assert "kafka.transactions" in r.stderr and "not implemented" in r.stderr
+    r = jdtest.run_journeyd(["--check", "-c", write_config({"kafka.transactions": False})])
+    assert r.returncode == 0, r.stderr
