@@ -763,6 +763,17 @@ static void check_registry_ids(struct loader *L, const config_setting_t *list)
     }
 }
 
+/* kafka.transactions = true is refused rather than silently ignored: the
+ * transactional producer is not implemented yet (docs/guarantees.md). */
+static void check_transactions(struct loader *L, const config_setting_t *s)
+{
+    if (L->cfg->transactions && s)
+        error_at(L, s,
+                 "kafka.transactions: transactional delivery is not implemented yet; triggers "
+                 "are delivered at least once, each with a stable trigger_id to de-duplicate "
+                 "on (docs/guarantees.md); set it to false");
+}
+
 struct jd_config *jd_config_load(const char *path, struct jd_errors *errs)
 {
     size_t nerr0 = errs->n;
@@ -805,6 +816,7 @@ struct jd_config *jd_config_load(const char *path, struct jd_errors *errs)
     }
     walk(&L, config_root_setting(&lc), "", "", cfg);
     check_registry_ids(&L, config_lookup(&lc, "schemas.registry_ids"));
+    check_transactions(&L, config_lookup(&lc, "kafka.transactions"));
 
 out:
     config_destroy(&lc);

@@ -94,7 +94,8 @@ const struct jd_cfg_key jd_cfg_keys[] = {
     {"kafka.reengagement_topic", JD_CFG_STRING, "loyalty.reengagement", NONEMPTY, 0, 0, NULL,
      C_OFF(topics[JD_KIND_REENGAGEMENT]), 0, 0, "Output topic of `REENGAGEMENT` triggers."},
     {"kafka.transactions", JD_CFG_BOOL, "false", 0, 0, 0, NULL, C_OFF(transactions), 0, 0,
-     "Produce triggers and commit offsets in Kafka transactions."},
+     "Produce triggers and commit offsets in Kafka transactions. Not implemented yet: `true` "
+     "is refused at load (docs/guarantees.md)."},
     {"kafka.properties", JD_CFG_PROPS, NULL, 0, 0, 0, NULL, C_OFF(kafka_props), C_OFF(nkafka_props),
      0,
      "librdkafka properties `( (\"name\", \"value\"), ... )`, passed untouched, in order, after "

@@ -38,15 +38,47 @@ static void set_backpressure(struct jd_engine *e, int on)
 }
 
 /* Waits before the next Redis attempt, serving producer delivery reports
- * meanwhile; doubles the wait up to 5 s. */
+ * meanwhile; doubles the wait up to 5 s. Retrying is the loop doing its job,
+ * so the liveness heartbeat goes on (/healthz stays up, /readyz is down). */
 static void backoff(struct jd_engine *e)
 {
     e->backoff_ms = e->backoff_ms ? e->backoff_ms * 2 : 50;
     if (e->backoff_ms > 5000)
         e->backoff_ms = 5000;
     int64_t until = jd_monotonic_ns() + e->backoff_ms * 1000000;
-    while (jd_monotonic_ns() < until)
+    while (jd_monotonic_ns() < until) {
         rd_kafka_poll(e->producer, 50);
+        if (e->metrics)
+            jd_metrics_heartbeat(e->metrics);
+    }
+}
+
+/* Fencing (docs/guarantees.md): while this instance retried Redis without
+ * polling the consumer, the group may have taken its partitions
+ * (max.poll.interval.ms or the session ran out). Their new owner replays
+ * from the committed offset, so nothing this instance holds in memory may
+ * be written any more: it would overwrite the new owner's newer state.
+ * librdkafka raises the flag itself; the next consumer poll delivers the
+ * revocation (lost), which drops these customers from the cache. */
+static int fenced(struct jd_engine *e)
+{
+    if (!e->consumer || !rd_kafka_assignment_lost(e->consumer))
+        return 0;
+    if (!e->fenced_logged) {
+        jd_warn(MOD, "partition assignment lost (session or max.poll.interval.ms ran out "
+                     "while retrying): nothing held in memory is written; the partitions' "
+                     "new owner re-consumes from the committed offsets");
+        e->fenced_logged = 1;
+    }
+    return 1;
+}
+
+/* Forgets the dirty list unwritten (fenced). */
+static void drop_dirty(struct jd_engine *e)
+{
+    for (size_t i = 0; i < e->ndirty; i++)
+        e->dirty[i]->dirty = 0;
+    e->ndirty = 0;
 }
 
 static void redis_failed(struct jd_engine *e, const char *what, const char *err)
@@ -72,18 +104,6 @@ static void redis_succeeded(struct jd_engine *e)
     set_backpressure(e, 0);
 }
 
-/* While we retry without polling the consumer, librdkafka may leave the
- * group (max.poll.interval.ms): the partitions then belong to another
- * member, and writing our in-memory state would overwrite theirs. */
-static int partitions_lost(struct jd_engine *e)
-{
-    if (!rd_kafka_assignment_lost(e->consumer))
-        return 0;
-    jd_error(MOD, "partitions lost while Redis was unavailable: giving up the batch in hand; "
-                  "its events are consumed again by their new owner");
-    return 1;
-}
-
 /* Loads e->load[0..nload) until it works or we are told to stop. */
 static int load_customers(struct jd_engine *e, volatile sig_atomic_t *stop)
 {
@@ -98,7 +118,7 @@ static int load_customers(struct jd_engine *e, volatile sig_atomic_t *stop)
             break;
         }
         redis_failed(e, "load", errstr);
-        if ((stop && *stop) || partitions_lost(e))
+        if ((stop && *stop) || fenced(e))
             return -1;
     }
     for (size_t i = 0; i < e->nload; i++) {
@@ -119,6 +139,8 @@ static int flush_dirty(struct jd_engine *e, volatile sig_atomic_t *stop)
 {
     char errstr[512];
     while (e->ndirty > 0) {
+        if (fenced(e))
+            return -1;
         int64_t t0 = jd_monotonic_ns();
         if (jd_store_flush(e->store, e->rs, e->dirty, e->ndirty, errstr, sizeof errstr) == 0) {
             if (e->metrics)
@@ -128,7 +150,7 @@ static int flush_dirty(struct jd_engine *e, volatile sig_atomic_t *stop)
             return 0;
         }
         redis_failed(e, "flush", errstr);
-        if ((stop && *stop) || partitions_lost(e))
+        if ((stop && *stop) || fenced(e))
             return -1;
     }
     return 0;
@@ -151,8 +173,12 @@ static void produce_dirty(struct jd_engine *e)
 int jd_engine_persist(struct jd_engine *e, volatile sig_atomic_t *stop)
 {
     jd_engine_apply_acks(e);
-    if (flush_dirty(e, stop) != 0)
-        return -1;
+    if (flush_dirty(e, stop) != 0) {
+        if (!fenced(e))
+            return -1;
+        drop_dirty(e); /* not ours any more: the new owner replays it */
+        return 0;
+    }
     produce_dirty(e);
     return 0;
 }
@@ -293,7 +319,7 @@ static int naive_roundtrip(struct jd_engine *e, struct jd_customer *c, volatile 
     char errstr[512];
     while (jd_store_flush(e->store, e->rs, one, 1, errstr, sizeof errstr) != 0) {
         redis_failed(e, "flush", errstr);
-        if ((stop && *stop) || partitions_lost(e))
+        if ((stop && *stop) || fenced(e))
             return -1;
     }
     return 0;
@@ -304,6 +330,9 @@ void jd_engine_process_batch(struct jd_engine *e)
     volatile sig_atomic_t *stop = e->stop;
     if (e->nmsgs == 0)
         return;
+    if (fenced(e))
+        goto abandon; /* messages polled before the revocation: not ours */
+    e->fenced_logged = 0;
     int64_t t0 = jd_monotonic_ns();
 
     /* 1. the customers this batch touches that are not cached yet */
@@ -385,7 +414,7 @@ void jd_engine_process_batch(struct jd_engine *e)
     }
 
     /* 3. persist, then produce what was persisted */
-    if (jd_engine_persist(e, stop) != 0)
+    if (jd_engine_persist(e, stop) != 0 || fenced(e))
         goto abandon;
 
     /* 4. the batch's offsets wait only for their acknowledgements now */
@@ -416,13 +445,19 @@ void jd_engine_process_batch(struct jd_engine *e)
     return;
 
 abandon:
-    /* Stopping while Redis is down: nothing of this batch is persisted, no
-     * offset of it is stored, so it is consumed again after the restart.
-     * The partial in-memory state must not be written later either. */
+    /* Stopping while Redis is down, or fenced: nothing of this batch is
+     * persisted, no offset of it is stored, so it is consumed again (after
+     * the restart, or by the partitions' next owner). The partial in-memory
+     * state must not be written later either: when stopping, nothing is
+     * flushed again; when fenced, the revocation drops these customers. */
     jd_warn(MOD, "abandoning a batch of %zu events (not persisted, will be re-consumed)", e->nmsgs);
     for (size_t i = 0; i < e->nmsgs; i++)
         rd_kafka_message_destroy(e->msgs[i]);
     e->nmsgs = 0;
+    if (fenced(e)) {
+        drop_dirty(e); /* their open checkpoints go with the revocation */
+        return;
+    }
     e->ndirty = 0;
     e->abandoned = 1;
 }

@@ -88,8 +88,9 @@ struct jd_engine {
     size_t nacks, capacks;
     int redis_ok;
     int backpressured;
-    int abandoned; /* a batch was given up while stopping: never flush again */
-    int fatal;     /* a fatal Kafka error: stop, exit 2 (offsets stay safe) */
+    int abandoned;     /* a batch was given up while stopping: never flush again */
+    int fatal;         /* a fatal Kafka error: stop, exit 2 (offsets stay safe) */
+    int fenced_logged; /* the assignment-lost warning was logged for this episode */
     int64_t backoff_ms;
     int notified_ready;       /* READY=1 sent to systemd */
     int64_t last_watchdog_ns; /* last WATCHDOG=1 */

@@ -51,6 +51,8 @@ static int in_list(const rd_kafka_topic_partition_list_t *parts, const char *top
     return 0;
 }
 
+/* Customers of released partitions leave the dirty list before the cache
+ * frees them (acknowledgements served while draining put them back on it). */
 void jd_engine_forget_dirty(struct jd_engine *e, const rd_kafka_topic_partition_list_t *parts)
 {
     size_t nd = 0;
