@@ -44,7 +44,8 @@ struct jd_engine *jd_engine_new(const struct jd_config *cfg, struct jd_ruleset *
         goto err;
     e->redis_ok = 1;
     e->cache = jd_cache_new((size_t)cfg->cache_max_customers);
-    e->policy = jd_policy_new(cfg);
+    if (!(e->policy = jd_policy_new(cfg, errstr, errsize)))
+        goto err;
     if (!(e->producer = jd_kafka_producer_new(cfg, jd_engine_delivery, e, errstr, errsize)))
         goto err;
     if (!(e->consumer =
