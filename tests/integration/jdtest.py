@@ -12,6 +12,7 @@ Run with /usr/bin/python3: the python3 first on PATH may not see Debian's
 python3-* packages.
 """
 
+import datetime
 import io
 import os
 import re
@@ -441,15 +442,19 @@ def config_with_overrides(base_text, overrides):
 
 
 def append_kafka_properties(text, props, path="kafka.properties"):
-    """Adds librdkafka pass-through pairs to the list at `path` (creating it)."""
+    """Sets librdkafka pass-through pairs in the list of ("name", "value")
+    pairs at `path` (creating it): a name already there gets the new value."""
     found = _settings(text)
-    pairs = ", ".join(f"( {libconfig_value(k)}, {libconfig_value(v)} )" for k, v in props.items())
-    if path not in found:
-        return config_with_overrides(text, {path: Raw(f"( {pairs} )")})
-    _, vstart, vend, _ = found[path]
-    inner = text[vstart + 1:vend - 1].strip()
-    new = f"( {inner}, {pairs} )" if inner else f"( {pairs} )"
-    return text[:vstart] + new + text[vend:]
+    pairs = {}
+    if path in found:
+        _, vstart, vend, _ = found[path]
+        for k, v in re.findall(r'\(\s*"((?:\\.|[^"\\])*)"\s*,\s*"((?:\\.|[^"\\])*)"\s*\)',
+                               text[vstart:vend]):
+            pairs[k] = v
+    pairs.update({k: str(v) for k, v in props.items()})
+    value = Raw("( " + ", ".join(f"( {libconfig_value(k)}, {libconfig_value(v)} )"
+                                 for k, v in pairs.items()) + " )")
+    return config_with_overrides(text, {path: value})
 
 
 def write_config(directory, overrides=None, kafka_properties=None, base=DEFAULT_CONFIG,
@@ -656,15 +661,44 @@ def schema(name):
     return _SCHEMAS[name]
 
 
+def _is_timestamp_millis(field_schema):
+    branches = getattr(field_schema, "schemas", None) or [field_schema]
+    return any(getattr(b, "props", {}).get("logicalType") == "timestamp-millis" for b in branches)
+
+
+def _ms_to_datetime(ms):
+    return datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc) + \
+        datetime.timedelta(milliseconds=ms)
+
+
+def _datetime_to_ms(dt):
+    delta = dt - datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+    return (delta.days * 86400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
 def avro_encode(record, sch):
+    """Encodes a record dict whose timestamp-millis fields are ints (ms since
+    the epoch; python3-avro itself wants datetimes there)."""
+    rec = dict(record)
+    for f in sch.fields:
+        if isinstance(rec.get(f.name), int) and _is_timestamp_millis(f.type):
+            rec[f.name] = _ms_to_datetime(rec[f.name])
     buf = io.BytesIO()
-    avro.io.DatumWriter(sch).write(record, avro.io.BinaryEncoder(buf))
+    avro.io.DatumWriter(sch).write(rec, avro.io.BinaryEncoder(buf))
     return buf.getvalue()
 
 
 def avro_decode(body, writer, reader=None):
-    dec = avro.io.BinaryDecoder(io.BytesIO(body))
-    return avro.io.DatumReader(writer, reader or writer).read(dec)
+    """Decodes one record; timestamp-millis fields come back as ints (ms).
+    Trailing bytes are an error: a real decoder must consume the body."""
+    stream = io.BytesIO(body)
+    rec = avro.io.DatumReader(writer, reader or writer).read(avro.io.BinaryDecoder(stream))
+    if stream.tell() != len(body):
+        raise ValueError(f"{len(body) - stream.tell()} bytes left after the record")
+    for k, v in list(rec.items()):
+        if isinstance(v, datetime.datetime):
+            rec[k] = _datetime_to_ms(v)
+    return rec
 
 
 def confluent_frame(schema_id, body):

@@ -792,6 +792,7 @@ static void check_reference_in(const char *rel)
 static void test_reference_in_docs(void **state)
 {
     check_reference_in("docs/configuration.md");
+    check_reference_in("README.md");
 }
 
 int main(void)
