@@ -624,21 +624,29 @@ static void test_record_suppressed(void **state)
     t.reason = "event.type == 'feedback' (feedback)";
     t.source_event_id = "ev-9";
     t.rule_version = "abcd";
+    /* a trigger sent earlier in the batch, its history line not written yet */
+    struct jd_pending_trigger *sent = jd_customer_add_pending(c);
+    strcpy(sent->trigger_id, "ffffffffffffffffffffffffffffffff");
+    sent->history = strdup("1700000000000|r|ffffffffffffffffffffffffffffffff|REENGAGEMENT|x");
     char err[256];
     assert_int_equal(jd_policy_record_suppressed(f.p, c, &t, &d, T0 + HOUR, err, sizeof err), 0);
-    assert_int_equal(c->nhistory, 1);
+    /* lines stay in decision order: the earlier trigger's line moved first */
+    assert_int_equal(c->nhistory, 2);
+    assert_null(sent->history);
     assert_string_equal(c->history[0],
+                        "1700000000000|r|ffffffffffffffffffffffffffffffff|REENGAGEMENT|x");
+    assert_string_equal(c->history[1],
                         "1700003600000|r|0123456789abcdef0123456789abcdef|SUPPRESSED:cooldown|r "
                         "was sent 1h before, cooldown 1d; rule: event.type == 'feedback' "
                         "(feedback)");
-    assert_int_equal(c->npending, 1);
-    struct jd_pending_trigger *pt = &c->pending[0];
+    assert_int_equal(c->npending, 2);
+    struct jd_pending_trigger *pt = &c->pending[1];
     assert_string_equal(pt->topic, "loyalty.suppressed");
     assert_int_equal(pt->not_before, 0);
     assert_string_not_equal(pt->trigger_id, t.trigger_id); /* its own outbox id */
     /* the same suppression again adds no second record */
     assert_int_equal(jd_policy_record_suppressed(f.p, c, &t, &d, T0 + HOUR, err, sizeof err), 0);
-    assert_int_equal(c->npending, 1);
+    assert_int_equal(c->npending, 2);
 
     /* the value is a Suppressed record as the schema says */
     avro_schema_t sch;
