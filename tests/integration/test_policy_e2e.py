@@ -15,10 +15,11 @@ showing fired and suppressed triggers, the suppression metrics, and — once
 the engine holds outbox entries until their not_before — a trigger deferred
 across a quiet period in event time."""
 
+import datetime
 import json
+import signal
 import subprocess
 import zoneinfo
-import datetime
 
 import pytest
 
@@ -277,3 +278,36 @@ def test_deferral_across_quiet_hours_in_event_time(devbroker, redis_server, writ
                                 + until.strftime("%Y-%m-%dT%H:%M:%SZ"))
     assert jd.stop() == 0
     assert redis_server.client().hlen("j:{c-q}:o") == 0
+
+
+def test_policy_reloads_with_the_rules(devbroker, redis_server, write_config, journeyd_factory):
+    """SIGHUP rebuilds the policy from the file; a policy that cannot be
+    built refuses the whole reload and the running one stays."""
+    cfg = config(write_config)
+    jd = journeyd_factory(cfg)
+    jd.wait_ready()
+    with open(cfg) as f:
+        text = f.read()
+    # a cooldown on app_gift now: the second app_open of a customer is suppressed
+    reloaded = text.replace('budget = 3; budget_period = "1d";', 'cooldown = "1d";')
+    assert reloaded != text
+    with open(cfg, "w") as f:
+        f.write(reloaded)
+    jd.signal(signal.SIGHUP)
+    jd.wait_for_log(r"rules reloaded")
+    # an unknown default zone: refused, naming the cause
+    with open(cfg, "w") as f:
+        f.write(jdtest.config_with_overrides(reloaded, {
+            "policy.quiet_hours.default_tz": "Europe/Atlantis"}))
+    jd.signal(signal.SIGHUP)
+    jd.wait_for_log(r"policy: policy.quiet_hours.default_tz: 'Europe/Atlantis'")
+    jdtest.produce(devbroker.bootstrap, "touchpoints", [
+        tp("c-r", "app_open", BASE, 0, channel="app"),
+        tp("c-r", "app_open", BASE + HOUR, 1, channel="app")])
+    jdtest.wait_caught_up(devbroker.bootstrap, GROUP, "touchpoints", timeout=90)
+    assert jd.stop() == 0, jd.log_text()[-3000:]
+    got = jdtest.consume_all(devbroker.bootstrap, REWARDS, expect_n=1)
+    assert pairs(got) == [("c-r", "app_gift")]
+    audit = [decode_audit(r) for r in jdtest.consume_all(devbroker.bootstrap, AUDIT,
+                                                          expect_n=1, decode=False)]
+    assert [(a["customer_id"], a["reason"]) for a in audit] == [("c-r", "cooldown")]
