@@ -52,7 +52,9 @@ static const char *fmt_time(int64_t ms, char *buf, size_t n)
     return buf;
 }
 
-/* A history line is "FIRED_AT|TRIGGER|TRIGGER_ID|KIND|REASON". */
+/* A history line is "FIRED_AT|TRIGGER|TRIGGER_ID|KIND|REASON"; for a trigger
+ * the policy suppressed, KIND is "SUPPRESSED:REASON_WORD" and REASON the
+ * policy's detail followed by the rule's reason (docs/policy.md). */
 struct hist {
     const char *f[5];
 };
@@ -71,6 +73,21 @@ static void split_hist(char *line, struct hist *h)
             }
         }
     }
+}
+
+/* "SUPPRESSED:cooldown" -> "cooldown"; NULL for a fired trigger's kind. */
+static const char *suppression_of(const char *kind_field)
+{
+    static const char pfx[] = "SUPPRESSED:";
+    return strncmp(kind_field, pfx, sizeof pfx - 1) == 0 ? kind_field + sizeof pfx - 1 : NULL;
+}
+
+/* The kind of a trigger by name, from the rules; "" when the rules no longer
+ * have it. */
+static const char *kind_of(const struct jd_ruleset *rs, const char *trigger)
+{
+    int t = jd_rules_trigger_index(rs, trigger);
+    return t >= 0 ? jd_kind_name(jd_rules_trigger(rs, (size_t)t)->kind) : "";
 }
 
 static int show_customer(const struct jd_config *cfg, const struct jd_ruleset *rs,
@@ -123,16 +140,34 @@ static int show_customer(const struct jd_config *cfg, const struct jd_ruleset *r
             printf("%d", c->last_score);
         else
             printf("null");
+        printf(",\"tz\":");
+        if (c->tz)
+            json_str(stdout, c->tz);
+        else
+            printf("null");
+        printf(",\"optout\":[");
+        for (int k = 0, n = 0; k < JD_KIND_COUNT; k++)
+            if (c->optout & (1u << k)) {
+                printf(n++ ? "," : "");
+                json_str(stdout, jd_kind_name((enum jd_trigger_kind)k));
+            }
+        printf("]");
         printf(",\"outbox_pending\":%zu,\"triggers\":[", c->npending);
         for (size_t i = 0; i < nlines; i++) {
             struct hist h;
             split_hist(lines[i], &h);
-            printf("%s{\"fired_at\":%s,\"trigger\":", i ? "," : "", h.f[0]);
+            const char *sup = suppression_of(h.f[3]);
+            printf("%s{\"fired_at\":%s,\"trigger\":", i ? "," : "", *h.f[0] ? h.f[0] : "null");
             json_str(stdout, h.f[1]);
             printf(",\"trigger_id\":");
             json_str(stdout, h.f[2]);
             printf(",\"kind\":");
-            json_str(stdout, h.f[3]);
+            json_str(stdout, sup ? kind_of(rs, h.f[1]) : h.f[3]);
+            printf(",\"suppressed\":%s", sup ? "true" : "false");
+            if (sup) {
+                printf(",\"suppression\":");
+                json_str(stdout, sup);
+            }
             printf(",\"reason\":");
             json_str(stdout, h.f[4]);
             printf("}");
@@ -159,17 +194,32 @@ static int show_customer(const struct jd_config *cfg, const struct jd_ruleset *r
         for (size_t i = 0; i < c->ncounts; i++)
             printf(" %s=%" PRId64, c->counts[i].type, c->counts[i].n);
         printf("\n");
+        if (c->tz)
+            printf("time zone     %s\n", c->tz);
+        if (c->optout) {
+            printf("opted out    ");
+            for (int k = 0; k < JD_KIND_COUNT; k++)
+                if (c->optout & (1u << k))
+                    printf(" %s", jd_kind_name((enum jd_trigger_kind)k));
+            printf("\n");
+        }
         if (c->npending)
             printf("outbox        %zu trigger(s) awaiting Kafka acknowledgement\n", c->npending);
-        printf("triggers (newest first):\n");
+        printf("triggers, fired and suppressed (newest first):\n");
         if (nlines == 0)
             printf("  none\n");
         for (size_t i = 0; i < nlines; i++) {
             struct hist h;
             split_hist(lines[i], &h);
-            printf("  %s  %-24s %-13s %s\n      why: %s\n",
-                   fmt_time(strtoll(h.f[0], NULL, 10), t1, sizeof t1), h.f[1], h.f[3], h.f[2],
-                   h.f[4]);
+            const char *sup = suppression_of(h.f[3]);
+            if (sup)
+                printf("  %s  %-24s SUPPRESSED (%s) %s %s\n      why not: %s\n",
+                       fmt_time(strtoll(h.f[0], NULL, 10), t1, sizeof t1), h.f[1], sup,
+                       kind_of(rs, h.f[1]), h.f[2], h.f[4]);
+            else
+                printf("  %s  %-24s %-13s %s\n      why: %s\n",
+                       fmt_time(strtoll(h.f[0], NULL, 10), t1, sizeof t1), h.f[1], h.f[3], h.f[2],
+                       h.f[4]);
         }
     }
     for (size_t i = 0; i < nlines; i++)

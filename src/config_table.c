@@ -131,6 +131,12 @@ const struct jd_cfg_key jd_cfg_keys[] = {
     {"schemas.trigger_schema_id", JD_CFG_INT, "-1", BOUNDS, -1, INT_MAX, NULL,
      C_OFF(trigger_schema_id), 0, C_SZ(trigger_schema_id),
      "Schema id for Confluent-framed output; -1: bare Avro bodies."},
+    {"schemas.suppressed", JD_CFG_PATH, "schemas/suppressed.avsc", NONEMPTY, 0, 0, NULL,
+     C_OFF(suppressed_schema), 0, 0,
+     "Schema of the audit records written to `policy.audit_topic` (read only when it is set)."},
+    {"schemas.suppressed_schema_id", JD_CFG_INT, "-1", BOUNDS, -1, INT_MAX, NULL,
+     C_OFF(suppressed_schema_id), 0, C_SZ(suppressed_schema_id),
+     "Confluent schema id framing the audit records; -1: bare Avro bodies."},
 
     /* processing */
     {"processing", JD_CFG_SECTION, NULL, 0, 0, 0, NULL, 0, 0, 0, "How time works and batching."},
@@ -206,6 +212,9 @@ const struct jd_cfg_key jd_cfg_keys[] = {
     {"triggers[].holdout", JD_CFG_FLOAT, "0", BOUNDS | RELOAD, 0, 1, NULL, T_OFF(holdout), 0, 0,
      "Share of customers (by a hash of customer and trigger) who never receive it, to measure "
      "uplift."},
+    {"triggers[].holdout_salt", JD_CFG_STRING, NULL, NONEMPTY | RELOAD, 0, 0, NULL,
+     T_OFF(holdout_salt), 0, 0,
+     "Salt of the holdout hash; unset: the trigger's name. Change it to draw a new group."},
     {"triggers[].goal", JD_CFG_STRING, NULL, NONEMPTY | RELOAD, 0, 0, NULL, T_OFF(goal), 0, 0,
      "Conversion goal: a touchpoint type reached after the trigger; unset: not measured."},
     {"triggers[].goal_window", JD_CFG_DURATION, "7d", BOUNDS | RELOAD, 1, 3650 * DAY, NULL,

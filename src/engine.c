@@ -45,7 +45,8 @@ struct jd_engine *jd_engine_new(const struct jd_config *cfg, struct jd_ruleset *
         goto err;
     e->redis_ok = 1;
     e->cache = jd_cache_new((size_t)cfg->cache_max_customers);
-    e->policy = jd_policy_new(cfg);
+    if (!(e->policy = jd_policy_new(cfg, errstr, errsize)))
+        goto err;
     if (!(e->producer = jd_kafka_producer_new(cfg, jd_engine_delivery, e, errstr, errsize)))
         goto err;
     if (!(e->consumer =
@@ -111,20 +112,30 @@ static void rebind_one(struct jd_customer *c, void *ud)
 }
 
 /* SIGHUP: compile the rules of the config file as it is now; swap only if
- * the whole rule set is valid. Only the rules (and their policy fields) are
- * reloaded; connection settings need a restart. */
+ * the whole rule set and the contact policy are valid. Only the rules and the
+ * policy are reloaded; connection settings need a restart. */
 static void reload_rules(struct jd_engine *e)
 {
     struct jd_errors errs;
     jd_errors_init(&errs);
     struct jd_config *ncfg = jd_config_load(e->cfg->path, &errs);
     struct jd_ruleset *nrs = NULL;
-    if (ncfg && jd_rules_compile(&ncfg->rules, &nrs, &errs) == 0) {
+    struct jd_policy *np = NULL;
+    char perr[512];
+    if (ncfg && jd_rules_compile(&ncfg->rules, &nrs, &errs) == 0 &&
+        !(np = jd_policy_new(ncfg, perr, sizeof perr))) {
+        jd_errors_add(&errs, NULL, 0, 0, "policy: %s", perr);
+        jd_rules_destroy(nrs);
+        nrs = NULL;
+    }
+    if (np) {
         jd_info(MOD, "rules reloaded: version %s -> %s", jd_rules_version(e->rs),
                 jd_rules_version(nrs));
         e->next_rs = nrs;
         jd_cache_foreach(e->cache, -1, rebind_one, e);
         jd_rules_destroy(e->rs);
+        jd_policy_destroy(e->policy); /* it read the old config too */
+        e->policy = np;
         jd_config_destroy(e->reload_cfg); /* the old rules pointed into it */
         e->rs = nrs;
         e->next_rs = NULL;

@@ -190,21 +190,13 @@ static const char *stage_name(const struct jd_engine *e, const struct jd_custome
     return jd_rules_stage_name(e->rs, (size_t)c->stage);
 }
 
-/* Turns one fired rule into an outbox entry, if the policy lets it out. */
+/* Turns one fired rule into an outbox entry, if the policy lets it out
+ * (a deferred one carries not_before); a suppressed one into a history line
+ * and an audit record. */
 static void emit(struct jd_engine *e, struct jd_customer *c, const struct jd_event *ev,
                  const struct jd_fired *f, int64_t now, int64_t src_ts)
 {
     const struct jd_trigger_src *ts = jd_rules_trigger(e->rs, f->trigger);
-    const char *why = NULL;
-    char detail[256];
-    if (jd_policy_decide(e->policy, e->rs, c, f->trigger, now, &why, detail, sizeof detail) !=
-        JD_POLICY_ALLOW) {
-        if (e->metrics)
-            jd_metrics_trigger_suppressed(e->metrics, f->trigger, why);
-        jd_debug(MOD, "customer %s: %s suppressed: %s", c->id, ts->on.name, detail);
-        return;
-    }
-
     const char *version = jd_rules_version(e->rs);
     struct jd_trigger t = {0};
     const char *src_id = ev ? ev->event_id : NULL;
@@ -214,6 +206,14 @@ static void emit(struct jd_engine *e, struct jd_customer *c, const struct jd_eve
     size_t lens[4] = {strlen(ts->on.name), strlen(version), c->id_len,
                       strlen(src_id ? src_id : deadline)};
     jd_hash128_hex(parts, lens, 4, t.trigger_id);
+
+    /* a replay of an event whose trigger is still in the outbox is skipped
+     * before it gets here; this guards against a rule firing twice for one
+     * event (same id) */
+    for (size_t i = 0; i < c->npending; i++)
+        if (strcmp(c->pending[i].trigger_id, t.trigger_id) == 0)
+            return;
+
     t.trigger = ts->on.name;
     t.kind = ts->kind;
     t.customer_id = c->id;
@@ -229,15 +229,24 @@ static void emit(struct jd_engine *e, struct jd_customer *c, const struct jd_eve
         t.attr_vals[i] = f->attr_vals[i];
     }
 
-    /* a replay of an event whose trigger is still in the outbox is skipped
-     * before it gets here; this guards against a rule firing twice for one
-     * event (same id) */
-    for (size_t i = 0; i < c->npending; i++)
-        if (strcmp(c->pending[i].trigger_id, t.trigger_id) == 0)
-            return;
+    char errstr[256];
+    struct jd_policy_decision d;
+    if (jd_policy_decide(e->policy, e->rs, c, f->trigger, now, &d) != JD_POLICY_ALLOW) {
+        if (e->metrics)
+            jd_metrics_trigger_suppressed(e->metrics, f->trigger, d.reason);
+        jd_debug(MOD, "customer %s: %s suppressed (%s): %s", c->id, ts->on.name, d.reason,
+                 d.detail);
+        if (jd_policy_record_suppressed(e->policy, c, &t, &d, now, errstr, sizeof errstr) != 0)
+            jd_error(MOD, "customer %s: audit record of %s: %s", c->id, t.trigger, errstr);
+        return;
+    }
+    char reason[JD_REASON_MAX + 260];
+    if (d.not_before) {
+        snprintf(reason, sizeof reason, "%s; %s", f->reason, d.detail);
+        t.reason = reason;
+    }
 
     struct jd_pending_trigger *pt = jd_customer_add_pending(c);
-    char errstr[256];
     if (jd_codec_encode_trigger(e->codec, &t, &pt->value, errstr, sizeof errstr) != 0) {
         jd_error(MOD, "customer %s: encoding trigger %s: %s", c->id, t.trigger, errstr);
         jd_buf_free(&pt->value); /* drop the half-built entry */
@@ -248,6 +257,7 @@ static void emit(struct jd_engine *e, struct jd_customer *c, const struct jd_eve
     pt->kind = (uint8_t)ts->kind;
     pt->topic = jd_strdup(ts->topic);
     pt->src_ts = src_ts;
+    pt->not_before = d.not_before;
     jd_buf_reset(&e->history);
     jd_buf_printf(&e->history, "%" PRId64 "|%s|%s|%s|%s", t.fired_at, t.trigger, t.trigger_id,
                   jd_kind_name(t.kind), t.reason);
@@ -304,11 +314,14 @@ static void apply_event(struct jd_engine *e, struct jd_part *p, struct jd_custom
 
     int64_t now = e->cfg->clock == JD_CLOCK_EVENT ? p->watermark : jd_now_ms();
     struct jd_eval_result res;
+    size_t order[JD_MAX_FIRED];
     jd_customer_apply_core(c, ev);
+    jd_policy_observe_event(e->policy, c, ev);
     jd_rules_on_event(e->rs, c, ev, now, &res);
     record_transitions(e, &res);
+    jd_policy_order(e->rs, &res, order);
     for (size_t i = 0; i < res.nfired; i++)
-        emit(e, c, ev, &res.fired[i], now, src_ts);
+        emit(e, c, ev, &res.fired[order[i]], now, src_ts);
 }
 
 static int naive_roundtrip(struct jd_engine *e, struct jd_customer *c, volatile sig_atomic_t *stop)

@@ -261,7 +261,7 @@ static void test_shipped_config(void **state)
     assert_string_equal(cfg->policy.quiet_default_tz, "UTC");
     assert_int_equal(cfg->policy.quiet_defer, 1);
     assert_string_equal(cfg->policy.audit_topic, "loyalty.suppressed");
-    assert_null(cfg->policy.optout_attribute);
+    assert_string_equal(cfg->policy.optout_attribute, "optout");
 
     jd_config_destroy(cfg);
     jd_errors_free(&errs);
