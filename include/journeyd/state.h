@@ -59,6 +59,15 @@ struct jd_pending_trigger {
                             deferred past quiet hours); 0 = at once */
 };
 
+/* An open conversion goal (docs/outcomes.md): a trigger decision — sent
+ * (treated) or held out (control) — waiting for the customer to reach the
+ * trigger's goal before `deadline` (clock ms, inclusive). */
+struct jd_goal {
+    int64_t deadline;
+    uint32_t trigger; /* index into the rule set's triggers */
+    uint8_t control;  /* 1: held out by the policy (control group) */
+};
+
 struct jd_customer {
     char *id;
     size_t id_len;
@@ -80,7 +89,9 @@ struct jd_customer {
     int64_t *last_fired;   /* per rule-set trigger: ms of the last delivery decision; 0 never */
     uint32_t *fired_count; /* per rule-set trigger: how many times it fired */
     size_t ntriggers;
-    int64_t next_timer; /* next due time registered for this customer; 0 none */
+    int64_t next_timer;    /* next due time registered for this customer; 0 none */
+    struct jd_goal *goals; /* open conversion goals (outcomes.h), oldest first */
+    uint32_t ngoals, capgoals;
 
     uint64_t recent_ids[JD_RECENT_IDS]; /* hashes of the latest event_ids (duplicate guard) */
     uint8_t recent_pos;
@@ -129,6 +140,9 @@ struct jd_pending_trigger *jd_customer_find_pending(struct jd_customer *c, const
  * unwritten history line moves to c->history). 0 or -1 if absent. */
 int jd_customer_ack(struct jd_customer *c, const char *trigger_id);
 void jd_customer_clear_acked(struct jd_customer *c);
+
+/* Appends an open goal (zeroed); valid until the next add on c. */
+struct jd_goal *jd_customer_add_goal(struct jd_customer *c);
 
 /* Serialises everything except the outbox (stored beside it, see store.h). */
 void jd_customer_encode(const struct jd_customer *c, const struct jd_ruleset *rs,
