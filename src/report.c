@@ -115,9 +115,15 @@ static const char *segment_label(const void *ud, size_t i)
 static void flow(struct jd_buf *b, const struct jd_ruleset *rs, const struct jd_program *p)
 {
     size_t ns = p->nstages, nn = ns + 1;
-    int width = 1250, boxw = 128, boxh = 56, y0 = 250, height = 500;
+    int width = 1250, boxw = 128, boxh = 56, y0 = 250;
     double gap = nn > 1 ? (double)(width - 40 - boxw) / (double)(nn - 1) : 0;
     int64_t maxt = max64(p->transition, (ns + 1) * ns);
+    int back = 0; /* anything moved back (drawn below the boxes)? */
+    for (size_t f = 1; f <= ns; f++)
+        for (size_t t = 0; t < ns; t++)
+            if (p->transition[f * ns + t] > 0 && ns - t < ns - (f - 1))
+                back = 1;
+    int height = back ? 500 : y0 + boxh / 2 + 40;
     int64_t total = 0;
     for (size_t i = 0; i < ns; i++)
         total += p->stage[i];
@@ -125,17 +131,19 @@ static void flow(struct jd_buf *b, const struct jd_ruleset *rs, const struct jd_
     jd_buf_printf(b,
                   "<svg width=\"%d\" height=\"%d\" role=\"img\"><defs>"
                   "<marker id=\"af\" viewBox=\"0 0 10 10\" refX=\"9\" refY=\"5\" "
-                  "markerWidth=\"5\" markerHeight=\"5\" orient=\"auto-start-reverse\">"
-                  "<path d=\"M0,0L10,5L0,10z\" fill=\"#3a7d44\"/></marker>"
+                  "markerWidth=\"12\" markerHeight=\"12\" markerUnits=\"userSpaceOnUse\" "
+                  "orient=\"auto-start-reverse\"><path d=\"M0,0L10,5L0,10z\" "
+                  "fill=\"#3a7d44\"/></marker>"
                   "<marker id=\"ab\" viewBox=\"0 0 10 10\" refX=\"9\" refY=\"5\" "
-                  "markerWidth=\"5\" markerHeight=\"5\" orient=\"auto-start-reverse\">"
-                  "<path d=\"M0,0L10,5L0,10z\" fill=\"#d1603d\"/></marker></defs>",
+                  "markerWidth=\"12\" markerHeight=\"12\" markerUnits=\"userSpaceOnUse\" "
+                  "orient=\"auto-start-reverse\"><path d=\"M0,0L10,5L0,10z\" "
+                  "fill=\"#d1603d\"/></marker></defs>",
                   width, height);
     jd_buf_printf(b,
                   "<text x=\"10\" y=\"18\" font-size=\"12\" fill=\"#3a7d44\">above: moves "
                   "forward</text><text x=\"10\" y=\"%d\" font-size=\"12\" fill=\"#d1603d\">"
-                  "below: moves back</text>",
-                  height - 8);
+                  "%s</text>",
+                  height - 8, back ? "below: moves back" : "nobody moved back a stage");
     for (size_t f = 0; f <= ns; f++) {
         for (size_t t = 0; t < ns; t++) {
             int64_t v = p->transition[f * ns + t];
@@ -214,9 +222,14 @@ static void triggers_chart(struct jd_buf *b, const struct jd_ruleset *rs,
             m = sum;
     }
     jd_buf_puts(b, "<div class=\"legend\"><span><i style=\"background:#3b6fd4\"></i>sent</span>");
-    for (int r = 0; r < JD_SUP_COUNT; r++)
-        jd_buf_printf(b, "<span><i style=\"background:%s\"></i>suppressed: %s</span>",
-                      sup_colors[r], jd_suppress_reason_name((enum jd_suppress_reason)r));
+    for (int r = 0; r < JD_SUP_COUNT; r++) {
+        int64_t any = 0;
+        for (size_t t = 0; t < nt; t++)
+            any += p->suppressed[t * JD_SUP_COUNT + r];
+        if (any > 0)
+            jd_buf_printf(b, "<span><i style=\"background:%s\"></i>suppressed: %s</span>",
+                          sup_colors[r], jd_suppress_reason_name((enum jd_suppress_reason)r));
+    }
     jd_buf_printf(b, "</div><svg width=\"%d\" height=\"%d\" role=\"img\">", width, h);
     double scale = m > 0 ? (double)(width - lw - 240) / (double)m : 0;
     for (size_t t = 0; t < nt; t++) {
@@ -303,12 +316,12 @@ static void uplift_chart(struct jd_buf *b, const struct jd_ruleset *rs, const st
                       "stroke-width=\"%s\"/><text x=\"%.1f\" y=\"%d\" font-size=\"11\" "
                       "text-anchor=\"middle\" fill=\"#616e7c\">%+.0f</text>",
                       x, x, h - 22, zero ? "#1f2933" : "#e4e7eb", zero ? "1.5" : "1", x, h - 8,
-                      g * 100);
+                      zero ? 0.0 : g * 100);
     }
     jd_buf_printf(b,
-                  "<text x=\"%d\" y=\"%d\" font-size=\"11\" fill=\"#616e7c\">uplift, "
-                  "percentage points</text>",
-                  lw + plotw + 12, h - 8);
+                  "<text x=\"%d\" y=\"%d\" font-size=\"11\" fill=\"#616e7c\" "
+                  "text-anchor=\"end\">uplift (pp)</text>",
+                  lw - 24, h - 8);
     size_t row = 0;
     for (size_t t = 0; t < nt; t++) {
         const struct jd_trigger_src *ts = jd_rules_trigger(rs, t);
@@ -405,28 +418,33 @@ static void nps_chart(struct jd_buf *b, const struct jd_program *p)
         jd_buf_puts(b, "<p>No feedback scores yet.</p>");
         return;
     }
-    int width = 560;
+    int width = 700;
     const struct {
         const char *name, *color;
         int64_t v;
     } g[3] = {{"detractors 0–6", "#d1603d", det},
               {"passives 7–8", "#adb5bd", pas},
               {"promoters 9–10", "#3a7d44", pro}};
-    jd_buf_printf(b, "<svg width=\"%d\" height=\"70\" role=\"img\">", width);
+    jd_buf_printf(b, "<svg width=\"%d\" height=\"34\" role=\"img\">", width);
     double x = 0;
     for (int i = 0; i < 3; i++) {
         double w = (double)width * (double)g[i].v / (double)n;
         if (w <= 0)
             continue;
         jd_buf_printf(b,
-                      "<rect x=\"%.1f\" y=\"4\" width=\"%.1f\" height=\"30\" fill=\"%s\"/>"
-                      "<text x=\"%.1f\" y=\"54\" font-size=\"12\">%s: %" PRId64 " (%.0f%%)"
-                      "</text>",
-                      x, w, g[i].color, x + 2, g[i].name, g[i].v,
-                      100.0 * (double)g[i].v / (double)n);
+                      "<rect x=\"%.1f\" y=\"2\" width=\"%.1f\" height=\"30\" fill=\"%s\">"
+                      "<title>%s: %" PRId64 "</title></rect>",
+                      x, w, g[i].color, g[i].name, g[i].v);
         x += w;
     }
-    jd_buf_puts(b, "</svg>");
+    jd_buf_puts(b, "</svg><div class=\"legend\">");
+    for (int i = 0; i < 3; i++)
+        jd_buf_printf(b, "<span><i style=\"background:%s\"></i>%s: %" PRId64 " (%.0f%%)</span>",
+                      g[i].color, g[i].name, g[i].v, 100.0 * (double)g[i].v / (double)n);
+    jd_buf_printf(b,
+                  "<span><b>NPS %+.0f</b> = %% promoters − %% detractors, over %" PRId64
+                  " customers</span></div>",
+                  100.0 * (double)(pro - det) / (double)n, n);
 }
 
 void jd_report_html(const struct jd_ruleset *rs, const struct jd_program *p, const char *title,
