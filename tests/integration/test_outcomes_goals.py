@@ -6,7 +6,6 @@ metrics they are exported as, journeyctl segments/outcomes/triggers, and
 exactness when the stats were written but the customers' writes were lost
 (the crash window) and every event is consumed again."""
 
-import datetime
 import json
 import os
 import subprocess
@@ -36,13 +35,7 @@ TRIGGERS = Raw("""(
 )""")
 
 
-def tp(*args, **kw):
-    """jdtest.touchpoint with occurred_at as the datetime python3-avro wants
-    for a timestamp-millis long."""
-    ev = jdtest.touchpoint(*args, **kw)
-    ev["occurred_at"] = datetime.datetime.fromtimestamp(ev["occurred_at"] / 1000,
-                                                        tz=datetime.timezone.utc)
-    return ev
+tp = jdtest.touchpoint
 
 
 def journeys(t0):
