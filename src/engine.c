@@ -47,6 +47,7 @@ struct jd_engine *jd_engine_new(const struct jd_config *cfg, struct jd_ruleset *
     e->cache = jd_cache_new((size_t)cfg->cache_max_customers);
     if (!(e->policy = jd_policy_new(cfg, errstr, errsize)))
         goto err;
+    e->insights = jd_insights_new(cfg, rs);
     if (!(e->producer = jd_kafka_producer_new(cfg, jd_engine_delivery, e, errstr, errsize)))
         goto err;
     if (!(e->consumer =
@@ -94,6 +95,7 @@ void jd_engine_destroy(struct jd_engine *e)
     jd_store_destroy(e->store);
     jd_codec_destroy(e->codec);
     jd_policy_destroy(e->policy);
+    jd_insights_destroy(e->insights);
     if (e->rs)
         jd_rules_destroy(e->rs);
     jd_config_destroy(e->reload_cfg);
@@ -140,6 +142,7 @@ static void reload_rules(struct jd_engine *e)
         e->rs = nrs;
         e->next_rs = NULL;
         e->reload_cfg = ncfg;
+        jd_insights_bind(e->insights, nrs);
         if (e->metrics) {
             jd_metrics_bind_rules(e->metrics, nrs);
             jd_metrics_rule_reload(e->metrics, 1);
@@ -264,6 +267,7 @@ int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig
         if (e->metrics) {
             jd_metrics_heartbeat(e->metrics);
             jd_metrics_gauge(e->metrics, JD_G_OUTBOX_PENDING, (int64_t)e->inflight);
+            jd_insights_tick(e->insights, e->metrics); /* program gauges, every few s */
         }
     }
     shutdown_engine(e);

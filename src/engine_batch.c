@@ -134,6 +134,25 @@ static int load_customers(struct jd_engine *e, volatile sig_atomic_t *stop)
     return 0;
 }
 
+/* insights: the stats offsets of the partitions in this batch (a round trip
+ * only for a partition newly owned) until it works or we are told to stop. */
+static int load_stats_offsets(struct jd_engine *e, volatile sig_atomic_t *stop)
+{
+    char errstr[512];
+    for (size_t i = 0; i < e->nmsgs; i++) {
+        rd_kafka_message_t *m = e->msgs[i];
+        struct jd_part *p = jd_engine_part(e, rd_kafka_topic_name(m->rkt), m->partition, 0);
+        if (p)
+            jd_insights_want(e->insights, p->source, p->topic, p->partition, p->gen);
+    }
+    while (jd_insights_load_offsets(e->insights, errstr, sizeof errstr) != 0) {
+        redis_failed(e, "stats offsets", errstr);
+        if (stop && *stop)
+            return -1;
+    }
+    return 0;
+}
+
 /* Writes back e->dirty until it works or we are told to stop. */
 static int flush_dirty(struct jd_engine *e, volatile sig_atomic_t *stop)
 {
@@ -142,6 +161,14 @@ static int flush_dirty(struct jd_engine *e, volatile sig_atomic_t *stop)
         if (fenced(e))
             return -1;
         int64_t t0 = jd_monotonic_ns();
+        /* the batch's stats first: a crash between the two writes replays
+         * events whose stats are in, and insights skips them */
+        if (jd_insights_flush(e->insights, errstr, sizeof errstr) != 0) {
+            redis_failed(e, "stats flush", errstr);
+            if (stop && *stop)
+                return -1;
+            continue;
+        }
         if (jd_store_flush(e->store, e->rs, e->dirty, e->ndirty, errstr, sizeof errstr) == 0) {
             if (e->metrics)
                 jd_metrics_observe(e->metrics, JD_H_REDIS_ROUNDTRIP,
@@ -232,6 +259,7 @@ static void emit(struct jd_engine *e, struct jd_customer *c, const struct jd_eve
     char errstr[256];
     struct jd_policy_decision d;
     if (jd_policy_decide(e->policy, e->rs, c, f->trigger, now, &d) != JD_POLICY_ALLOW) {
+        jd_insights_suppressed(e->insights, c, f->trigger, d.reason, now); /* holdout: control */
         if (e->metrics)
             jd_metrics_trigger_suppressed(e->metrics, f->trigger, d.reason);
         jd_debug(MOD, "customer %s: %s suppressed (%s): %s", c->id, ts->on.name, d.reason,
@@ -262,6 +290,7 @@ static void emit(struct jd_engine *e, struct jd_customer *c, const struct jd_eve
     jd_buf_printf(&e->history, "%" PRId64 "|%s|%s|%s|%s", t.fired_at, t.trigger, t.trigger_id,
                   jd_kind_name(t.kind), t.reason);
     pt->history = jd_strdup(jd_buf_cstr(&e->history));
+    jd_insights_sent(e->insights, c, f->trigger, now); /* treated */
     if (e->metrics)
         jd_metrics_trigger_emitted(e->metrics, f->trigger);
 }
@@ -273,14 +302,11 @@ static void record_transitions(struct jd_engine *e, const struct jd_eval_result 
     jd_metrics_add(e->metrics, JD_C_RULES_EVALUATED, res->evaluated);
     for (size_t s = 0; s < 64; s++) {
         uint64_t bit = 1ULL << s;
-        if (res->entered & bit) {
+        /* members: program-wide, set from Redis by jd_insights_tick */
+        if (res->entered & bit)
             jd_metrics_segment_transition(e->metrics, s, JD_DIR_ENTER);
-            jd_metrics_segment_members_add(e->metrics, s, 1);
-        }
-        if (res->exited & bit) {
+        if (res->exited & bit)
             jd_metrics_segment_transition(e->metrics, s, JD_DIR_EXIT);
-            jd_metrics_segment_members_add(e->metrics, s, -1);
-        }
     }
 }
 
@@ -315,6 +341,7 @@ static void apply_event(struct jd_engine *e, struct jd_part *p, struct jd_custom
     int64_t now = e->cfg->clock == JD_CLOCK_EVENT ? p->watermark : jd_now_ms();
     struct jd_eval_result res;
     size_t order[JD_MAX_FIRED];
+    jd_insights_begin(e->insights, c, ev, now); /* resolves open goals */
     jd_customer_apply_core(c, ev);
     jd_policy_observe_event(e->policy, c, ev);
     jd_rules_on_event(e->rs, c, ev, now, &res);
@@ -322,6 +349,7 @@ static void apply_event(struct jd_engine *e, struct jd_part *p, struct jd_custom
     jd_policy_order(e->rs, &res, order);
     for (size_t i = 0; i < res.nfired; i++)
         emit(e, c, ev, &res.fired[order[i]], now, src_ts);
+    jd_insights_end(e->insights, c);
 }
 
 static int naive_roundtrip(struct jd_engine *e, struct jd_customer *c, volatile sig_atomic_t *stop)
@@ -330,7 +358,8 @@ static int naive_roundtrip(struct jd_engine *e, struct jd_customer *c, volatile 
      * synchronous Redis write per event */
     struct jd_customer *one[1] = {c};
     char errstr[512];
-    while (jd_store_flush(e->store, e->rs, one, 1, errstr, sizeof errstr) != 0) {
+    while (jd_insights_flush(e->insights, errstr, sizeof errstr) != 0 ||
+           jd_store_flush(e->store, e->rs, one, 1, errstr, sizeof errstr) != 0) {
         redis_failed(e, "flush", errstr);
         if ((stop && *stop) || fenced(e))
             return -1;
@@ -366,6 +395,8 @@ void jd_engine_process_batch(struct jd_engine *e)
         e->load[e->nload++] = c;
     }
     if (load_customers(e, stop) != 0)
+        goto abandon;
+    if (load_stats_offsets(e, stop) != 0)
         goto abandon;
 
     /* 2. every event, in order */
@@ -472,5 +503,6 @@ abandon:
         return;
     }
     e->ndirty = 0;
+    jd_insights_discard(e->insights);
     e->abandoned = 1;
 }

@@ -10,6 +10,7 @@
 
 #include "journeyd/codec.h"
 #include "journeyd/config.h"
+#include "journeyd/insights.h"
 #include "journeyd/engine.h"
 #include "journeyd/metrics.h"
 #include "journeyd/policy.h"
@@ -62,6 +63,7 @@ struct jd_engine {
     struct jd_store *store;
     struct jd_cache *cache;
     struct jd_policy *policy;
+    struct jd_insights *insights; /* program health and trigger outcomes */
     rd_kafka_t *consumer;
     rd_kafka_t *producer;
 

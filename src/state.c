@@ -110,6 +110,9 @@ static void free_persisted(struct jd_customer *c)
     free(c->tz);
     c->tz = NULL;
     c->optout = 0;
+    free(c->goals);
+    c->goals = NULL;
+    c->ngoals = c->capgoals = 0;
 }
 
 static void pending_free(struct jd_pending_trigger *p)
@@ -263,6 +266,17 @@ void jd_customer_clear_acked(struct jd_customer *c)
     c->nacked = 0;
 }
 
+struct jd_goal *jd_customer_add_goal(struct jd_customer *c)
+{
+    if (c->ngoals == c->capgoals) {
+        c->capgoals = c->capgoals ? c->capgoals * 2 : 2;
+        c->goals = jd_xrealloc(c->goals, c->capgoals * sizeof *c->goals);
+    }
+    struct jd_goal *g = &c->goals[c->ngoals++];
+    memset(g, 0, sizeof *g);
+    return g;
+}
+
 void jd_customer_take_state(struct jd_customer *dst, struct jd_customer *src)
 {
     free_persisted(dst);
@@ -286,6 +300,9 @@ void jd_customer_take_state(struct jd_customer *dst, struct jd_customer *src)
     dst->tz = src->tz;
     dst->optout = src->optout;
     dst->next_timer = src->next_timer;
+    dst->goals = src->goals;
+    dst->ngoals = src->ngoals;
+    dst->capgoals = src->capgoals;
     memcpy(dst->recent_ids, src->recent_ids, sizeof dst->recent_ids);
     dst->recent_pos = src->recent_pos;
     src->last_channel = NULL;
@@ -299,6 +316,8 @@ void jd_customer_take_state(struct jd_customer *dst, struct jd_customer *src)
     src->trigger_sends = NULL;
     memset(src->kind_sends, 0, sizeof src->kind_sends);
     src->tz = NULL;
+    src->goals = NULL;
+    src->ngoals = src->capgoals = 0;
     jd_customer_destroy(src);
 }
 

@@ -218,6 +218,19 @@ void jd_customer_encode(const struct jd_customer *c, const struct jd_ruleset *rs
     }
     if (c->next_timer)
         jd_buf_printf(out, "|nt=%" PRId64, c->next_timer);
+    if (rs && c->ngoals) {
+        size_t ntrig = jd_rules_ntriggers(rs);
+        int first = 1;
+        for (uint32_t i = 0; i < c->ngoals; i++) {
+            const struct jd_goal *g = &c->goals[i];
+            if (g->trigger >= ntrig)
+                continue;
+            jd_buf_puts(out, first ? "|og=" : ",");
+            put_escaped_str(out, jd_rules_trigger(rs, g->trigger)->on.name);
+            jd_buf_printf(out, ":%c:%" PRId64, g->control ? 'c' : 't', g->deadline);
+            first = 0;
+        }
+    }
     /* Oldest first, so that decoding rebuilds the ring in the same order. */
     int first = 1;
     for (size_t k = 0; k < JD_RECENT_IDS; k++) {
@@ -588,6 +601,27 @@ static int dec_field(struct dec *d, struct span key, struct span val)
                 return fail(d, "bad opt-out kinds", val);
             if (jd_kind_parse(d->name.data, &k) == 0)
                 c->optout |= (uint8_t)(1u << k);
+        }
+    } else if (is_key(key, "og")) {
+        /* NAME:t|c:DEADLINE,... — goals of triggers the rule set no longer
+         * has are dropped (their outcome is no longer measured) */
+        rest = val;
+        for (int more = 1; more;) {
+            more = split(&rest, ',', &f);
+            struct span name, grp;
+            int64_t deadline;
+            if (!split(&f, ':', &name) || !split(&f, ':', &grp) || grp.len != 1 ||
+                (grp.p[0] != 't' && grp.p[0] != 'c') || parse_i64(f, &deadline) != 0)
+                return fail(d, "bad open goal", val);
+            if (unescape(name, &d->name) != 0)
+                return fail(d, "bad escape in goal trigger", val);
+            int i = d->rs ? jd_rules_trigger_index(d->rs, d->name.data) : -1;
+            if (i < 0)
+                continue;
+            struct jd_goal *g = jd_customer_add_goal(c);
+            g->trigger = (uint32_t)i;
+            g->control = grp.p[0] == 'c';
+            g->deadline = deadline;
         }
     } else if (is_key(key, "ri")) {
         rest = val;

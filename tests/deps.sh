@@ -10,6 +10,7 @@ packages=(
   redis-server redis-tools kcat
   python3-confluent-kafka python3-avro python3-redis python3-pytest python3-yaml
   prometheus clang clang-format systemd tzdata
+  chromium
 )
 
 missing=()

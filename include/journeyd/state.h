@@ -74,6 +74,15 @@ void jd_times_prune(struct jd_times *ts, int64_t before, uint32_t keep_max);
 /* How many times are > after. */
 uint32_t jd_times_count_after(const struct jd_times *ts, int64_t after);
 
+/* An open conversion goal (docs/outcomes.md): a trigger decision — sent
+ * (treated) or held out (control) — waiting for the customer to reach the
+ * trigger's goal before `deadline` (clock ms, inclusive). */
+struct jd_goal {
+    int64_t deadline;
+    uint32_t trigger; /* index into the rule set's triggers */
+    uint8_t control;  /* 1: held out by the policy (control group) */
+};
+
 struct jd_customer {
     char *id;
     size_t id_len;
@@ -99,9 +108,11 @@ struct jd_customer {
     /* contact policy (policy.c) */
     struct jd_times *trigger_sends; /* [ntriggers] for max_per_customer; NULL until needed */
     struct jd_times kind_sends[JD_KIND_COUNT]; /* for policy.caps */
-    char *tz;           /* latest time zone attribute value; NULL: the default zone */
-    uint8_t optout;     /* bit (1 << kind): the customer opted out of that kind */
-    int64_t next_timer; /* next due time registered for this customer; 0 none */
+    char *tz;              /* latest time zone attribute value; NULL: the default zone */
+    uint8_t optout;        /* bit (1 << kind): the customer opted out of that kind */
+    int64_t next_timer;    /* next due time registered for this customer; 0 none */
+    struct jd_goal *goals; /* open conversion goals (outcomes.h), oldest first */
+    uint32_t ngoals, capgoals;
 
     uint64_t recent_ids[JD_RECENT_IDS]; /* hashes of the latest event_ids (duplicate guard) */
     uint8_t recent_pos;
@@ -154,6 +165,9 @@ void jd_customer_clear_acked(struct jd_customer *c);
 /* The send-time list of trigger t (allocating the per-trigger lists on
  * first use); NULL when t is out of range. */
 struct jd_times *jd_customer_trigger_sends(struct jd_customer *c, size_t t);
+
+/* Appends an open goal (zeroed); valid until the next add on c. */
+struct jd_goal *jd_customer_add_goal(struct jd_customer *c);
 
 /* Serialises everything except the outbox (stored beside it, see store.h). */
 void jd_customer_encode(const struct jd_customer *c, const struct jd_ruleset *rs,
