@@ -135,6 +135,11 @@ struct jd_redis *jd_store_redis(struct jd_store *st)
     return st->rd;
 }
 
+const char *jd_store_describe(const struct jd_store *st)
+{
+    return jd_redis_describe(st->rd);
+}
+
 /* -------- command building -------- */
 
 /* PREFIX:{ID}SUFFIX into keys[which]. */

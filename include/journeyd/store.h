@@ -77,6 +77,8 @@ uint64_t jd_store_take_redirects(struct jd_store *st);
 /* The connection, for modules that keep their own keys next to the state
  * (per-partition timers): append, exec, read replies (redis_conn.h). */
 struct jd_redis *jd_store_redis(struct jd_store *st);
+/* "host:port", or "cluster of N masters via host:port" (for logs). */
+const char *jd_store_describe(const struct jd_store *st);
 
 /* -------- cache of owned customers -------- */
 struct jd_cache;
