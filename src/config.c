@@ -579,7 +579,7 @@ static void load_grouplist(struct loader *L, const struct jd_cfg_key *k, const c
     size_t n = (size_t)config_setting_length(s);
     *arr = jd_xcalloc(n ? n : 1, k->size);
     *count = n; /* zeroed elements are safe to free even when one fails */
-    char scope[128], edisp[160];
+    char scope[128], edisp[320];
     snprintf(scope, sizeof scope, "%s[].", k->path);
     for (size_t i = 0; i < n; i++) {
         const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
@@ -635,7 +635,7 @@ static void load_member(struct loader *L, const struct jd_cfg_key *k, const conf
         if (strcmp(k->path, "policy.quiet_hours") == 0)
             L->cfg->policy.quiet_enabled = 1;
         {
-            char scope[128], sdisp[128];
+            char scope[128], sdisp[320];
             snprintf(scope, sizeof scope, "%s.", k->path);
             snprintf(sdisp, sizeof sdisp, "%s.", disp);
             walk(L, s, scope, sdisp, base);

@@ -12,6 +12,7 @@
 #include "engine_int.h"
 #include "journeyd/kafka.h"
 #include "journeyd/log.h"
+#include "journeyd/notify.h"
 
 #define MOD "engine"
 
@@ -180,6 +181,7 @@ static int collect(struct jd_engine *e)
 
 static void shutdown_engine(struct jd_engine *e)
 {
+    jd_notify("STOPPING=1");
     jd_info(MOD, "shutting down: finishing the batch in hand");
     if (!e->abandoned) {
         jd_engine_process_batch(e);
@@ -229,6 +231,16 @@ int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig
         }
         if (e->ndirty > 0 && jd_engine_persist(e, stop) != 0)
             break;
+        if (!e->notified_ready && e->assigned_count > 0 && e->redis_ok && !e->backpressured) {
+            /* systemd Type=notify: ready once we own partitions and Redis answers */
+            jd_notify("READY=1");
+            e->notified_ready = 1;
+        }
+        int64_t wd = jd_notify_watchdog_interval_ms();
+        if (wd > 0 && jd_monotonic_ns() - e->last_watchdog_ns > wd * 1000000) {
+            jd_notify("WATCHDOG=1");
+            e->last_watchdog_ns = jd_monotonic_ns();
+        }
         if (e->metrics) {
             jd_metrics_heartbeat(e->metrics);
             jd_metrics_gauge(e->metrics, JD_G_OUTBOX_PENDING, (int64_t)e->inflight);

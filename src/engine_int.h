@@ -88,6 +88,8 @@ struct jd_engine {
     int backpressured;
     int abandoned; /* a batch was given up while stopping: never flush again */
     int64_t backoff_ms;
+    int notified_ready;       /* READY=1 sent to systemd */
+    int64_t last_watchdog_ns; /* last WATCHDOG=1 */
     volatile sig_atomic_t *stop;
     volatile sig_atomic_t *reload;
 };
