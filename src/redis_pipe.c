@@ -86,10 +86,12 @@ size_t jd_redis_append(struct jd_redis *r, int key_arg, int argc, const char *co
         if (r->cluster && e->slot < 0)
             e->slot = (int)jd_redis_key_slot(argv[key_arg], argvlen[key_arg]);
 #else
-        /* no atomic unit spans two slots (two customers) */
+        /* on a cluster no unit spans two slots (two customers); a single
+         * node takes any MULTI */
         int slot = (int)jd_redis_key_slot(argv[key_arg], argvlen[key_arg]);
-        assert(e->slot < 0 || e->slot == slot);
-        e->slot = slot;
+        assert(!r->cluster || e->slot < 0 || e->slot == slot);
+        if (e->slot < 0)
+            e->slot = slot;
 #endif
     }
     struct rcmd *c = &r->cmds[r->ncmds];

@@ -191,7 +191,6 @@ static int exec_fail(struct jd_store *st, const char *what, const char *why, cha
 {
     st->errors++;
     snprintf(errstr, errsize, "%s: %s", what, why);
-    jd_redis_clear(st->rd);
     return -1;
 }
 
@@ -246,7 +245,8 @@ int jd_store_load(struct jd_store *st, const struct jd_ruleset *rs, struct jd_cu
     if (n == 0)
         return 0;
     char why[400];
-    jd_redis_clear(st->rd);
+    /* commands another module appended ride along (store.h) */
+    size_t base = jd_redis_pending(st->rd);
     for (size_t i = 0; i < n; i++) {
         build_key(st, 0, cs[i]->id, cs[i]->id_len, "");
         arg_str(st, 0, "GET");
@@ -265,10 +265,11 @@ int jd_store_load(struct jd_store *st, const struct jd_ruleset *rs, struct jd_cu
     struct jd_customer **tmps = jd_xcalloc(n, sizeof *tmps);
     int rc = -1;
     for (size_t i = 0; i < n; i++) {
-        const redisReply *s = jd_redis_reply(st->rd, 2 * i), *o = jd_redis_reply(st->rd, 2 * i + 1);
+        size_t si = base + 2 * i, oi = si + 1;
+        const redisReply *s = jd_redis_reply(st->rd, si), *o = jd_redis_reply(st->rd, oi);
         if (reply_error(s) || reply_error(o)) {
             st->errors++;
-            size_t bad = reply_error(s) ? 2 * i : 2 * i + 1;
+            size_t bad = reply_error(s) ? si : oi;
             snprintf(errstr, errsize, "load customer '%s': Redis %s: %s", cs[i]->id,
                      jd_redis_reply_node(st->rd, bad), jd_redis_reply(st->rd, bad)->str);
             goto out;
@@ -299,7 +300,7 @@ int jd_store_load(struct jd_store *st, const struct jd_ruleset *rs, struct jd_cu
         if (!tmps[i])
             continue;
         take_pending(cs[i], tmps[i]);
-        if (jd_redis_reply(st->rd, 2 * i)->type == REDIS_REPLY_STRING) {
+        if (jd_redis_reply(st->rd, base + 2 * i)->type == REDIS_REPLY_STRING) {
             if (cs[i]->partition < 0)
                 cs[i]->partition = tmps[i]->partition;
             jd_customer_take_state(cs[i], tmps[i]);
@@ -314,7 +315,8 @@ out:
     for (size_t i = 0; i < n; i++)
         jd_customer_destroy(tmps[i]);
     free(tmps);
-    jd_redis_clear(st->rd);
+    if (base == 0)
+        jd_redis_clear(st->rd);
     return rc;
 }
 
@@ -514,7 +516,7 @@ int jd_store_flush(struct jd_store *st, const struct jd_ruleset *rs, struct jd_c
         st->q = jd_xrealloc(st->q, n * sizeof *st->q);
         st->qcap = n;
     }
-    jd_redis_clear(st->rd);
+    size_t base = jd_redis_pending(st->rd); /* commands riding along (store.h) */
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
         st->q[i].n = 0;
@@ -523,14 +525,14 @@ int jd_store_flush(struct jd_store *st, const struct jd_ruleset *rs, struct jd_c
         st->q[i] = queue_customer(st, rs, cs[i]);
         total += st->q[i].n;
     }
-    if (total == 0)
+    if (total == 0 && base == 0)
         return 0;
     /* written only once a replica has it, when the cluster has replicas:
      * a failover must not lose what the engine then commits to Kafka */
     char why[400];
-    int xrc = jd_redis_exec(st->rd, JD_REDIS_REPLICATED, why, sizeof why);
-    if (xrc != 0 && !jd_redis_connected(st->rd))
-        return exec_fail(st, "flush", why, errstr, errsize);
+    why[0] = '\0';
+    (void)jd_redis_exec(st->rd, JD_REDIS_REPLICATED, why, sizeof why);
+    /* customer by customer: what got through is done even if some did not */
 
     size_t failed = 0;
     for (size_t i = 0; i < n; i++) {
@@ -549,7 +551,8 @@ int jd_store_flush(struct jd_store *st, const struct jd_ruleset *rs, struct jd_c
                 snprintf(errstr, errsize, "flush customer '%s': Redis %s: %s", cs[i]->id, node, e);
         }
     }
-    jd_redis_clear(st->rd);
+    if (base == 0)
+        jd_redis_clear(st->rd);
     if (failed) {
         st->errors++;
         if (failed > 1) {

@@ -75,7 +75,11 @@ int jd_store_connected(const struct jd_store *st);
 uint64_t jd_store_redirects(const struct jd_store *st);
 uint64_t jd_store_take_redirects(struct jd_store *st);
 /* The connection, for modules that keep their own keys next to the state
- * (per-partition timers): append, exec, read replies (redis_conn.h). */
+ * (per-partition timers): append, exec, read replies (redis_conn.h).
+ * Commands appended to it just before jd_store_load or jd_store_flush travel
+ * in the same round trip; their replies are read with jd_redis_reply by the
+ * indices jd_redis_append gave (NULL: not executed) after the call, until
+ * jd_redis_clear or the next append. */
 struct jd_redis *jd_store_redis(struct jd_store *st);
 /* "host:port", or "cluster of N masters via host:port" (for logs). */
 const char *jd_store_describe(const struct jd_store *st);

@@ -303,6 +303,25 @@ static void test_spread_roundtrip(void **state)
         assert_int_equal(ds[i]->npending, i % 10 == 0);
     }
 
+    /* another module's commands ride along with a flush, routed by key */
+    struct jd_redis *conn = jd_store_redis(st);
+    const char *zadd[4] = {"ZADD", "j:{p:touchpoints:3}:timers", "17", "spread-1"};
+    size_t zlen[4] = {4, strlen(zadd[1]), 2, 8};
+    size_t zi = jd_redis_append(conn, 1, 4, zadd, zlen);
+    apply(cs[1], "purchase", 1700000000999, 1);
+    rt = jd_store_roundtrips(st);
+    assert_int_equal(jd_store_flush(st, NULL, cs, N, e->err, sizeof e->err), 0);
+    assert_int_equal(jd_store_roundtrips(st), rt + 1);
+    assert_non_null(jd_redis_reply(conn, zi));
+    assert_int_equal(jd_redis_reply(conn, zi)->type, REDIS_REPLY_INTEGER);
+    assert_int_equal(jd_redis_reply(conn, zi)->integer, 1);
+    jd_redis_clear(conn);
+    int owner = rc_master_of_slot(&e->rc, jd_redis_key_slot("p:touchpoints:3", 15));
+    redisReply *zr = rc_cmd(&e->rc, owner, "ZSCORE j:{p:touchpoints:3}:timers spread-1");
+    assert_int_equal(zr->type, REDIS_REPLY_STRING);
+    assert_string_equal(zr->str, "17");
+    freeReplyObject(zr);
+
     /* journeyctl's calls */
     char **lines;
     size_t nl;
