@@ -43,6 +43,7 @@ struct jd_engine *jd_engine_new(const struct jd_config *cfg, struct jd_ruleset *
         goto err;
     if (!(e->store = jd_store_new(cfg, errstr, errsize)))
         goto err;
+    jd_info(MOD, "redis: %s", jd_store_describe(e->store));
     e->redis_ok = 1;
     e->cache = jd_cache_new((size_t)cfg->cache_max_customers);
     if (!(e->policy = jd_policy_new(cfg, errstr, errsize)))

@@ -84,8 +84,10 @@ static void drop_dirty(struct jd_engine *e)
 static void redis_failed(struct jd_engine *e, const char *what, const char *err)
 {
     jd_error(MOD, "redis %s failed: %s; retrying (consumption paused)", what, err);
-    if (e->metrics)
+    if (e->metrics) {
         jd_metrics_add(e->metrics, JD_C_REDIS_ERRORS, 1);
+        jd_metrics_add(e->metrics, JD_C_REDIS_REDIRECTS, jd_store_take_redirects(e->store));
+    }
     e->redis_ok = 0;
     set_backpressure(e, 1);
     backoff(e);
@@ -97,6 +99,8 @@ static void redis_failed(struct jd_engine *e, const char *what, const char *err)
 static void redis_succeeded(struct jd_engine *e)
 {
     e->backoff_ms = 0;
+    if (e->metrics)
+        jd_metrics_add(e->metrics, JD_C_REDIS_REDIRECTS, jd_store_take_redirects(e->store));
     if (!e->redis_ok) {
         e->redis_ok = 1;
         jd_info(MOD, "redis available again");
