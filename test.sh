@@ -70,6 +70,12 @@ if step "configure build-asan/" cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debu
     run_ctest asan --test-dir build-asan --output-on-failure -L 'unit|integration'
 fi
 
+# The rule compiler's libFuzzer target (clang), a bounded number of runs.
+if step "configure build-fuzz/" env CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DJD_FUZZ=ON &&
+   step "build build-fuzz/" cmake --build build-fuzz -j "$jobs" --target fuzz_rules; then
+  run_ctest fuzz --test-dir build-fuzz --output-on-failure -L fuzz
+fi
+
 echo "$passed passed, $failed failed"
 if [ "$failed" -ne 0 ]; then
   status=1

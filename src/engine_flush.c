@@ -31,58 +31,19 @@
 
 #define MOD "engine"
 
-/* Customers per pipelined round trip of a full write-back: bounds the
- * request buffer and the stall a large write-back causes. */
-#define FLUSH_CHUNK 4096
 /* Shortest interval between the commits made here (asynchronous). */
 #define COMMIT_INTERVAL_NS (100 * 1000000LL)
-
-static void push(struct jd_customer ***list, size_t *n, size_t *cap, struct jd_customer *c)
-{
-    if (*n == *cap) {
-        *cap = *cap ? *cap * 2 : 1024;
-        *list = jd_xrealloc(*list, *cap * sizeof **list);
-    }
-    (*list)[(*n)++] = c;
-}
-
-void jd_engine_push_dirty(struct jd_engine *e, struct jd_customer *c)
-{
-    if (c->queued)
-        return;
-    c->queued = 1;
-    push(&e->dirty, &e->ndirty, &e->capdirty, c);
-}
 
 void jd_engine_push_urgent(struct jd_engine *e, struct jd_customer *c)
 {
     if (c->urgent)
         return;
     c->urgent = 1;
-    push(&e->urgent, &e->nurgent, &e->capurgent, c);
-}
-
-/* Writes cs[0..n) until it works or we are told to stop. */
-static int flush_list(struct jd_engine *e, struct jd_customer **cs, size_t n,
-                      volatile sig_atomic_t *stop)
-{
-    char errstr[512];
-    for (size_t off = 0; off < n;) {
-        size_t k = n - off < FLUSH_CHUNK ? n - off : FLUSH_CHUNK;
-        int64_t t0 = jd_monotonic_ns();
-        if (jd_store_flush(e->store, e->rs, cs + off, k, errstr, sizeof errstr) == 0) {
-            if (e->metrics)
-                jd_metrics_observe(e->metrics, JD_H_REDIS_ROUNDTRIP,
-                                   (double)(jd_monotonic_ns() - t0) / 1e9);
-            jd_engine_redis_succeeded(e);
-            off += k;
-            continue;
-        }
-        jd_engine_redis_failed(e, "flush", errstr);
-        if (stop && *stop)
-            return -1;
+    if (e->nurgent == e->capurgent) {
+        e->capurgent = e->capurgent ? e->capurgent * 2 : 256;
+        e->urgent = jd_xrealloc(e->urgent, e->capurgent * sizeof *e->urgent);
     }
-    return 0;
+    e->urgent[e->nurgent++] = c;
 }
 
 void jd_engine_produce_customer(struct jd_engine *e, struct jd_customer *c)
@@ -97,7 +58,9 @@ int jd_engine_flush_urgent(struct jd_engine *e, volatile sig_atomic_t *stop)
 {
     if (e->nurgent == 0)
         return 0;
-    if (flush_list(e, e->urgent, e->nurgent, stop) != 0)
+    /* they stay in the write-back list: with nothing left to write there,
+     * the next write-back skips them */
+    if (jd_engine_flush_list(e, e->urgent, e->nurgent, stop) != 0)
         return -1;
     for (size_t i = 0; i < e->nurgent; i++) {
         struct jd_customer *c = e->urgent[i];
@@ -110,22 +73,30 @@ int jd_engine_flush_urgent(struct jd_engine *e, volatile sig_atomic_t *stop)
 
 int jd_engine_persist(struct jd_engine *e, volatile sig_atomic_t *stop)
 {
+    jd_engine_apply_acks(e);
     /* anything urgent first: it is produced with its batch's checkpoint */
+    size_t n = 0;
     if (jd_engine_flush_urgent(e, stop) != 0)
-        return -1;
-    size_t n = e->ndirty;
-    if (flush_list(e, e->dirty, n, stop) != 0)
-        return -1;
-    /* Producing serves delivery reports, which may queue customers again:
-     * they are appended after the n written here and stay queued. */
+        goto failed;
+    n = e->ndirty;
+    if (jd_engine_flush_list(e, e->dirty, n, stop) != 0)
+        goto failed;
     for (size_t i = 0; i < n; i++)
         e->dirty[i]->queued = 0;
+    /* (acknowledgements served while producing are only queued: the list
+     * does not change under this loop) */
     for (size_t i = 0; i < n; i++)
         jd_engine_produce_customer(e, e->dirty[i]);
     memmove(e->dirty, e->dirty + n, (e->ndirty - n) * sizeof *e->dirty);
     e->ndirty -= n;
     e->last_persist_ns = jd_monotonic_ns();
     jd_engine_ckpt_seal_closed(e);
+    return 0;
+
+failed:
+    if (!jd_engine_fenced(e))
+        return -1;
+    jd_engine_drop_dirty(e); /* not ours any more: the new owner replays it */
     return 0;
 }
 
@@ -135,7 +106,8 @@ int jd_engine_persist_due(struct jd_engine *e, int idle, volatile sig_atomic_t *
     int64_t now = jd_monotonic_ns();
     /* idle (a poll found nothing): nothing is gained by waiting, and the
      * offsets of the last events move at once */
-    if (now - e->last_persist_ns >= interval * 1000000 || (idle && e->ndirty > 0)) {
+    if (now - e->last_persist_ns >= interval * 1000000 ||
+        (idle && (e->ndirty > 0 || e->nacks > 0))) {
         if (jd_engine_persist(e, stop) != 0)
             return -1;
     }

@@ -10,6 +10,7 @@
 
 #include "journeyd/codec.h"
 #include "journeyd/config.h"
+#include "journeyd/insights.h"
 #include "journeyd/engine.h"
 #include "journeyd/metrics.h"
 #include "journeyd/policy.h"
@@ -63,6 +64,7 @@ struct jd_engine {
     struct jd_store *store;
     struct jd_cache *cache;
     struct jd_policy *policy;
+    struct jd_insights *insights; /* program health and trigger outcomes */
     rd_kafka_t *consumer;
     rd_kafka_t *producer;
 
@@ -90,10 +92,14 @@ struct jd_engine {
     struct jd_buf tmp;
     struct jd_buf history;
 
-    uint64_t inflight; /* produced, not yet acknowledged */
+    uint64_t inflight;         /* produced, not yet acknowledged */
+    struct jd_inflight **acks; /* delivered triggers not yet applied to their customers */
+    size_t nacks, capacks;
     int redis_ok;
     int backpressured;
-    int abandoned; /* a batch was given up while stopping: never flush again */
+    int abandoned;     /* a batch was given up while stopping: never flush again */
+    int fatal;         /* a fatal Kafka error: stop, exit 2 (offsets stay safe) */
+    int fenced_logged; /* the assignment-lost warning was logged for this episode */
     int64_t backoff_ms;
     int notified_ready;       /* READY=1 sent to systemd */
     int64_t last_watchdog_ns; /* last WATCHDOG=1 */
@@ -103,11 +109,16 @@ struct jd_engine {
 
 /* engine_batch.c */
 void jd_engine_process_batch(struct jd_engine *e);
-void jd_engine_redis_failed(struct jd_engine *e, const char *what, const char *err);
-void jd_engine_redis_succeeded(struct jd_engine *e);
+/* Writes cs[0..n) (the stats first), retrying while Redis fails. 0, or -1
+ * when stopping or fenced left them unwritten. */
+int jd_engine_flush_list(struct jd_engine *e, struct jd_customer **cs, size_t n,
+                         volatile sig_atomic_t *stop);
+/* The assignment was lost: nothing held in memory may be written. */
+int jd_engine_fenced(struct jd_engine *e);
+/* Forgets the write-back lists unwritten (fenced). */
+void jd_engine_drop_dirty(struct jd_engine *e);
 
 /* engine_flush.c — write-back (see the comment atop the file) */
-void jd_engine_push_dirty(struct jd_engine *e, struct jd_customer *c);
 void jd_engine_push_urgent(struct jd_engine *e, struct jd_customer *c);
 /* Writes the urgent customers and produces their outbox entries. 0, or -1
  * when stopping left them unwritten. */
@@ -136,6 +147,13 @@ void jd_engine_ckpt_advance(struct jd_engine *e, struct jd_part *p);
 void jd_engine_produce_dlq(struct jd_engine *e, const rd_kafka_message_t *m, const char *why);
 void jd_engine_produce_pending(struct jd_engine *e, struct jd_customer *c, struct jd_ckpt *ck);
 void jd_engine_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque);
+/* Applies queued delivery acknowledgements to the cached customers (their
+ * outbox entries go, to be removed from Redis at the next flush). */
+void jd_engine_apply_acks(struct jd_engine *e);
+/* Adds c to the list of customers to write back (once). */
+void jd_engine_push_dirty(struct jd_engine *e, struct jd_customer *c);
+/* Removes from the write-back list the customers whose partition is in parts. */
+void jd_engine_forget_dirty(struct jd_engine *e, const rd_kafka_topic_partition_list_t *parts);
 /* Waits (serving delivery reports) until nothing is in flight or timeout. */
 int jd_engine_drain_producer(struct jd_engine *e, int timeout_ms);
 void jd_engine_part_free(struct jd_part *p);

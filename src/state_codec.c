@@ -21,6 +21,8 @@
 #include "state_internal.h"
 
 #define STATE_VERSION "v1"
+/* sanity bound on a send-time list (max_per_customer and caps[].max are at most 1e6) */
+#define JD_MAX_SEND_TIMES 1000000u
 
 static int needs_escape(unsigned char ch)
 {
@@ -134,7 +136,7 @@ static int is_pos_zero(double x)
 static void put_agg(struct jd_buf *b, const struct jd_agg *a, const char *key)
 {
     int nonzero = a->v != 0 || a->n != 0 || a->t != 0 || a->s != NULL;
-    for (uint32_t i = 0; !nonzero && i < 2 * a->nbuckets; i++)
+    for (uint32_t i = 0; !nonzero && a->buckets && i < 2 * a->nbuckets; i++)
         nonzero = a->buckets[i] != 0;
     if (!nonzero)
         return;
@@ -152,13 +154,14 @@ static void put_agg(struct jd_buf *b, const struct jd_agg *a, const char *key)
         if (a->base)
             put_i64(b, a->base);
         /* Count windows hold the same numbers in both halves: write one. */
-        int dup = a->nbuckets > 0 && memcmp(a->buckets, a->buckets + a->nbuckets,
-                                            a->nbuckets * sizeof *a->buckets) == 0;
+        int dup =
+            a->nbuckets > 0 && a->buckets &&
+            memcmp(a->buckets, a->buckets + a->nbuckets, a->nbuckets * sizeof *a->buckets) == 0;
         jd_buf_append(b, ",", 1);
         put_u64(b, a->nbuckets);
         if (dup)
             jd_buf_append(b, "c", 1);
-        uint32_t end = dup ? a->nbuckets : 2 * a->nbuckets;
+        uint32_t end = !a->buckets ? 0 : dup ? a->nbuckets : 2 * a->nbuckets;
         for (uint32_t i = 0; i < end;) {
             if (is_pos_zero(a->buckets[i])) {
                 i++;
@@ -184,6 +187,13 @@ static void put_agg(struct jd_buf *b, const struct jd_agg *a, const char *key)
         jd_buf_puts(b, "=");
         put_escaped_str(b, a->s);
     }
+}
+
+/* "=T1,T2,..." ascending send times */
+static void put_times(struct jd_buf *b, const struct jd_times *ts)
+{
+    for (uint32_t i = 0; i < ts->n; i++)
+        jd_buf_printf(b, "%c%" PRId64, i ? ',' : '=', ts->t[i]);
 }
 
 void jd_customer_encode(const struct jd_customer *c, const struct jd_ruleset *rs,
@@ -254,10 +264,49 @@ void jd_customer_encode(const struct jd_customer *c, const struct jd_ruleset *rs
             jd_buf_append(out, ":", 1);
             put_u64(out, c->fired_count[i]);
         }
+        for (size_t i = 0; c->trigger_sends && i < c->ntriggers && i < ntrig; i++) {
+            if (c->trigger_sends[i].n == 0)
+                continue;
+            jd_buf_puts(out, "|tt.");
+            put_escaped_str(out, jd_rules_trigger(rs, i)->on.name);
+            put_times(out, &c->trigger_sends[i]);
+        }
+    }
+    for (int k = 0; k < JD_KIND_COUNT; k++) {
+        if (c->kind_sends[k].n == 0)
+            continue;
+        jd_buf_printf(out, "|kt.%s", jd_kind_name((enum jd_trigger_kind)k));
+        put_times(out, &c->kind_sends[k]);
+    }
+    if (c->tz) {
+        jd_buf_puts(out, "|tz=");
+        put_escaped_str(out, c->tz);
+    }
+    if (c->optout) {
+        int first = 1;
+        for (int k = 0; k < JD_KIND_COUNT; k++) {
+            if (!(c->optout & (1u << k)))
+                continue;
+            jd_buf_printf(out, "%s%s", first ? "|oo=" : ",", jd_kind_name((enum jd_trigger_kind)k));
+            first = 0;
+        }
     }
     if (c->next_timer) {
         jd_buf_puts(out, "|nt=");
         put_i64(out, c->next_timer);
+    }
+    if (rs && c->ngoals) {
+        size_t ntrig = jd_rules_ntriggers(rs);
+        int first = 1;
+        for (uint32_t i = 0; i < c->ngoals; i++) {
+            const struct jd_goal *g = &c->goals[i];
+            if (g->trigger >= ntrig)
+                continue;
+            jd_buf_puts(out, first ? "|og=" : ",");
+            put_escaped_str(out, jd_rules_trigger(rs, g->trigger)->on.name);
+            jd_buf_printf(out, ":%c:%" PRId64, g->control ? 'c' : 't', g->deadline);
+            first = 0;
+        }
     }
     /* Oldest first, so that decoding rebuilds the ring in the same order. */
     int first = 1;
@@ -468,8 +517,10 @@ static int dec_agg(struct dec *d, struct span key, struct span val)
         a->n = n;
         a->t = t;
         a->base = base;
-        for (int64_t i = 0; i < 2 * nb; i++)
-            a->buckets[i] = 0;
+        if (a->buckets)
+            memset(a->buckets, 0, 2 * (size_t)nb * sizeof *a->buckets);
+        else if (more && nb > 0) /* else the ring stays unallocated (all zero) */
+            a->buckets = jd_xcalloc(2 * (size_t)nb, sizeof *a->buckets);
     }
     int64_t end = dup ? nb : 2 * nb;
     while (more) {
@@ -492,7 +543,7 @@ static int dec_agg(struct dec *d, struct span key, struct span val)
         for (int64_t i = lo; a && i <= hi; i++)
             a->buckets[i] = bv;
     }
-    if (a && dup)
+    if (a && dup && a->buckets)
         memcpy(a->buckets + nb, a->buckets, (size_t)nb * sizeof *a->buckets);
     return 0;
 }
@@ -507,6 +558,24 @@ static int dec_agg_str(struct dec *d, struct span key, struct span val)
     struct jd_agg *a = &d->c->aggs[slot];
     free(a->s);
     a->s = jd_strdup(d->name2.data);
+    return 0;
+}
+
+/* "T1,T2,..." into ts (NULL: checked and dropped). */
+static int dec_times(struct dec *d, struct span val, struct jd_times *ts)
+{
+    struct span rest = val, f;
+    uint32_t n = 0;
+    if (ts)
+        ts->n = 0;
+    for (int more = 1; more;) {
+        more = split(&rest, ',', &f);
+        int64_t t;
+        if (parse_i64(f, &t) != 0 || ++n > JD_MAX_SEND_TIMES)
+            return fail(d, "bad send times", val);
+        if (ts)
+            jd_times_add(ts, t);
+    }
     return 0;
 }
 
@@ -584,6 +653,55 @@ static int dec_field(struct dec *d, struct span key, struct span val)
         if (i >= 0 && (size_t)i < c->ntriggers) {
             c->last_fired[i] = ms;
             c->fired_count[i] = (uint32_t)n;
+        }
+    } else if (has_prefix(key, "tt.", &rest)) {
+        if (unescape(rest, &d->name) != 0)
+            return fail(d, "bad escape in trigger name", key);
+        int i = d->rs ? jd_rules_trigger_index(d->rs, d->name.data) : -1;
+        struct jd_times *ts = i >= 0 ? jd_customer_trigger_sends(c, (size_t)i) : NULL;
+        return dec_times(d, val, ts);
+    } else if (has_prefix(key, "kt.", &rest)) {
+        if (unescape(rest, &d->name) != 0)
+            return fail(d, "bad escape in kind", key);
+        enum jd_trigger_kind k;
+        /* a kind this build does not know is parsed and dropped */
+        return dec_times(d, val, jd_kind_parse(d->name.data, &k) == 0 ? &c->kind_sends[k] : NULL);
+    } else if (is_key(key, "tz")) {
+        if (unescape(val, &d->name) != 0 || d->name.len == 0)
+            return fail(d, "bad time zone", val);
+        free(c->tz);
+        c->tz = jd_strdup(d->name.data);
+    } else if (is_key(key, "oo")) {
+        rest = val;
+        c->optout = 0;
+        for (int more = 1; more;) {
+            more = split(&rest, ',', &f);
+            enum jd_trigger_kind k;
+            if (unescape(f, &d->name) != 0 || d->name.len == 0)
+                return fail(d, "bad opt-out kinds", val);
+            if (jd_kind_parse(d->name.data, &k) == 0)
+                c->optout |= (uint8_t)(1u << k);
+        }
+    } else if (is_key(key, "og")) {
+        /* NAME:t|c:DEADLINE,... — goals of triggers the rule set no longer
+         * has are dropped (their outcome is no longer measured) */
+        rest = val;
+        for (int more = 1; more;) {
+            more = split(&rest, ',', &f);
+            struct span name, grp;
+            int64_t deadline;
+            if (!split(&f, ':', &name) || !split(&f, ':', &grp) || grp.len != 1 ||
+                (grp.p[0] != 't' && grp.p[0] != 'c') || parse_i64(f, &deadline) != 0)
+                return fail(d, "bad open goal", val);
+            if (unescape(name, &d->name) != 0)
+                return fail(d, "bad escape in goal trigger", val);
+            int i = d->rs ? jd_rules_trigger_index(d->rs, d->name.data) : -1;
+            if (i < 0)
+                continue;
+            struct jd_goal *g = jd_customer_add_goal(c);
+            g->trigger = (uint32_t)i;
+            g->control = grp.p[0] == 'c';
+            g->deadline = deadline;
         }
     } else if (is_key(key, "ri")) {
         rest = val;

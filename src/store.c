@@ -1,38 +1,41 @@
 /*
  * store — customers' journey state in Redis (layout in store.h).
  *
- * Owns one synchronous hiredis connection and the scratch buffers that turn
- * a batch of customers into one pipelined round trip: every command of the
- * batch is appended (redisAppendCommandArgv, binary-safe), then every reply
- * is read. Each customer's write is one SET of its state, or its own
- * MULTI/EXEC on its own keys when its outbox or history changes too, so
- * the layout stays valid for Redis Cluster and one customer's failure (an
- * OOM, a READONLY replica) never half-writes another.
+ * Turns a batch of customers into one pipeline over a struct jd_redis
+ * (redis_conn.h), which sends it in one round trip per Redis master: a
+ * single node or the masters of a Redis Cluster, one code path. Each
+ * customer's write is its own MULTI/EXEC on its own keys (one hash tag, so
+ * one cluster slot): one customer's failure (an OOM, a READONLY replica)
+ * never half-writes it or touches another, and no transaction ever spans two
+ * customers. Owns the connection and the scratch buffers that are reused
+ * from batch to batch.
  *
- * After an I/O error the hiredis context is unusable; every call then fails
- * fast until jd_store_reconnect succeeds.
+ * After a lost connection every call fails fast until jd_store_reconnect
+ * succeeds.
  */
 #include "journeyd/store.h"
 
-#include <errno.h>
 #include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
-#include <unistd.h>
+
+#include "journeyd/redis_conn.h"
 
 #define DEFAULT_ADDRESS "127.0.0.1:6379"
 
+/* Where one customer's commands are in the pipeline. */
+struct queued {
+    size_t first, n; /* n 0: nothing to write */
+    int multi;       /* MULTI ... EXEC (else single commands, see queue_customer) */
+};
+
 struct jd_store {
-    redisContext *ctx; /* NULL while disconnected */
-    char host[256];
-    int port;
-    int timeout_ms;
+    struct jd_redis *rd;
     char *prefix;
     int history_max;
-    uint64_t roundtrips;
     uint64_t errors;
+    uint64_t redirects_taken;
 
     /* per-batch scratch, reused */
     const char **argv;
@@ -41,54 +44,31 @@ struct jd_store {
     struct jd_buf keys[3]; /* state, outbox, history key of the customer at hand */
     struct jd_buf enc;     /* encoded state */
     struct jd_buf vals;    /* outbox values of the customer at hand */
-    struct jd_buf resp;    /* the pipeline's commands in RESP, sent by send_pipeline */
     size_t *valoff;
     size_t valcap;
-    redisReply **replies;
-    size_t repcap;
-    size_t *ncmds; /* flush: commands queued per customer; 0 = skipped */
-    size_t ncmdscap;
+    struct queued *q;
+    size_t qcap;
 };
-
-static int store_connect(struct jd_store *st, char *errstr, size_t errsize)
-{
-    struct timeval tv = {st->timeout_ms / 1000, (st->timeout_ms % 1000) * 1000};
-    redisContext *ctx = redisConnectWithTimeout(st->host, st->port, tv);
-    if (!ctx) {
-        snprintf(errstr, errsize, "Redis %s:%d: cannot allocate a connection", st->host, st->port);
-        return -1;
-    }
-    if (ctx->err) {
-        snprintf(errstr, errsize, "Redis %s:%d: %s", st->host, st->port, ctx->errstr);
-        redisFree(ctx);
-        return -1;
-    }
-    if (redisSetTimeout(ctx, tv) != REDIS_OK) {
-        snprintf(errstr, errsize, "Redis %s:%d: cannot set the timeout", st->host, st->port);
-        redisFree(ctx);
-        return -1;
-    }
-    st->ctx = ctx;
-    return 0;
-}
 
 struct jd_store *jd_store_new(const struct jd_config *cfg, char *errstr, size_t errsize)
 {
     struct jd_store *st = jd_xcalloc(1, sizeof *st);
-    const char *addr = cfg->nredis_addresses ? cfg->redis_addresses[0] : DEFAULT_ADDRESS;
-    if (jd_parse_hostport(addr, st->host, sizeof st->host, &st->port) != 0) {
-        snprintf(errstr, errsize, "bad Redis address \"%s\" (want HOST:PORT)", addr);
-        goto err;
+    static const char *const fallback[1] = {DEFAULT_ADDRESS};
+    const char *const *seeds = fallback;
+    size_t nseeds = 1;
+    if (cfg->nredis_addresses) {
+        seeds = (const char *const *)cfg->redis_addresses;
+        nseeds = cfg->nredis_addresses;
     }
-    st->timeout_ms = cfg->redis_timeout_ms > 0 ? cfg->redis_timeout_ms : 2000;
     st->prefix = jd_strdup(cfg->key_prefix ? cfg->key_prefix : "j");
     st->history_max = cfg->history_max;
     for (size_t i = 0; i < 3; i++)
         jd_buf_init(&st->keys[i]);
     jd_buf_init(&st->enc);
     jd_buf_init(&st->vals);
-    jd_buf_init(&st->resp);
-    if (store_connect(st, errstr, errsize) != 0)
+    st->rd = jd_redis_new(seeds, nseeds, cfg->redis_timeout_ms > 0 ? cfg->redis_timeout_ms : 2000,
+                          errstr, errsize);
+    if (!st->rd)
         goto err;
     return st;
 err:
@@ -100,8 +80,7 @@ void jd_store_destroy(struct jd_store *st)
 {
     if (!st)
         return;
-    if (st->ctx)
-        redisFree(st->ctx);
+    jd_redis_destroy(st->rd);
     free(st->prefix);
     free(st->argv);
     free(st->argvlen);
@@ -109,54 +88,24 @@ void jd_store_destroy(struct jd_store *st)
         jd_buf_free(&st->keys[i]);
     jd_buf_free(&st->enc);
     jd_buf_free(&st->vals);
-    jd_buf_free(&st->resp);
     free(st->valoff);
-    free(st->replies);
-    free(st->ncmds);
+    free(st->q);
     free(st);
 }
 
 int jd_store_reconnect(struct jd_store *st, char *errstr, size_t errsize)
 {
-    if (st->ctx) {
-        redisFree(st->ctx);
-        st->ctx = NULL;
-    }
-    return store_connect(st, errstr, errsize);
-}
-
-/* The connection is gone: report it and drop the context. */
-static int conn_fail(struct jd_store *st, const char *what, char *errstr, size_t errsize)
-{
-    st->errors++;
-    if (st->ctx) {
-        snprintf(errstr, errsize, "%s: Redis %s:%d: %s (connection lost)", what, st->host, st->port,
-                 st->ctx->errstr[0] ? st->ctx->errstr : "I/O error");
-        redisFree(st->ctx);
-        st->ctx = NULL;
-    } else {
-        snprintf(errstr, errsize, "%s: Redis %s:%d: not connected", what, st->host, st->port);
-    }
-    return -1;
+    return jd_redis_reconnect(st->rd, errstr, errsize);
 }
 
 int jd_store_ping(struct jd_store *st)
 {
-    char err[256];
-    if (!st->ctx)
-        return -1;
-    redisReply *r = redisCommand(st->ctx, "PING");
-    st->roundtrips++;
-    if (!r)
-        return conn_fail(st, "PING", err, sizeof err);
-    int ok = r->type == REDIS_REPLY_STATUS && strcmp(r->str, "PONG") == 0;
-    freeReplyObject(r);
-    return ok ? 0 : -1;
+    return jd_redis_ping(st->rd);
 }
 
 uint64_t jd_store_roundtrips(const struct jd_store *st)
 {
-    return st->roundtrips;
+    return jd_redis_roundtrips(st->rd);
 }
 
 uint64_t jd_store_errors(const struct jd_store *st)
@@ -166,7 +115,29 @@ uint64_t jd_store_errors(const struct jd_store *st)
 
 int jd_store_connected(const struct jd_store *st)
 {
-    return st->ctx != NULL;
+    return jd_redis_connected(st->rd);
+}
+
+uint64_t jd_store_redirects(const struct jd_store *st)
+{
+    return jd_redis_redirects(st->rd);
+}
+
+uint64_t jd_store_take_redirects(struct jd_store *st)
+{
+    uint64_t now = jd_redis_redirects(st->rd), n = now - st->redirects_taken;
+    st->redirects_taken = now;
+    return n;
+}
+
+struct jd_redis *jd_store_redis(struct jd_store *st)
+{
+    return st->rd;
+}
+
+const char *jd_store_describe(const struct jd_store *st)
+{
+    return jd_redis_describe(st->rd);
 }
 
 /* -------- command building -------- */
@@ -208,91 +179,19 @@ static void arg_str(struct jd_store *st, size_t i, const char *s)
     arg(st, i, s, strlen(s));
 }
 
-static void put_len(struct jd_buf *b, char type, size_t n)
+/* Appends argv[0..argc) (argv[1] is the key when has_key) to the pipeline. */
+static size_t append(struct jd_store *st, size_t argc, int has_key)
 {
-    char tmp[24];
-    size_t i = sizeof tmp;
-    tmp[--i] = '\n';
-    tmp[--i] = '\r';
-    do {
-        tmp[--i] = (char)('0' + n % 10);
-        n /= 10;
-    } while (n);
-    tmp[--i] = type;
-    jd_buf_append(b, tmp + i, sizeof tmp - i);
+    return jd_redis_append(st->rd, has_key ? 1 : 0, (int)argc, st->argv, st->argvlen);
 }
 
-/* Appends one command (argv) to the pipeline in RESP. hiredis would format
- * each command into its own allocation and grow its output buffer once per
- * command; here a batch is formatted into one reused buffer and handed over
- * once (send_pipeline). */
-static int append(struct jd_store *st, size_t argc)
+/* The pipeline failed as a whole (nothing usable came back). */
+static int exec_fail(struct jd_store *st, const char *what, const char *why, char *errstr,
+                     size_t errsize)
 {
-    put_len(&st->resp, '*', argc);
-    for (size_t i = 0; i < argc; i++) {
-        put_len(&st->resp, '$', st->argvlen[i]);
-        jd_buf_append(&st->resp, st->argv[i], st->argvlen[i]);
-        jd_buf_append(&st->resp, "\r\n", 2);
-    }
-    return 0;
-}
-
-/* Writes the pipeline straight to the socket: hiredis would first copy it
- * into its own output buffer (a large allocation per batch). Its buffer is
- * empty here (every command goes through this function), so the order of
- * bytes on the connection is unchanged; the replies are then read with
- * redisGetReply. Redis reads the whole pipeline before we read a reply: it
- * buffers the replies, so writing everything first cannot deadlock. */
-static int send_pipeline(struct jd_store *st)
-{
-    const char *p = st->resp.data;
-    size_t left = st->resp.len;
-    int rc = 0;
-    while (left > 0) {
-        ssize_t n = write(st->ctx->fd, p, left);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            snprintf(st->ctx->errstr, sizeof st->ctx->errstr, "write: %s",
-                     n < 0 ? strerror(errno) : "nothing written");
-            rc = -1;
-            break;
-        }
-        p += n;
-        left -= (size_t)n;
-    }
-    jd_buf_reset(&st->resp);
-    return rc;
-}
-
-static void replies_reserve(struct jd_store *st, size_t n)
-{
-    if (n <= st->repcap)
-        return;
-    st->replies = jd_xrealloc(st->replies, n * sizeof *st->replies);
-    st->repcap = n;
-}
-
-/* Reads n replies into st->replies. On an I/O error frees what was read. */
-static int read_replies(struct jd_store *st, size_t n)
-{
-    replies_reserve(st, n);
-    for (size_t i = 0; i < n; i++) {
-        void *r = NULL;
-        if (redisGetReply(st->ctx, &r) != REDIS_OK || !r) {
-            for (size_t k = 0; k < i; k++)
-                freeReplyObject(st->replies[k]);
-            return -1;
-        }
-        st->replies[i] = r;
-    }
-    return 0;
-}
-
-static void free_replies(struct jd_store *st, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        freeReplyObject(st->replies[i]);
+    st->errors++;
+    snprintf(errstr, errsize, "%s: %s", what, why);
+    return -1;
 }
 
 /* -------- load -------- */
@@ -345,35 +244,34 @@ int jd_store_load(struct jd_store *st, const struct jd_ruleset *rs, struct jd_cu
 {
     if (n == 0)
         return 0;
-    if (!st->ctx)
-        return conn_fail(st, "load", errstr, errsize);
-    jd_buf_reset(&st->resp);
+    char why[400];
+    /* commands another module appended ride along (store.h) */
+    size_t base = jd_redis_pending(st->rd);
     for (size_t i = 0; i < n; i++) {
         build_key(st, 0, cs[i]->id, cs[i]->id_len, "");
         arg_str(st, 0, "GET");
         arg(st, 1, st->keys[0].data, st->keys[0].len);
-        if (append(st, 2) != 0)
-            return conn_fail(st, "load", errstr, errsize);
+        (void)append(st, 2, 1);
         build_key(st, 0, cs[i]->id, cs[i]->id_len, ":o");
         arg_str(st, 0, "HGETALL");
         arg(st, 1, st->keys[0].data, st->keys[0].len);
-        if (append(st, 2) != 0)
-            return conn_fail(st, "load", errstr, errsize);
+        (void)append(st, 2, 1);
     }
-    st->roundtrips++;
-    if (send_pipeline(st) != 0 || read_replies(st, 2 * n) != 0)
-        return conn_fail(st, "load", errstr, errsize);
+    if (jd_redis_exec(st->rd, 0, why, sizeof why) != 0)
+        return exec_fail(st, "load", why, errstr, errsize);
 
     /* Everything is decoded first and applied only if all of it is good:
      * a failed load leaves every customer as it was. */
     struct jd_customer **tmps = jd_xcalloc(n, sizeof *tmps);
     int rc = -1;
     for (size_t i = 0; i < n; i++) {
-        const redisReply *s = st->replies[2 * i], *o = st->replies[2 * i + 1];
+        size_t si = base + 2 * i, oi = si + 1;
+        const redisReply *s = jd_redis_reply(st->rd, si), *o = jd_redis_reply(st->rd, oi);
         if (reply_error(s) || reply_error(o)) {
             st->errors++;
-            snprintf(errstr, errsize, "load customer '%s': Redis %s:%d: %s", cs[i]->id, st->host,
-                     st->port, reply_error(s) ? s->str : o->str);
+            size_t bad = reply_error(s) ? si : oi;
+            snprintf(errstr, errsize, "load customer '%s': Redis %s: %s", cs[i]->id,
+                     jd_redis_reply_node(st->rd, bad), jd_redis_reply(st->rd, bad)->str);
             goto out;
         }
         if ((s->type != REDIS_REPLY_STRING && s->type != REDIS_REPLY_NIL) ||
@@ -402,7 +300,7 @@ int jd_store_load(struct jd_store *st, const struct jd_ruleset *rs, struct jd_cu
         if (!tmps[i])
             continue;
         take_pending(cs[i], tmps[i]);
-        if (st->replies[2 * i]->type == REDIS_REPLY_STRING) {
+        if (jd_redis_reply(st->rd, base + 2 * i)->type == REDIS_REPLY_STRING) {
             if (cs[i]->partition < 0)
                 cs[i]->partition = tmps[i]->partition;
             jd_customer_take_state(cs[i], tmps[i]);
@@ -417,7 +315,8 @@ out:
     for (size_t i = 0; i < n; i++)
         jd_customer_destroy(tmps[i]);
     free(tmps);
-    free_replies(st, 2 * n);
+    if (base == 0)
+        jd_redis_clear(st->rd);
     return rc;
 }
 
@@ -436,43 +335,9 @@ static int needs_write(const struct jd_customer *c)
     return c->dirty || c->nacked || c->nhistory || unstored_pending(c);
 }
 
-/* Queues the write of one customer: a plain SET (atomic on its own) when
- * only the state changed, which is most writes, else MULTI ... EXEC over its
- * keys. Returns the number of commands queued (1: the plain SET), 0 on an I/O
- * error. */
-static size_t queue_customer(struct jd_store *st, const struct jd_ruleset *rs,
-                             const struct jd_customer *c)
+/* Outbox values of c not yet stored, into st->vals; returns how many. */
+static size_t outbox_values(struct jd_store *st, const struct jd_customer *c)
 {
-    size_t ncmd = 0, a;
-    build_key(st, 0, c->id, c->id_len, "");
-    if (c->dirty && !c->nacked && !c->nhistory && !unstored_pending(c)) {
-        jd_buf_reset(&st->enc);
-        jd_customer_encode(c, rs, &st->enc);
-        arg_str(st, 0, "SET");
-        arg(st, 1, st->keys[0].data, st->keys[0].len);
-        arg(st, 2, st->enc.data, st->enc.len);
-        return append(st, 3) == 0 ? 1 : 0;
-    }
-    build_key(st, 1, c->id, c->id_len, ":o");
-    build_key(st, 2, c->id, c->id_len, ":h");
-
-    arg_str(st, 0, "MULTI");
-    if (append(st, 1) != 0)
-        return 0;
-    ncmd++;
-
-    if (c->dirty) {
-        jd_buf_reset(&st->enc);
-        jd_customer_encode(c, rs, &st->enc);
-        arg_str(st, 0, "SET");
-        arg(st, 1, st->keys[0].data, st->keys[0].len);
-        arg(st, 2, st->enc.data, st->enc.len);
-        if (append(st, 3) != 0)
-            return 0;
-        ncmd++;
-    }
-
-    /* outbox values first, into one buffer; pointers taken once it is final */
     jd_buf_reset(&st->vals);
     size_t nvals = 0;
     if (st->valcap < c->npending + 1) {
@@ -491,11 +356,48 @@ static size_t queue_customer(struct jd_store *st, const struct jd_ruleset *rs,
         jd_buf_append(&st->vals, p->value.data, p->value.len);
     }
     st->valoff[nvals] = st->vals.len;
+    return nvals;
+}
+
+/* Queues one customer's write: MULTI, the outbox (HSET new entries, HDEL
+ * acked ones), the history (LPUSH, LTRIM), the state (SET), EXEC. Returns
+ * where it went.
+ *
+ * The state goes last because it carries the applied offset: should the
+ * commands ever run without a transaction, an outbox written ahead of its
+ * state is harmless (the replayed event recomputes the same trigger ids),
+ * a state ahead of its outbox would lose triggers. They do run without one
+ * in a cluster when the customer's keys fall in two slots — an id starting
+ * with '}' leaves the key without a hash tag — since MULTI cannot span two
+ * slots. */
+static struct queued queue_customer(struct jd_store *st, const struct jd_ruleset *rs,
+                                    const struct jd_customer *c)
+{
+    struct queued q = {0, 0, 1};
+    build_key(st, 0, c->id, c->id_len, "");
+    build_key(st, 1, c->id, c->id_len, ":o");
+    build_key(st, 2, c->id, c->id_len, ":h");
+    if (jd_redis_is_cluster(st->rd) && jd_redis_key_slot(st->keys[0].data, st->keys[0].len) !=
+                                           jd_redis_key_slot(st->keys[1].data, st->keys[1].len))
+        q.multi = 0;
+    /* Most writes change the state only (the write-back of customers without
+     * a new trigger): one SET is atomic on its own, and MULTI/EXEC would
+     * triple the commands Redis runs and the replies read. */
+    if (!c->nacked && !c->nhistory && !unstored_pending(c))
+        q.multi = 0;
+
+    if (q.multi) {
+        jd_redis_group_begin(st->rd);
+        arg_str(st, 0, "MULTI");
+        q.first = append(st, 1, 0);
+        q.n++;
+    }
+
+    size_t nvals = outbox_values(st, c);
     if (nvals) {
         arg_str(st, 0, "HSET");
         arg(st, 1, st->keys[1].data, st->keys[1].len);
-        a = 2;
-        size_t v = 0;
+        size_t a = 2, v = 0;
         for (size_t k = 0; k < c->npending; k++) {
             const struct jd_pending_trigger *p = &c->pending[k];
             if (p->stored)
@@ -504,9 +406,9 @@ static size_t queue_customer(struct jd_store *st, const struct jd_ruleset *rs,
             arg(st, a++, st->vals.data + st->valoff[v], st->valoff[v + 1] - st->valoff[v]);
             v++;
         }
-        if (append(st, a) != 0)
-            return 0;
-        ncmd++;
+        size_t i = append(st, a, 1);
+        if (q.n++ == 0)
+            q.first = i;
     }
 
     if (c->nacked) {
@@ -514,39 +416,53 @@ static size_t queue_customer(struct jd_store *st, const struct jd_ruleset *rs,
         arg(st, 1, st->keys[1].data, st->keys[1].len);
         for (size_t k = 0; k < c->nacked; k++)
             arg_str(st, 2 + k, c->acked[k]);
-        if (append(st, 2 + c->nacked) != 0)
-            return 0;
-        ncmd++;
+        size_t i = append(st, 2 + c->nacked, 1);
+        if (q.n++ == 0)
+            q.first = i;
     }
 
     if (st->history_max > 0) {
         arg_str(st, 0, "LPUSH");
         arg(st, 1, st->keys[2].data, st->keys[2].len);
-        a = 2;
+        size_t a = 2;
         for (size_t k = 0; k < c->nhistory; k++)
             arg_str(st, a++, c->history[k]);
         for (size_t k = 0; k < c->npending; k++)
             if (c->pending[k].history)
                 arg_str(st, a++, c->pending[k].history);
         if (a > 2) {
-            if (append(st, a) != 0)
-                return 0;
+            size_t i = append(st, a, 1);
+            if (q.n++ == 0)
+                q.first = i;
             char stop[24];
             snprintf(stop, sizeof stop, "%d", st->history_max - 1);
             arg_str(st, 0, "LTRIM");
             arg(st, 1, st->keys[2].data, st->keys[2].len);
             arg_str(st, 2, "0");
             arg_str(st, 3, stop);
-            if (append(st, 4) != 0)
-                return 0;
-            ncmd += 2;
+            (void)append(st, 4, 1);
+            q.n++;
         }
     }
 
-    arg_str(st, 0, "EXEC");
-    if (append(st, 1) != 0)
-        return 0;
-    return ncmd + 1;
+    if (c->dirty) {
+        jd_buf_reset(&st->enc);
+        jd_customer_encode(c, rs, &st->enc);
+        arg_str(st, 0, "SET");
+        arg(st, 1, st->keys[0].data, st->keys[0].len);
+        arg(st, 2, st->enc.data, st->enc.len);
+        size_t i = append(st, 3, 1);
+        if (q.n++ == 0)
+            q.first = i;
+    }
+
+    if (q.multi) {
+        arg_str(st, 0, "EXEC");
+        (void)append(st, 1, 0);
+        q.n++;
+        jd_redis_group_end(st->rd);
+    }
+    return q;
 }
 
 /* The customer's write is in Redis: record what no longer needs writing. */
@@ -566,20 +482,29 @@ static void flushed(struct jd_customer *c)
 }
 
 /* The first error among one customer's replies (queueing errors first: the
- * EXEC error only says the transaction was discarded). NULL when written. */
-static const char *customer_error(redisReply **r, size_t ncmd)
+ * EXEC error only says the transaction was discarded). NULL when written;
+ * *node says which node answered. */
+static const char *customer_error(struct jd_store *st, const struct queued *q, const char *why,
+                                  const char **node)
 {
-    if (ncmd == 1) /* a plain SET */
-        return r[0]->type == REDIS_REPLY_ERROR ? r[0]->str : NULL;
-    for (size_t k = 0; k + 1 < ncmd; k++)
-        if (r[k]->type == REDIS_REPLY_ERROR)
-            return r[k]->str;
-    const redisReply *ex = r[ncmd - 1];
+    *node = jd_redis_reply_node(st->rd, q->first);
+    for (size_t k = 0; k < q->n; k++)
+        if (!jd_redis_reply(st->rd, q->first + k))
+            return why; /* not executed: the pipeline's own error */
+    size_t nq = q->multi ? q->n - 1 : q->n;
+    for (size_t k = 0; k < nq; k++) {
+        const redisReply *r = jd_redis_reply(st->rd, q->first + k);
+        if (r->type == REDIS_REPLY_ERROR)
+            return r->str;
+    }
+    if (!q->multi)
+        return NULL;
+    const redisReply *ex = jd_redis_reply(st->rd, q->first + q->n - 1);
     if (ex->type == REDIS_REPLY_ERROR)
         return ex->str;
     if (ex->type != REDIS_REPLY_ARRAY)
         return "transaction aborted (EXEC returned nil)";
-    if (ex->elements != ncmd - 2)
+    if (ex->elements != q->n - 2)
         return "unexpected EXEC reply";
     for (size_t k = 0; k < ex->elements; k++)
         if (ex->element[k]->type == REDIS_REPLY_ERROR)
@@ -592,44 +517,47 @@ int jd_store_flush(struct jd_store *st, const struct jd_ruleset *rs, struct jd_c
 {
     if (n == 0)
         return 0;
-    if (!st->ctx)
-        return conn_fail(st, "flush", errstr, errsize);
-    jd_buf_reset(&st->resp);
-    if (st->ncmdscap < n) {
-        st->ncmds = jd_xrealloc(st->ncmds, n * sizeof *st->ncmds);
-        st->ncmdscap = n;
+    if (st->qcap < n) {
+        st->q = jd_xrealloc(st->q, n * sizeof *st->q);
+        st->qcap = n;
     }
+    size_t base = jd_redis_pending(st->rd); /* commands riding along (store.h) */
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
-        st->ncmds[i] = 0;
+        st->q[i].n = 0;
         if (!needs_write(cs[i]))
             continue;
-        st->ncmds[i] = queue_customer(st, rs, cs[i]);
-        if (st->ncmds[i] == 0)
-            return conn_fail(st, "flush", errstr, errsize);
-        total += st->ncmds[i];
+        st->q[i] = queue_customer(st, rs, cs[i]);
+        total += st->q[i].n;
     }
-    if (total == 0)
+    if (total == 0 && base == 0)
         return 0;
-    st->roundtrips++;
-    if (send_pipeline(st) != 0 || read_replies(st, total) != 0)
-        return conn_fail(st, "flush", errstr, errsize);
+    /* written only once a replica has it, when the cluster has replicas:
+     * a failover must not lose what the engine then commits to Kafka */
+    char why[400];
+    why[0] = '\0';
+    (void)jd_redis_exec(st->rd, JD_REDIS_REPLICATED, why, sizeof why);
+    /* customer by customer: what got through is done even if some did not */
 
-    size_t failed = 0, pos = 0;
+    size_t failed = 0;
     for (size_t i = 0; i < n; i++) {
-        if (!st->ncmds[i])
+        if (!st->q[i].n)
             continue;
-        const char *e = customer_error(st->replies + pos, st->ncmds[i]);
-        pos += st->ncmds[i];
+        const char *node;
+        const char *e = customer_error(st, &st->q[i], why, &node);
         if (!e) {
             flushed(cs[i]);
             continue;
         }
-        if (failed++ == 0)
-            snprintf(errstr, errsize, "flush customer '%s': Redis %s:%d: %s", cs[i]->id, st->host,
-                     st->port, e);
+        if (failed++ == 0) {
+            if (e == why)
+                snprintf(errstr, errsize, "flush customer '%s': %s", cs[i]->id, why);
+            else
+                snprintf(errstr, errsize, "flush customer '%s': Redis %s: %s", cs[i]->id, node, e);
+        }
     }
-    free_replies(st, total);
+    if (base == 0)
+        jd_redis_clear(st->rd);
     if (failed) {
         st->errors++;
         if (failed > 1) {
@@ -649,24 +577,20 @@ int jd_store_history(struct jd_store *st, const char *customer_id, size_t max, c
 {
     *lines = NULL;
     *nlines = 0;
-    if (!st->ctx)
-        return conn_fail(st, "history", errstr, errsize);
-    jd_buf_reset(&st->resp);
     if (max == 0)
         return 0;
     build_key(st, 0, customer_id, strlen(customer_id), ":h");
-    char stop[24];
+    char stop[24], why[400];
     snprintf(stop, sizeof stop, "%zu", max - 1);
+    jd_redis_clear(st->rd);
     arg_str(st, 0, "LRANGE");
     arg(st, 1, st->keys[0].data, st->keys[0].len);
     arg_str(st, 2, "0");
     arg_str(st, 3, stop);
-    if (append(st, 4) != 0)
-        return conn_fail(st, "history", errstr, errsize);
-    st->roundtrips++;
-    if (send_pipeline(st) != 0 || read_replies(st, 1) != 0)
-        return conn_fail(st, "history", errstr, errsize);
-    redisReply *r = st->replies[0];
+    (void)append(st, 4, 1);
+    if (jd_redis_exec(st->rd, 0, why, sizeof why) != 0)
+        return exec_fail(st, "history", why, errstr, errsize);
+    const redisReply *r = jd_redis_reply(st->rd, 0);
     int rc = -1;
     if (r->type == REDIS_REPLY_ERROR) {
         st->errors++;
@@ -687,7 +611,7 @@ int jd_store_history(struct jd_store *st, const char *customer_id, size_t max, c
     *nlines = r->elements;
     rc = 0;
 out:
-    freeReplyObject(r);
+    jd_redis_clear(st->rd);
     return rc;
 }
 

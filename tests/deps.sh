@@ -9,7 +9,8 @@ packages=(
   librdkafka-dev libavro-dev libhiredis-dev libconfig-dev libmicrohttpd-dev libcmocka-dev
   redis-server redis-tools kcat
   python3-confluent-kafka python3-avro python3-redis python3-pytest python3-yaml
-  prometheus clang clang-format
+  prometheus clang clang-format systemd tzdata
+  chromium
 )
 
 missing=()

@@ -24,6 +24,7 @@ import struct
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 
@@ -464,11 +465,10 @@ def write_config(directory, overrides=None, kafka_properties=None, base=DEFAULT_
     Relative paths in the file (schemas/...) keep working because every other
     entry of the base file's directory is symlinked beside the new file.
 
-    By default auto.offset.reset=earliest is added, so that events produced
-    before journeyd joins its group are read (tests produce first), and
-    session.timeout.ms=6000: after a member leaves, the devbroker's group
-    coordinator waits one session timeout before it rebalances, so a
-    restarted journeyd would otherwise idle for librdkafka's default 45 s."""
+    By default kafka.session_timeout is "6s": after a member leaves, the
+    devbroker's group coordinator waits one session timeout before it
+    rebalances (journey-devbroker.c), so a restarted journeyd idles that long
+    before it gets its partitions back."""
     os.makedirs(directory, exist_ok=True)
     base_dir = os.path.dirname(os.path.abspath(base))
     for entry in os.listdir(base_dir):
@@ -477,10 +477,11 @@ def write_config(directory, overrides=None, kafka_properties=None, base=DEFAULT_
             os.symlink(os.path.join(base_dir, entry), link)
     with open(base) as f:
         text = f.read()
-    text = config_with_overrides(text, overrides or {})
-    props = {"auto.offset.reset": "earliest", "session.timeout.ms": "6000"}
-    props.update(kafka_properties or {})
-    text = append_kafka_properties(text, props)
+    merged = {"kafka.session_timeout": "6s"}
+    merged.update(overrides or {})
+    text = config_with_overrides(text, merged)
+    if kafka_properties:
+        text = append_kafka_properties(text, kafka_properties)
     path = os.path.join(directory, name)
     with open(path, "w") as f:
         f.write(text)
@@ -917,7 +918,7 @@ def state_key(customer_id, prefix="j"):
 
 def parse_state(text):
     """Parses the text form `v1|key=value|...` (docs/state-format.md) into a
-    dict; "version" holds the leading tag."""
+    dict of unescaped keys and values; "version" holds the leading tag."""
     if text is None:
         return None
     parts = text.split("|")
@@ -926,7 +927,7 @@ def parse_state(text):
         if not part:
             continue
         k, _, v = part.partition("=")
-        out[k] = v
+        out[urllib.parse.unquote(k)] = v
     return out
 
 
@@ -942,7 +943,7 @@ def lifetime_count(state, event_type):
 
 def segments_of(state):
     sg = (state or {}).get("sg", "")
-    return set(s for s in sg.split(",") if s)
+    return set(urllib.parse.unquote(s) for s in sg.split(",") if s)
 
 
 def by_customer(records):
