@@ -22,6 +22,10 @@ python3-confluent-kafka (run with /usr/bin/python3).
       journey-loadgen --live sets to its send time. Stops once FILE exists
       and nothing arrived for --idle seconds. Prints one JSON object:
       {"triggers": n, "p50_ms": .., "p99_ms": .., "p999_ms": .., "max_ms": ..}
+
+  kafka_probe.py histogram FILE NAME
+      quantile upper bounds (p50, p99, p99.9) of Prometheus histogram NAME in
+      the exposition text FILE (the bucket bound that reaches each quantile)
 """
 import argparse
 import io
@@ -179,6 +183,22 @@ def latency(args):
     return 0
 
 
+def histogram(args):
+    buckets = []
+    with open(args.file) as f:
+        for line in f:
+            if line.startswith(args.name + "_bucket"):
+                le = line.split('le="')[1].split('"')[0]
+                buckets.append((float("inf") if le == "+Inf" else float(le), float(line.split()[-1])))
+    total = buckets[-1][1] if buckets else 0
+    out = []
+    for q in (0.5, 0.99, 0.999):
+        le = next((le for le, n in buckets if total and n >= q * total), None)
+        out.append("p%g <= %s ms" % (q * 100, "NA" if le is None else "%g" % (le * 1000)))
+    print("%d observations, %s" % (total, ", ".join(out)))
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -201,7 +221,12 @@ def main():
     lt.add_argument("--done", required=True, help="stop once this file exists (and idle)")
     lt.add_argument("--idle", type=float, default=3.0)
     lt.add_argument("--dump", help="write every latency (ms), in arrival order, to this file")
+    h = sub.add_parser("histogram")
+    h.add_argument("file")
+    h.add_argument("name")
     args = ap.parse_args()
+    if args.cmd == "histogram":
+        return histogram(args)
     if args.cmd == "messages":
         return messages(args)
     if args.cmd == "latency":

@@ -9,7 +9,10 @@
 #         (commits follow persisted state and delivered triggers);
 #     (c) journeyd with processing.naive = true (one synchronous Redis round
 #         trip per event) over the first NAIVE_EVENTS events;
-#     (d) latency: not yet (NA);
+#     (d) an open-loop run at LAT_RATE events/s (journey-loadgen --live: occurred_at
+#         is the send time) on fresh topics: p50/p99/p99.9 from the source event's
+#         send time to each trigger's arrival at a consumer (kafka_probe.py latency),
+#         cross-checked with journeyd_event_to_trigger_seconds;
 #     (e) Redis used_memory per customer and journeyd RSS per cached customer.
 # The last line is exactly:
 #   journeyd_events_per_s=N kcat_events_per_s=M ratio=R naive_events_per_s=K
@@ -18,6 +21,7 @@
 #
 # Environment: EVENTS (1000000), CUSTOMERS (100000), PARTITIONS (32), SEED (1),
 # NAIVE_EVENTS (200000), KCAT_RUNS (2), TIMEOUT per drain in s (600),
+# LAT_RATE (10000), LAT_EVENTS (30000), LAT_PARTITIONS (4),
 # BUILD_DIR (build-bench), CMAKE_ARGS (extra cmake -D options). The mock broker keeps only the newest ~60,000
 # messages per partition: keep EVENTS <= PARTITIONS * 60000.
 set -euo pipefail
@@ -31,11 +35,14 @@ SEED=${SEED:-1}
 NAIVE_EVENTS=${NAIVE_EVENTS:-200000}
 KCAT_RUNS=${KCAT_RUNS:-2}
 TIMEOUT=${TIMEOUT:-600}
+LAT_RATE=${LAT_RATE:-10000}
+LAT_EVENTS=${LAT_EVENTS:-30000}
+LAT_PARTITIONS=${LAT_PARTITIONS:-4}
 PY=/usr/bin/python3
 TOPIC=touchpoints
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/journeyd-bench.XXXXXX")
-PID_REDIS='' PID_BROKER='' PID_JD=''
+PID_REDIS='' PID_BROKER='' PID_JD='' PID_PROBE=''
 STATUS=1
 
 log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*"; }
@@ -64,6 +71,7 @@ cleanup() {
     local rc=$?
     set +e
     stop_pid "$PID_JD" 30 journeyd
+    stop_pid "$PID_PROBE" 5 kafka_probe
     stop_pid "$PID_BROKER" 10 journey-devbroker
     stop_pid "$PID_REDIS" 10 redis-server
     # on success the figures line stays the last line
@@ -89,6 +97,9 @@ wait_for() { # SECONDS WHAT COMMAND...
 }
 
 now_ns() { date +%s%N; }
+# user + system CPU of a process, in clock ticks (/proc/PID/stat fields 14, 15)
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+ticks_s() { "$PY" -c "import os, sys; print('%.2f' % (int(sys.argv[1]) / os.sysconf('SC_CLK_TCK')))" "$1"; }
 redis_used() { redis-cli -p "$REDIS_PORT" info memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p'; }
 rss_kb() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\).*/\1/p' "/proc/$1/status"; }
 metric() { # METRICS_PORT NAME: sum over label sets
@@ -99,10 +110,10 @@ json_field() { "$PY" -c 'import json, sys; print(json.loads(sys.argv[1])[sys.arg
 
 # A copy of config/ (schemas beside it, so relative paths still resolve) with
 # its own consumer group and processing.naive set.
-make_config() { # DIR GROUP NAIVE(true|false)
+make_config() { # DIR GROUP NAIVE(true|false) [BLOCK.KEY=VALUE...]
     mkdir -p "$1"
     cp -r "$ROOT/config/." "$1/"
-    "$PY" - "$1/journeyd.conf" "$2" "$3" <<'EOF'
+    "$PY" - "$1/journeyd.conf" "$2" "$3" "${@:4}" <<'EOF'
 import re, sys
 path, group, naive = sys.argv[1:4]
 text = open(path).read()
@@ -121,6 +132,10 @@ def setting(text, block, key, value):
     return text[:m.end()] + body + text[end:]
 text = setting(text, "kafka", "group_id", '"%s"' % group)
 text = setting(text, "processing", "naive", naive)
+for extra in sys.argv[4:]:
+    name, value = extra.split("=", 1)
+    block, key = name.split(".", 1)
+    text = setting(text, block, key, value)
 open(path, "w").write(text)
 EOF
     "$BUILD/journeyd" --check -c "$1/journeyd.conf" >"$1/check.log" 2>&1 ||
@@ -137,9 +152,14 @@ run_journeyd() {
     PID_JD=$!
     wait_for 30 "journeyd's /metrics" bash -c "kill -0 $PID_JD && curl -fsS http://127.0.0.1:$mport/metrics"
     RUN_RSS0_KB=$(rss_kb "$PID_JD")
+    local c0_jd c0_redis c0_broker
+    c0_jd=$(cpu_ticks "$PID_JD") c0_redis=$(cpu_ticks "$PID_REDIS") c0_broker=$(cpu_ticks "$PID_BROKER")
     result=$("$PY" "$ROOT/bench/kafka_probe.py" drain -b "$BOOTSTRAP" -t "$TOPIC" -g "$group" \
         --metrics "http://127.0.0.1:$mport/metrics" --events "$events" --timeout "$TIMEOUT") || true
     log "journeyd ($name): $result"
+    log "CPU seconds during the run ($name): journeyd $(ticks_s $(($(cpu_ticks "$PID_JD") - c0_jd)))" \
+        "redis $(ticks_s $(($(cpu_ticks "$PID_REDIS") - c0_redis)))" \
+        "broker $(ticks_s $(($(cpu_ticks "$PID_BROKER") - c0_broker)))"
     kill -0 "$PID_JD" 2>/dev/null || die "journeyd ($name) exited during the run (see $WORK/journeyd-$name.log)"
     RUN_RSS_KB=$(rss_kb "$PID_JD")
     RUN_CACHED=$(metric "$mport" journeyd_cached_customers)
@@ -177,6 +197,8 @@ wait_for 10 "redis-server" redis-cli -p "$REDIS_PORT" ping
 "$BUILD/journey-devbroker" --bootstrap-file "$WORK/bootstrap" --topic "$TOPIC:$PARTITIONS" \
     --topic "loyalty.rewards:$PARTITIONS" --topic "loyalty.reengagement:$PARTITIONS" \
     --topic touchpoints.dlq:4 --topic loyalty.suppressed:4 \
+    --topic "touchpoints.live:$LAT_PARTITIONS" --topic "loyalty.rewards.live:$LAT_PARTITIONS" \
+    --topic "loyalty.reengagement.live:$LAT_PARTITIONS" \
     </dev/null >"$WORK/devbroker.out" 2>"$WORK/devbroker.log" &
 PID_BROKER=$!
 wait_for 10 "journey-devbroker" test -s "$WORK/bootstrap"
@@ -205,7 +227,7 @@ for ((run = 1; run <= KCAT_RUNS; run++)); do
     [ "$rate" -gt "$KCAT_RATE" ] && KCAT_RATE=$rate
 done
 
-JD_RATE=NA NAIVE_RATE=NA REDIS_BPC=NA
+JD_RATE=NA NAIVE_RATE=NA REDIS_BPC=NA P99=NA
 if [ "$HAVE_JOURNEYD" -eq 1 ]; then
     # (b) journeyd as designed
     make_config "$WORK/config-fast" journeyd-bench false
@@ -223,6 +245,47 @@ if [ "$HAVE_JOURNEYD" -eq 1 ]; then
         log "journeyd RSS ${RUN_RSS0_KB} kB at start -> ${RUN_RSS_KB} kB (journeyd_cached_customers not reported)"
     fi
 
+    # (d) latency, open loop, on topics nothing else wrote to: the mock broker
+    # looks a fetch offset up by walking the partition's message sets from the
+    # start, so a long log of small sets slows every fetch. Every customer
+    # starts fresh (Redis flushed). fetch.wait.max.ms = 1: the mock broker
+    # answers a fetch that finds no data only after the full wait (a real
+    # broker answers as soon as data arrives), which would add up to 10 ms.
+    # batch_max_wait = 0: a batch is what the consumer has fetched.
+    redis-cli -p "$REDIS_PORT" flushall sync >/dev/null
+    make_config "$WORK/config-live" journeyd-bench-live false \
+        'kafka.input_topics=[ "touchpoints.live" ]' 'kafka.rewards_topic="loyalty.rewards.live"' \
+        'kafka.reengagement_topic="loyalty.reengagement.live"' \
+        'kafka.properties=( ( "statistics.interval.ms", "5000" ), ( "fetch.wait.max.ms", "1" ) )' \
+        'processing.batch_max_wait="0ms"'
+    rm -f "$WORK/latency.done"
+    "$PY" "$ROOT/bench/kafka_probe.py" latency -b "$BOOTSTRAP" \
+        -t loyalty.rewards.live,loyalty.reengagement.live --schema "$ROOT/config/schemas/trigger.avsc" \
+        --done "$WORK/latency.done" --dump "$WORK/latency.ms" >"$WORK/latency.out" 2>"$WORK/latency.log" &
+    PID_PROBE=$!
+    mport=$(free_port)
+    "$BUILD/journeyd" -c "$WORK/config-live/journeyd.conf" -b "$BOOTSTRAP" -r "127.0.0.1:$REDIS_PORT" \
+        --metrics-port "$mport" >"$WORK/journeyd-live.log" 2>&1 &
+    PID_JD=$!
+    wait_for 60 "journeyd (live) to be ready and the probe positioned" \
+        bash -c "curl -fsS http://127.0.0.1:$mport/readyz && grep -q ready $WORK/latency.out"
+    "$BUILD/journey-loadgen" -b "$BOOTSTRAP" -t touchpoints.live --profile bench --live \
+        --rate "$LAT_RATE" --events "$LAT_EVENTS" --customers "$CUSTOMERS" --seed "$((SEED + 1))" \
+        --stats 2>"$WORK/loadgen-live.log" || die "journey-loadgen --live failed (see $WORK/loadgen-live.log)"
+    log "$(grep -m1 'events_per_s=' "$WORK/loadgen-live.log")"
+    touch "$WORK/latency.done"
+    wait "$PID_PROBE" || true
+    PID_PROBE=''
+    LAT=$(tail -n 1 "$WORK/latency.out")
+    log "latency at $LAT_RATE events/s, event sent -> trigger received: $LAT"
+    curl -fsS "http://127.0.0.1:$mport/metrics" >"$WORK/metrics-live.txt" 2>/dev/null || true
+    log "cross-check, journeyd_event_to_trigger_seconds (event sent -> trigger acknowledged):" \
+        "$("$PY" "$ROOT/bench/kafka_probe.py" histogram "$WORK/metrics-live.txt" journeyd_event_to_trigger_seconds)"
+    stop_pid "$PID_JD" 60 journeyd
+    PID_JD=''
+    P99=$(json_field "$LAT" p99_ms 2>/dev/null || echo NA)
+    [ "$P99" = None ] && P99=NA
+
     # (c) the naive baseline, on a fresh Redis and its own group
     redis-cli -p "$REDIS_PORT" flushall sync >/dev/null
     make_config "$WORK/config-naive" journeyd-bench-naive true
@@ -239,4 +302,4 @@ if [ "$JD_RATE" != NA ] && [ "$KCAT_RATE" -gt 0 ]; then
 fi
 log "logs: $WORK"
 STATUS=0
-echo "journeyd_events_per_s=$JD_RATE kcat_events_per_s=$KCAT_RATE ratio=$RATIO naive_events_per_s=$NAIVE_RATE p99_event_to_trigger_ms=NA redis_bytes_per_customer=$REDIS_BPC"
+echo "journeyd_events_per_s=$JD_RATE kcat_events_per_s=$KCAT_RATE ratio=$RATIO naive_events_per_s=$NAIVE_RATE p99_event_to_trigger_ms=$P99 redis_bytes_per_customer=$REDIS_BPC"
