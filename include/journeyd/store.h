@@ -11,6 +11,7 @@
  *   j:{p:TOPIC:PARTITION}:timers  sorted set of customer ids by due time (ms)
  *
  * A flush writes each dirty customer as one MULTI/EXEC on its own keys only
+ * (a plain SET when only its state changed)
  * (never two customers in one atomic unit), all customers of a batch
  * pipelined in one round trip (per master, on a Redis Cluster).
  */
