@@ -171,6 +171,8 @@ struct ipart {
     int64_t offset;  /* stats offset in Redis; -1 none */
     int64_t pending; /* highest offset counted in the unwritten deltas */
     int64_t *d;      /* [layout.n] */
+    /* reply indices in the pipeline at hand; SIZE_MAX: no such command */
+    size_t q_hget, q_sadd, q_eval;
 };
 
 struct jd_insights {
@@ -358,8 +360,8 @@ static size_t append(struct jd_insights *ins, int key_arg, size_t argc)
     return jd_redis_append(ins->rd, key_arg, (int)argc, ins->argv, ins->argvlen);
 }
 
-/* The reply of command i as "what failed" for errstr: 0 when it is usable
- * (not an error), -1 with errstr otherwise. */
+/* 0 when command i has a reply that is not an error; -1 otherwise, with
+ * errstr set for an error reply (no reply: the exec's errstr says why). */
 static int reply_ok(struct jd_insights *ins, size_t i, const char *what, const char *key,
                     char *errstr, size_t errsize)
 {
@@ -373,10 +375,8 @@ static int reply_ok(struct jd_insights *ins, size_t i, const char *what, const c
     return -1;
 }
 
-struct loading {
-    size_t n;
-    size_t *idx; /* per part in each_part order: its HGET, or SIZE_MAX */
-    size_t k;
+/* The outcome of a pipeline, gathered over the partitions. */
+struct outcome {
     int rc;
     char *errstr;
     size_t errsize;
@@ -384,22 +384,20 @@ struct loading {
 
 static void want_cmd(struct jd_insights *ins, struct ipart *ip, void *ud)
 {
-    struct loading *ld = ud;
-    size_t i = SIZE_MAX;
+    (void)ud;
+    ip->q_hget = SIZE_MAX;
     if (ip->want && !ip->known) {
         arg(ins, 0, "HGET", 4);
         arg(ins, 1, ip->key, strlen(ip->key));
         arg(ins, 2, "@offset", 7);
-        i = append(ins, 1, 3);
+        ip->q_hget = append(ins, 1, 3);
     }
-    ld->idx = jd_xrealloc(ld->idx, (ld->n + 1) * sizeof *ld->idx);
-    ld->idx[ld->n++] = i;
 }
 
 static void want_reply(struct jd_insights *ins, struct ipart *ip, void *ud)
 {
-    struct loading *ld = ud;
-    size_t i = ld->idx[ld->k++];
+    struct outcome *ld = ud;
+    size_t i = ip->q_hget;
     if (i == SIZE_MAX)
         return;
     char err[512];
@@ -435,13 +433,12 @@ int jd_insights_load_offsets(struct jd_insights *ins, char *errstr, size_t errsi
         return 0;
     if (conn(ins, errstr, errsize) != 0)
         return -1;
-    struct loading ld = {0, NULL, 0, 0, errstr, errsize};
-    each_part(ins, want_cmd, &ld);
+    struct outcome ld = {0, errstr, errsize};
+    each_part(ins, want_cmd, NULL);
     /* partitions whose offset came back are known even when others failed */
     ld.rc = jd_redis_exec(ins->rd, 0, errstr, errsize);
     each_part(ins, want_reply, &ld);
     jd_redis_clear(ins->rd);
-    free(ld.idx);
     return ld.rc;
 }
 
@@ -568,21 +565,10 @@ void jd_insights_suppressed(struct jd_insights *ins, struct jd_customer *c, size
 
 /* ---- writing ---- */
 
-struct flushing {
-    size_t n;
-    size_t *idx; /* per part in each_part order: its SADD (or SIZE_MAX), its EVAL */
-    size_t k;
-    int rc;
-    char *errstr;
-    size_t errsize;
-};
-
 static void flush_cmd(struct jd_insights *ins, struct ipart *ip, void *ud)
 {
-    struct flushing *fl = ud;
-    fl->idx = jd_xrealloc(fl->idx, (fl->n + 2) * sizeof *fl->idx);
-    size_t *sadd = &fl->idx[fl->n++], *eval = &fl->idx[fl->n++];
-    *sadd = *eval = SIZE_MAX;
+    (void)ud;
+    ip->q_sadd = ip->q_eval = SIZE_MAX;
     if (!ip->dirty || !ip->known)
         return;
     if (!ip->registered) {
@@ -590,7 +576,7 @@ static void flush_cmd(struct jd_insights *ins, struct ipart *ip, void *ud)
         arg(ins, 0, "SADD", 4);
         arg(ins, 1, ins->registry, strlen(ins->registry));
         arg(ins, 2, ip->key, strlen(ip->key));
-        *sadd = append(ins, 1, 3);
+        ip->q_sadd = append(ins, 1, 3);
     }
     /* numbers first (the buffer may move), then the pointers into it */
     jd_buf_reset(&ins->nums);
@@ -619,13 +605,13 @@ static void flush_cmd(struct jd_insights *ins, struct ipart *ip, void *ud)
         q += len + 1;
     }
     /* jd_redis_append copies the arguments: nums is free again */
-    *eval = append(ins, 3, a);
+    ip->q_eval = append(ins, 3, a);
 }
 
 static void flush_reply(struct jd_insights *ins, struct ipart *ip, void *ud)
 {
-    struct flushing *fl = ud;
-    size_t sadd = fl->idx[fl->k++], eval = fl->idx[fl->k++];
+    struct outcome *fl = ud;
+    size_t sadd = ip->q_sadd, eval = ip->q_eval;
     if (eval == SIZE_MAX)
         return;
     char err[512];
@@ -669,14 +655,13 @@ int jd_insights_flush(struct jd_insights *ins, char *errstr, size_t errsize)
         return 0;
     if (conn(ins, errstr, errsize) != 0)
         return -1;
-    struct flushing fl = {0, NULL, 0, 0, errstr, errsize};
-    each_part(ins, flush_cmd, &fl);
+    struct outcome fl = {0, errstr, errsize};
+    each_part(ins, flush_cmd, NULL);
     /* replicated like the customers' writes: the stats offset must not be
      * lost in a failover that keeps the customers written after it */
     fl.rc = jd_redis_exec(ins->rd, JD_REDIS_REPLICATED, errstr, errsize);
     each_part(ins, flush_reply, &fl);
     jd_redis_clear(ins->rd);
-    free(fl.idx);
     return fl.rc;
 }
 

@@ -42,7 +42,7 @@ struct pool {
 };
 
 struct jd_budget {
-    const char **seeds;
+    char **seeds;
     size_t nseeds;
     int timeout_ms;
     char *prefix;
@@ -78,7 +78,7 @@ void jd_budget_destroy(struct jd_budget *b)
         return;
     jd_redis_destroy(b->rd);
     for (size_t i = 0; i < b->nseeds; i++)
-        free((char *)b->seeds[i]);
+        free(b->seeds[i]);
     free(b->seeds);
     while (b->pools) {
         struct pool *next = b->pools->next;
@@ -95,14 +95,15 @@ void jd_budget_destroy(struct jd_budget *b)
 static int connect_redis(struct jd_budget *b, char *errstr, size_t errsize)
 {
     if (b->failed_at_ns && jd_monotonic_ns() - b->failed_at_ns < RETRY_AFTER_NS) {
-        snprintf(errstr, errsize, "Redis %s unreachable a moment ago",
+        snprintf(errstr, errsize, "Redis %s failed a moment ago",
                  b->rd ? jd_redis_describe(b->rd) : b->seeds[0]);
         return -1;
     }
     if (b->rd && jd_redis_connected(b->rd))
         return 0;
     if (!b->rd)
-        b->rd = jd_redis_new(b->seeds, b->nseeds, b->timeout_ms, errstr, errsize);
+        b->rd =
+            jd_redis_new((const char *const *)b->seeds, b->nseeds, b->timeout_ms, errstr, errsize);
     else if (jd_redis_reconnect(b->rd, errstr, errsize) != 0) {
         b->failed_at_ns = jd_monotonic_ns();
         return -1;
