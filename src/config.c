@@ -774,6 +774,19 @@ static void check_transactions(struct loader *L, const config_setting_t *s)
                  "on (docs/guarantees.md); set it to false");
 }
 
+/* One input topic: a customer records the offset it last applied for one
+ * partition, and the group's assignor does not co-partition two topics, so
+ * a customer's events spread over two topics could be owned by two
+ * instances and be applied twice on replay. */
+static void check_input_topics(struct loader *L, const config_setting_t *s)
+{
+    if (L->cfg->ninput_topics > 1 && s)
+        error_at(L, s,
+                 "kafka.input_topics: one input topic is supported (a customer's applied offset "
+                 "is tracked per partition of one topic); merge the sources into one topic "
+                 "keyed by customer_id");
+}
+
 struct jd_config *jd_config_load(const char *path, struct jd_errors *errs)
 {
     size_t nerr0 = errs->n;
@@ -817,6 +830,7 @@ struct jd_config *jd_config_load(const char *path, struct jd_errors *errs)
     walk(&L, config_root_setting(&lc), "", "", cfg);
     check_registry_ids(&L, config_lookup(&lc, "schemas.registry_ids"));
     check_transactions(&L, config_lookup(&lc, "kafka.transactions"));
+    check_input_topics(&L, config_lookup(&lc, "kafka.input_topics"));
 
 out:
     config_destroy(&lc);

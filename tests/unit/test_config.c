@@ -392,6 +392,10 @@ static void test_error_bounds(void **state)
                   1, ":2: error: triggers[0].holdout: 1.5 is out of bounds (0..1)");
     expect_errors("kafka = { input_topics = [ ]; };\n", 1,
                   ":1: error: kafka.input_topics: must list at least one value");
+    expect_errors("kafka = { input_topics = [ \"a\", \"b\" ]; };\n", 1,
+                  ":1: error: kafka.input_topics: one input topic is supported (a customer's "
+                  "applied offset is tracked per partition of one topic); merge the sources into "
+                  "one topic keyed by customer_id");
 }
 
 static void test_error_enum(void **state)
