@@ -19,32 +19,10 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include "store_int.h"
+
 #define DEFAULT_ADDRESS "127.0.0.1:6379"
-
-struct jd_store {
-    redisContext *ctx; /* NULL while disconnected */
-    char host[256];
-    int port;
-    int timeout_ms;
-    char *prefix;
-    int history_max;
-    uint64_t roundtrips;
-    uint64_t errors;
-
-    /* per-batch scratch, reused */
-    const char **argv;
-    size_t *argvlen;
-    size_t argcap;
-    struct jd_buf keys[3]; /* state, outbox, history key of the customer at hand */
-    struct jd_buf enc;     /* encoded state */
-    struct jd_buf vals;    /* outbox values of the customer at hand */
-    size_t *valoff;
-    size_t valcap;
-    redisReply **replies;
-    size_t repcap;
-    size_t *ncmds; /* flush: commands queued per customer; 0 = skipped */
-    size_t ncmdscap;
-};
+#define OUTBOX_NOT_BEFORE 0x80 /* kind byte flag: a not_before time follows */
 
 static int store_connect(struct jd_store *st, char *errstr, size_t errsize)
 {
@@ -79,6 +57,10 @@ struct jd_store *jd_store_new(const struct jd_config *cfg, char *errstr, size_t 
     st->timeout_ms = cfg->redis_timeout_ms > 0 ? cfg->redis_timeout_ms : 2000;
     st->prefix = jd_strdup(cfg->key_prefix ? cfg->key_prefix : "j");
     st->history_max = cfg->history_max;
+    st->topics = cfg->input_topics;
+    st->ntopics = cfg->ninput_topics;
+    jd_buf_init(&st->pkey);
+    jd_due_list_init(&st->deferred);
     for (size_t i = 0; i < 3; i++)
         jd_buf_init(&st->keys[i]);
     jd_buf_init(&st->enc);
@@ -107,6 +89,9 @@ void jd_store_destroy(struct jd_store *st)
     free(st->valoff);
     free(st->replies);
     free(st->ncmds);
+    free(st->npre);
+    jd_due_list_free(&st->deferred);
+    jd_buf_free(&st->pkey);
     free(st);
 }
 
@@ -117,21 +102,6 @@ int jd_store_reconnect(struct jd_store *st, char *errstr, size_t errsize)
         st->ctx = NULL;
     }
     return store_connect(st, errstr, errsize);
-}
-
-/* The connection is gone: report it and drop the context. */
-static int conn_fail(struct jd_store *st, const char *what, char *errstr, size_t errsize)
-{
-    st->errors++;
-    if (st->ctx) {
-        snprintf(errstr, errsize, "%s: Redis %s:%d: %s (connection lost)", what, st->host, st->port,
-                 st->ctx->errstr[0] ? st->ctx->errstr : "I/O error");
-        redisFree(st->ctx);
-        st->ctx = NULL;
-    } else {
-        snprintf(errstr, errsize, "%s: Redis %s:%d: not connected", what, st->host, st->port);
-    }
-    return -1;
 }
 
 int jd_store_ping(struct jd_store *st)
@@ -163,102 +133,43 @@ int jd_store_connected(const struct jd_store *st)
     return st->ctx != NULL;
 }
 
-/* -------- command building -------- */
-
-/* PREFIX:{ID}SUFFIX into keys[which]. */
-static void build_key(struct jd_store *st, int which, const char *id, size_t id_len,
-                      const char *suffix)
-{
-    struct jd_buf *b = &st->keys[which];
-    jd_buf_reset(b);
-    jd_buf_puts(b, st->prefix);
-    jd_buf_append(b, ":{", 2);
-    jd_buf_append(b, id, id_len);
-    jd_buf_append(b, "}", 1);
-    jd_buf_puts(b, suffix);
-}
-
-static void args_reserve(struct jd_store *st, size_t n)
-{
-    if (n <= st->argcap)
-        return;
-    size_t cap = st->argcap ? st->argcap : 16;
-    while (cap < n)
-        cap *= 2;
-    st->argv = jd_xrealloc(st->argv, cap * sizeof *st->argv);
-    st->argvlen = jd_xrealloc(st->argvlen, cap * sizeof *st->argvlen);
-    st->argcap = cap;
-}
-
-static void arg(struct jd_store *st, size_t i, const void *p, size_t len)
-{
-    args_reserve(st, i + 1);
-    st->argv[i] = p;
-    st->argvlen[i] = len;
-}
-
-static void arg_str(struct jd_store *st, size_t i, const char *s)
-{
-    arg(st, i, s, strlen(s));
-}
-
-static int append(struct jd_store *st, size_t argc)
-{
-    return redisAppendCommandArgv(st->ctx, (int)argc, st->argv, st->argvlen) == REDIS_OK ? 0 : -1;
-}
-
-static void replies_reserve(struct jd_store *st, size_t n)
-{
-    if (n <= st->repcap)
-        return;
-    st->replies = jd_xrealloc(st->replies, n * sizeof *st->replies);
-    st->repcap = n;
-}
-
-/* Reads n replies into st->replies. On an I/O error frees what was read. */
-static int read_replies(struct jd_store *st, size_t n)
-{
-    replies_reserve(st, n);
-    for (size_t i = 0; i < n; i++) {
-        void *r = NULL;
-        if (redisGetReply(st->ctx, &r) != REDIS_OK || !r) {
-            for (size_t k = 0; k < i; k++)
-                freeReplyObject(st->replies[k]);
-            return -1;
-        }
-        st->replies[i] = r;
-    }
-    return 0;
-}
-
-static void free_replies(struct jd_store *st, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        freeReplyObject(st->replies[i]);
-}
-
 /* -------- load -------- */
 
-/* kind byte, topic, NUL, value */
+/* kind byte [, not_before: 8 bytes big-endian when the kind byte has 0x80],
+ * topic, NUL, value */
 static int parse_outbox_entry(struct jd_customer *tmp, const redisReply *field,
                               const redisReply *value)
 {
     if (field->type != REDIS_REPLY_STRING || value->type != REDIS_REPLY_STRING || field->len == 0 ||
         field->len > 32 || value->len < 2)
         return -1;
-    const char *nul = memchr(value->str + 1, '\0', value->len - 1);
-    if (!nul || (uint8_t)value->str[0] >= JD_KIND_COUNT)
+    uint8_t kind = (uint8_t)value->str[0];
+    size_t start = 1;
+    int64_t not_before = 0;
+    if (kind & OUTBOX_NOT_BEFORE) {
+        if (value->len < 10)
+            return -1;
+        uint64_t nb = 0;
+        for (size_t k = 1; k < 9; k++)
+            nb = nb << 8 | (uint8_t)value->str[k];
+        not_before = (int64_t)nb;
+        kind &= (uint8_t)~OUTBOX_NOT_BEFORE;
+        start = 9;
+    }
+    const char *nul = memchr(value->str + start, '\0', value->len - start);
+    if (!nul || kind >= JD_KIND_COUNT)
         return -1;
     struct jd_pending_trigger *p = jd_customer_add_pending(tmp);
     memcpy(p->trigger_id, field->str, field->len);
     p->trigger_id[field->len] = '\0';
-    p->kind = (uint8_t)value->str[0];
-    size_t tlen = (size_t)(nul - (value->str + 1));
+    p->kind = kind;
+    p->not_before = not_before;
+    size_t tlen = (size_t)(nul - (value->str + start));
     if (tlen) {
         p->topic = jd_xmalloc(tlen + 1);
-        memcpy(p->topic, value->str + 1, tlen + 1);
+        memcpy(p->topic, value->str + start, tlen + 1);
     }
-    size_t off = 1 + tlen + 1;
+    size_t off = start + tlen + 1;
     jd_buf_append(&p->value, value->str + off, value->len - off);
     p->stored = 1;
     return 0;
@@ -347,6 +258,7 @@ int jd_store_load(struct jd_store *st, const struct jd_ruleset *rs, struct jd_cu
             if (cs[i]->partition < 0)
                 cs[i]->partition = tmps[i]->partition;
             jd_customer_take_state(cs[i], tmps[i]);
+            cs[i]->stored_timer = cs[i]->next_timer; /* what the timer set holds */
             cs[i]->exists = 1;
         } else {
             jd_customer_destroy(tmps[i]);
@@ -374,7 +286,8 @@ static int unstored_pending(const struct jd_customer *c)
 
 static int needs_write(const struct jd_customer *c)
 {
-    return c->dirty || c->nacked || c->nhistory || unstored_pending(c);
+    return c->dirty || c->nacked || c->nhistory || unstored_pending(c) ||
+           c->next_timer != c->stored_timer;
 }
 
 /* Queues MULTI ... EXEC for one customer; returns the number of commands
@@ -392,7 +305,7 @@ static size_t queue_customer(struct jd_store *st, const struct jd_ruleset *rs,
         return 0;
     ncmd++;
 
-    if (c->dirty) {
+    if (c->dirty || c->next_timer != c->stored_timer) { /* nt is in the state */
         jd_buf_reset(&st->enc);
         jd_customer_encode(c, rs, &st->enc);
         arg_str(st, 0, "SET");
@@ -415,7 +328,12 @@ static size_t queue_customer(struct jd_store *st, const struct jd_ruleset *rs,
         if (p->stored)
             continue;
         st->valoff[nvals++] = st->vals.len;
-        jd_buf_append(&st->vals, &p->kind, 1);
+        uint8_t kind = (uint8_t)(p->kind | (p->not_before ? OUTBOX_NOT_BEFORE : 0));
+        jd_buf_append(&st->vals, &kind, 1);
+        for (int sh = 56; p->not_before && sh >= 0; sh -= 8) {
+            uint8_t byte = (uint8_t)((uint64_t)p->not_before >> sh);
+            jd_buf_append(&st->vals, &byte, 1);
+        }
         if (p->topic)
             jd_buf_puts(&st->vals, p->topic);
         jd_buf_append(&st->vals, "", 1);
@@ -485,6 +403,7 @@ static void flushed(struct jd_customer *c)
 {
     c->dirty = 0;
     c->exists = 1;
+    c->stored_timer = c->next_timer;
     jd_customer_clear_acked(c);
     for (size_t k = 0; k < c->nhistory; k++)
         free(c->history[k]);
@@ -525,17 +444,22 @@ int jd_store_flush(struct jd_store *st, const struct jd_ruleset *rs, struct jd_c
         return conn_fail(st, "flush", errstr, errsize);
     if (st->ncmdscap < n) {
         st->ncmds = jd_xrealloc(st->ncmds, n * sizeof *st->ncmds);
+        st->npre = jd_xrealloc(st->npre, n * sizeof *st->npre);
         st->ncmdscap = n;
     }
-    size_t total = 0;
+    size_t total = jd_store_queue_deferred(st);
+    if (total == SIZE_MAX)
+        return conn_fail(st, "flush", errstr, errsize);
     for (size_t i = 0; i < n; i++) {
         st->ncmds[i] = 0;
         if (!needs_write(cs[i]))
             continue;
-        st->ncmds[i] = queue_customer(st, rs, cs[i]);
-        if (st->ncmds[i] == 0)
+        /* per-partition additions go before the transaction (store_int.h) */
+        size_t pre = jd_store_queue_pre(st, cs[i]);
+        if (pre == SIZE_MAX || (st->ncmds[i] = queue_customer(st, rs, cs[i])) == 0)
             return conn_fail(st, "flush", errstr, errsize);
-        total += st->ncmds[i];
+        st->npre[i] = (uint8_t)pre;
+        total += pre + st->ncmds[i];
     }
     if (total == 0)
         return 0;
@@ -543,13 +467,18 @@ int jd_store_flush(struct jd_store *st, const struct jd_ruleset *rs, struct jd_c
     if (read_replies(st, total) != 0)
         return conn_fail(st, "flush", errstr, errsize);
 
-    size_t failed = 0, pos = 0;
+    jd_store_deferred_sent(st, st->replies);
+    size_t failed = 0, pos = st->ndeferred_sent;
     for (size_t i = 0; i < n; i++) {
         if (!st->ncmds[i])
             continue;
-        const char *e = customer_error(st->replies + pos, st->ncmds[i]);
+        const char *e = jd_store_first_error(st->replies + pos, st->npre[i]);
+        pos += st->npre[i];
+        const char *tx = customer_error(st->replies + pos, st->ncmds[i]);
         pos += st->ncmds[i];
+        e = e ? e : tx;
         if (!e) {
+            jd_store_defer_post(st, cs[i]);
             flushed(cs[i]);
             continue;
         }

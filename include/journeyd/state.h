@@ -81,6 +81,8 @@ struct jd_customer {
     uint32_t *fired_count; /* per rule-set trigger: how many times it fired */
     size_t ntriggers;
     int64_t next_timer; /* next due time registered for this customer; 0 none */
+    int64_t stored_timer; /* the due time the partition's timer set holds for it (not
+                             persisted: taken from next_timer on load); 0 none */
 
     uint64_t recent_ids[JD_RECENT_IDS]; /* hashes of the latest event_ids (duplicate guard) */
     uint8_t recent_pos;
