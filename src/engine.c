@@ -45,6 +45,7 @@ struct jd_engine *jd_engine_new(const struct jd_config *cfg, struct jd_ruleset *
     e->redis_ok = 1;
     e->cache = jd_cache_new((size_t)cfg->cache_max_customers);
     e->policy = jd_policy_new(cfg);
+    e->timers = jd_engine_timers_new();
     if (!(e->producer = jd_kafka_producer_new(cfg, jd_engine_delivery, e, errstr, errsize)))
         goto err;
     if (!(e->consumer =
@@ -84,6 +85,7 @@ void jd_engine_destroy(struct jd_engine *e)
     jd_store_destroy(e->store);
     jd_codec_destroy(e->codec);
     jd_policy_destroy(e->policy);
+    jd_engine_timers_destroy(e->timers);
     if (e->rs)
         jd_rules_destroy(e->rs);
     jd_config_destroy(e->reload_cfg);
@@ -228,6 +230,7 @@ int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig
         }
         if (e->ndirty > 0 && jd_engine_persist(e, stop) != 0)
             break;
+        jd_engine_timers_tick(e);
         if (e->metrics) {
             jd_metrics_heartbeat(e->metrics);
             jd_metrics_gauge(e->metrics, JD_G_OUTBOX_PENDING, (int64_t)e->inflight);

@@ -14,7 +14,7 @@
 
 #define MOD "engine"
 
-static void push_dirty(struct jd_engine *e, struct jd_customer *c)
+void jd_engine_push_dirty(struct jd_engine *e, struct jd_customer *c)
 {
     if (c->dirty)
         return;
@@ -49,7 +49,7 @@ static void backoff(struct jd_engine *e)
         rd_kafka_poll(e->producer, 50);
 }
 
-static void redis_failed(struct jd_engine *e, const char *what, const char *err)
+void jd_engine_redis_failed(struct jd_engine *e, const char *what, const char *err)
 {
     jd_error(MOD, "redis %s failed: %s; retrying (consumption paused)", what, err);
     if (e->metrics)
@@ -62,7 +62,7 @@ static void redis_failed(struct jd_engine *e, const char *what, const char *err)
         jd_warn(MOD, "redis reconnect: %s", errstr);
 }
 
-static void redis_succeeded(struct jd_engine *e)
+void jd_engine_redis_succeeded(struct jd_engine *e)
 {
     e->backoff_ms = 0;
     if (!e->redis_ok) {
@@ -73,7 +73,7 @@ static void redis_succeeded(struct jd_engine *e)
 }
 
 /* Loads e->load[0..nload) until it works or we are told to stop. */
-static int load_customers(struct jd_engine *e, volatile sig_atomic_t *stop)
+int jd_engine_load(struct jd_engine *e, volatile sig_atomic_t *stop)
 {
     char errstr[512];
     while (e->nload > 0) {
@@ -82,10 +82,10 @@ static int load_customers(struct jd_engine *e, volatile sig_atomic_t *stop)
             if (e->metrics)
                 jd_metrics_observe(e->metrics, JD_H_REDIS_ROUNDTRIP,
                                    (double)(jd_monotonic_ns() - t0) / 1e9);
-            redis_succeeded(e);
+            jd_engine_redis_succeeded(e);
             break;
         }
-        redis_failed(e, "load", errstr);
+        jd_engine_redis_failed(e, "load", errstr);
         if (stop && *stop)
             return -1;
     }
@@ -93,7 +93,7 @@ static int load_customers(struct jd_engine *e, volatile sig_atomic_t *stop)
         struct jd_customer *c = e->load[i];
         /* an outbox left by a crash is produced again (same ids) */
         if (c->npending > 0) {
-            push_dirty(e, c);
+            jd_engine_push_dirty(e, c);
             if (e->metrics)
                 jd_metrics_add(e->metrics, JD_C_TRIGGERS_REDELIVERED, c->npending);
         }
@@ -112,10 +112,10 @@ static int flush_dirty(struct jd_engine *e, volatile sig_atomic_t *stop)
             if (e->metrics)
                 jd_metrics_observe(e->metrics, JD_H_REDIS_ROUNDTRIP,
                                    (double)(jd_monotonic_ns() - t0) / 1e9);
-            redis_succeeded(e);
+            jd_engine_redis_succeeded(e);
             return 0;
         }
-        redis_failed(e, "flush", errstr);
+        jd_engine_redis_failed(e, "flush", errstr);
         if (stop && *stop)
             return -1;
     }
@@ -152,8 +152,8 @@ static const char *stage_name(const struct jd_engine *e, const struct jd_custome
 }
 
 /* Turns one fired rule into an outbox entry, if the policy lets it out. */
-static void emit(struct jd_engine *e, struct jd_customer *c, const struct jd_event *ev,
-                 const struct jd_fired *f, int64_t now, int64_t src_ts)
+void jd_engine_emit(struct jd_engine *e, struct jd_customer *c, const struct jd_event *ev,
+                    const struct jd_fired *f, int64_t now, int64_t src_ts)
 {
     const struct jd_trigger_src *ts = jd_rules_trigger(e->rs, f->trigger);
     const char *why = NULL;
@@ -217,7 +217,7 @@ static void emit(struct jd_engine *e, struct jd_customer *c, const struct jd_eve
         jd_metrics_trigger_emitted(e->metrics, f->trigger);
 }
 
-static void record_transitions(struct jd_engine *e, const struct jd_eval_result *res)
+void jd_engine_record_transitions(struct jd_engine *e, const struct jd_eval_result *res)
 {
     if (!e->metrics)
         return;
@@ -252,9 +252,11 @@ static void apply_event(struct jd_engine *e, struct jd_part *p, struct jd_custom
             jd_metrics_add(e->metrics, JD_C_EVENTS_REPLAYED, 1);
         return;
     }
+    /* timers due before this event's time fire first (engine_timers.c) */
+    jd_engine_timers_fire(e, p, c);
     c->partition = p->source;
     c->applied_offset = ev->offset;
-    push_dirty(e, c);
+    jd_engine_push_dirty(e, c);
     if (jd_customer_seen_event(c, ev->event_id)) {
         jd_info(MOD, "customer %s: duplicate event_id %s at %s/%" PRId32 "/%" PRId64 " skipped",
                 c->id, ev->event_id, p->topic, p->partition, ev->offset);
@@ -267,9 +269,10 @@ static void apply_event(struct jd_engine *e, struct jd_part *p, struct jd_custom
     struct jd_eval_result res;
     jd_customer_apply_core(c, ev);
     jd_rules_on_event(e->rs, c, ev, now, &res);
-    record_transitions(e, &res);
+    jd_engine_record_transitions(e, &res);
     for (size_t i = 0; i < res.nfired; i++)
-        emit(e, c, ev, &res.fired[i], now, src_ts);
+        jd_engine_emit(e, c, ev, &res.fired[i], now, src_ts);
+    jd_engine_timers_schedule(e, p, c, now);
 }
 
 static void naive_roundtrip(struct jd_engine *e, struct jd_customer *c, volatile sig_atomic_t *stop)
@@ -279,7 +282,7 @@ static void naive_roundtrip(struct jd_engine *e, struct jd_customer *c, volatile
     struct jd_customer *one[1] = {c};
     char errstr[512];
     while (jd_store_flush(e->store, e->rs, one, 1, errstr, sizeof errstr) != 0) {
-        redis_failed(e, "flush", errstr);
+        jd_engine_redis_failed(e, "flush", errstr);
         if (stop && *stop)
             return;
     }
@@ -309,7 +312,7 @@ void jd_engine_process_batch(struct jd_engine *e)
         }
         e->load[e->nload++] = c;
     }
-    if (load_customers(e, stop) != 0)
+    if (jd_engine_load(e, stop) != 0)
         goto abandon;
 
     /* 2. every event, in order */
@@ -320,6 +323,7 @@ void jd_engine_process_batch(struct jd_engine *e)
         if (!p)
             continue;
         jd_engine_ckpt_open(p);
+        jd_engine_timers_seen(e, p, m->offset);
         if (e->metrics)
             jd_metrics_add(e->metrics, JD_C_EVENTS_CONSUMED, 1);
         if (!m->key || m->key_len == 0) {
