@@ -120,3 +120,38 @@ def test_due_while_down_fire_once_on_restart(devbroker, redis_server, write_conf
     assert sum(r.zcard(f"j:{{p:touchpoints:{p}}}:timers") for p in range(8)) == 60
     assert sum(r.zcard(f"j:{{p:touchpoints:{p}}}:outbox") for p in range(8)) == 0
     assert jd3.stop() == 0
+
+
+def test_unacknowledged_timer_triggers_survive_a_crash(devbroker, redis_server, write_config,
+                                                       journeyd_factory):
+    """A timer-fired trigger is tied to no input offset: no replay brings it
+    back. Kafka is down when the timers fire, journeyd is SIGKILLed with the
+    triggers in the outbox; the next start finds them through the
+    partition's outbox index and delivers each once."""
+    window = 4000
+    cfg = wall_config(write_config, "timers-outbox", window="4s")
+    jd = journeyd_factory(cfg)
+    jd.wait_ready()
+    at = int(time.time() * 1000)
+    events, expect = carts(40, "ob", at, window_ms=window)
+    timerslib.produce(devbroker.bootstrap, events)
+    jdtest.wait_caught_up(devbroker.bootstrap, "timers-outbox", "touchpoints", timeout=20)
+    assert time.time() * 1000 < at + window
+    devbroker.down(1)
+    r = redis_server.client()
+
+    def stuck():
+        return sum(r.zcard(f"j:{{p:touchpoints:{p}}}:outbox") for p in range(8))
+    jdtest.wait_until(lambda: stuck() == len(expect), 30,
+                      what="the fired triggers in the outbox index")
+    jd.sigkill()
+    jd.wait()
+    devbroker.up(1)
+
+    jd2 = journeyd_factory(cfg)
+    jd2.wait_ready()
+    got = timerslib.read_triggers(devbroker.bootstrap, expect_n=len(expect), timeout=60)
+    check_exactly(got, expect)
+    jd2.wait_for_log(r"left unacknowledged; producing them again")
+    jdtest.wait_until(lambda: stuck() == 0, 30, what="the outbox index emptied after delivery")
+    assert jd2.stop() == 0
