@@ -281,7 +281,7 @@ static int direct_decode(struct jd_codec *c, struct jd_codec_writer *w, const ui
         [JD_TP_CURRENCY] = &ev->currency,
     };
     char *sp;
-    int present;
+    int present = 0;
 
     jd_buf_reset(&c->strings);
     jd_buf_reserve(&c->strings, len + 1);

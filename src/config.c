@@ -579,7 +579,7 @@ static void load_grouplist(struct loader *L, const struct jd_cfg_key *k, const c
     size_t n = (size_t)config_setting_length(s);
     *arr = jd_xcalloc(n ? n : 1, k->size);
     *count = n; /* zeroed elements are safe to free even when one fails */
-    char scope[128], edisp[160];
+    char scope[128], edisp[320];
     snprintf(scope, sizeof scope, "%s[].", k->path);
     for (size_t i = 0; i < n; i++) {
         const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
@@ -635,7 +635,7 @@ static void load_member(struct loader *L, const struct jd_cfg_key *k, const conf
         if (strcmp(k->path, "policy.quiet_hours") == 0)
             L->cfg->policy.quiet_enabled = 1;
         {
-            char scope[128], sdisp[128];
+            char scope[128], sdisp[320];
             snprintf(scope, sizeof scope, "%s.", k->path);
             snprintf(sdisp, sizeof sdisp, "%s.", disp);
             walk(L, s, scope, sdisp, base);
@@ -763,6 +763,30 @@ static void check_registry_ids(struct loader *L, const config_setting_t *list)
     }
 }
 
+/* kafka.transactions = true is refused rather than silently ignored: the
+ * transactional producer is not implemented yet (docs/guarantees.md). */
+static void check_transactions(struct loader *L, const config_setting_t *s)
+{
+    if (L->cfg->transactions && s)
+        error_at(L, s,
+                 "kafka.transactions: transactional delivery is not implemented yet; triggers "
+                 "are delivered at least once, each with a stable trigger_id to de-duplicate "
+                 "on (docs/guarantees.md); set it to false");
+}
+
+/* One input topic: a customer records the offset it last applied for one
+ * partition, and the group's assignor does not co-partition two topics, so
+ * a customer's events spread over two topics could be owned by two
+ * instances and be applied twice on replay. */
+static void check_input_topics(struct loader *L, const config_setting_t *s)
+{
+    if (L->cfg->ninput_topics > 1 && s)
+        error_at(L, s,
+                 "kafka.input_topics: one input topic is supported (a customer's applied offset "
+                 "is tracked per partition of one topic); merge the sources into one topic "
+                 "keyed by customer_id");
+}
+
 struct jd_config *jd_config_load(const char *path, struct jd_errors *errs)
 {
     size_t nerr0 = errs->n;
@@ -805,6 +829,8 @@ struct jd_config *jd_config_load(const char *path, struct jd_errors *errs)
     }
     walk(&L, config_root_setting(&lc), "", "", cfg);
     check_registry_ids(&L, config_lookup(&lc, "schemas.registry_ids"));
+    check_transactions(&L, config_lookup(&lc, "kafka.transactions"));
+    check_input_topics(&L, config_lookup(&lc, "kafka.input_topics"));
 
 out:
     config_destroy(&lc);

@@ -84,7 +84,7 @@ const struct jd_cfg_key jd_cfg_keys[] = {
      C_OFF(session_timeout_ms), 0, C_SZ(session_timeout_ms),
      "How long a silent instance keeps its partitions before the group reassigns them."},
     {"kafka.input_topics", JD_CFG_STRLIST, "touchpoints", NONEMPTY, 0, 0, NULL, C_OFF(input_topics),
-     C_OFF(ninput_topics), 0, "Topics carrying `Touchpoint` events."},
+     C_OFF(ninput_topics), 0, "The topic carrying `Touchpoint` events (one topic: see docs/guarantees.md)."},
     {"kafka.dead_letter_topic", JD_CFG_STRING, "touchpoints.dlq", NONEMPTY, 0, 0, NULL,
      C_OFF(dead_letter_topic), 0, 0,
      "Where undecodable or invalid input goes, unchanged, with `journeyd.error` and "
@@ -94,7 +94,8 @@ const struct jd_cfg_key jd_cfg_keys[] = {
     {"kafka.reengagement_topic", JD_CFG_STRING, "loyalty.reengagement", NONEMPTY, 0, 0, NULL,
      C_OFF(topics[JD_KIND_REENGAGEMENT]), 0, 0, "Output topic of `REENGAGEMENT` triggers."},
     {"kafka.transactions", JD_CFG_BOOL, "false", 0, 0, 0, NULL, C_OFF(transactions), 0, 0,
-     "Produce triggers and commit offsets in Kafka transactions."},
+     "Produce triggers and commit offsets in Kafka transactions. Not implemented yet: `true` "
+     "is refused at load (docs/guarantees.md)."},
     {"kafka.properties", JD_CFG_PROPS, NULL, 0, 0, 0, NULL, C_OFF(kafka_props), C_OFF(nkafka_props),
      0,
      "librdkafka properties `( (\"name\", \"value\"), ... )`, passed untouched, in order, after "
@@ -130,6 +131,12 @@ const struct jd_cfg_key jd_cfg_keys[] = {
     {"schemas.trigger_schema_id", JD_CFG_INT, "-1", BOUNDS, -1, INT_MAX, NULL,
      C_OFF(trigger_schema_id), 0, C_SZ(trigger_schema_id),
      "Schema id for Confluent-framed output; -1: bare Avro bodies."},
+    {"schemas.suppressed", JD_CFG_PATH, "schemas/suppressed.avsc", NONEMPTY, 0, 0, NULL,
+     C_OFF(suppressed_schema), 0, 0,
+     "Schema of the audit records written to `policy.audit_topic` (read only when it is set)."},
+    {"schemas.suppressed_schema_id", JD_CFG_INT, "-1", BOUNDS, -1, INT_MAX, NULL,
+     C_OFF(suppressed_schema_id), 0, C_SZ(suppressed_schema_id),
+     "Confluent schema id framing the audit records; -1: bare Avro bodies."},
 
     /* processing */
     {"processing", JD_CFG_SECTION, NULL, 0, 0, 0, NULL, 0, 0, 0, "How time works and batching."},
@@ -213,6 +220,9 @@ const struct jd_cfg_key jd_cfg_keys[] = {
     {"triggers[].holdout", JD_CFG_FLOAT, "0", BOUNDS | RELOAD, 0, 1, NULL, T_OFF(holdout), 0, 0,
      "Share of customers (by a hash of customer and trigger) who never receive it, to measure "
      "uplift."},
+    {"triggers[].holdout_salt", JD_CFG_STRING, NULL, NONEMPTY | RELOAD, 0, 0, NULL,
+     T_OFF(holdout_salt), 0, 0,
+     "Salt of the holdout hash; unset: the trigger's name. Change it to draw a new group."},
     {"triggers[].goal", JD_CFG_STRING, NULL, NONEMPTY | RELOAD, 0, 0, NULL, T_OFF(goal), 0, 0,
      "Conversion goal: a touchpoint type reached after the trigger; unset: not measured."},
     {"triggers[].goal_window", JD_CFG_DURATION, "7d", BOUNDS | RELOAD, 1, 3650 * DAY, NULL,

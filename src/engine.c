@@ -12,6 +12,7 @@
 #include "engine_int.h"
 #include "journeyd/kafka.h"
 #include "journeyd/log.h"
+#include "journeyd/notify.h"
 
 #define MOD "engine"
 
@@ -42,9 +43,12 @@ struct jd_engine *jd_engine_new(const struct jd_config *cfg, struct jd_ruleset *
         goto err;
     if (!(e->store = jd_store_new(cfg, errstr, errsize)))
         goto err;
+    jd_info(MOD, "redis: %s", jd_store_describe(e->store));
     e->redis_ok = 1;
     e->cache = jd_cache_new((size_t)cfg->cache_max_customers);
-    e->policy = jd_policy_new(cfg);
+    if (!(e->policy = jd_policy_new(cfg, errstr, errsize)))
+        goto err;
+    e->insights = jd_insights_new(cfg, rs);
     e->timers = jd_engine_timers_new();
     if (!(e->producer = jd_kafka_producer_new(cfg, jd_engine_delivery, e, errstr, errsize)))
         goto err;
@@ -71,8 +75,16 @@ void jd_engine_destroy(struct jd_engine *e)
         rd_kafka_message_destroy(e->msgs[i]);
     if (e->consumer)
         rd_kafka_destroy(e->consumer);
-    if (e->producer)
+    if (e->producer) {
+        /* what is still queued was never acknowledged: its offsets are not
+         * stored, so it is produced again after the restart */
+        rd_kafka_purge(e->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_poll(e->producer, 0);
         rd_kafka_destroy(e->producer); /* no more delivery reports after this */
+    }
+    for (size_t i = 0; i < e->nacks; i++)
+        free(e->acks[i]);
+    free(e->acks);
     for (size_t t = 0; t < e->cfg->ninput_topics; t++) {
         for (int32_t p = 0; p < e->nparts[t]; p++)
             jd_engine_part_free(&e->parts[t][p]);
@@ -85,6 +97,7 @@ void jd_engine_destroy(struct jd_engine *e)
     jd_store_destroy(e->store);
     jd_codec_destroy(e->codec);
     jd_policy_destroy(e->policy);
+    jd_insights_destroy(e->insights);
     jd_engine_timers_destroy(e->timers);
     if (e->rs)
         jd_rules_destroy(e->rs);
@@ -104,24 +117,35 @@ static void rebind_one(struct jd_customer *c, void *ud)
 }
 
 /* SIGHUP: compile the rules of the config file as it is now; swap only if
- * the whole rule set is valid. Only the rules (and their policy fields) are
- * reloaded; connection settings need a restart. */
+ * the whole rule set and the contact policy are valid. Only the rules and the
+ * policy are reloaded; connection settings need a restart. */
 static void reload_rules(struct jd_engine *e)
 {
     struct jd_errors errs;
     jd_errors_init(&errs);
     struct jd_config *ncfg = jd_config_load(e->cfg->path, &errs);
     struct jd_ruleset *nrs = NULL;
-    if (ncfg && jd_rules_compile(&ncfg->rules, &nrs, &errs) == 0) {
+    struct jd_policy *np = NULL;
+    char perr[512];
+    if (ncfg && jd_rules_compile(&ncfg->rules, &nrs, &errs) == 0 &&
+        !(np = jd_policy_new(ncfg, perr, sizeof perr))) {
+        jd_errors_add(&errs, NULL, 0, 0, "policy: %s", perr);
+        jd_rules_destroy(nrs);
+        nrs = NULL;
+    }
+    if (np) {
         jd_info(MOD, "rules reloaded: version %s -> %s", jd_rules_version(e->rs),
                 jd_rules_version(nrs));
         e->next_rs = nrs;
         jd_cache_foreach(e->cache, -1, rebind_one, e);
         jd_rules_destroy(e->rs);
+        jd_policy_destroy(e->policy); /* it read the old config too */
+        e->policy = np;
         jd_config_destroy(e->reload_cfg); /* the old rules pointed into it */
         e->rs = nrs;
         e->next_rs = NULL;
         e->reload_cfg = ncfg;
+        jd_insights_bind(e->insights, nrs);
         if (e->metrics) {
             jd_metrics_bind_rules(e->metrics, nrs);
             jd_metrics_rule_reload(e->metrics, 1);
@@ -181,10 +205,11 @@ static int collect(struct jd_engine *e)
 
 static void shutdown_engine(struct jd_engine *e)
 {
+    jd_notify("STOPPING=1");
     jd_info(MOD, "shutting down: finishing the batch in hand");
     if (!e->abandoned) {
         jd_engine_process_batch(e);
-        if (!e->abandoned && jd_engine_persist(e, NULL) != 0)
+        if (!e->abandoned && jd_engine_persist(e, e->stop) != 0)
             e->abandoned = 1;
     }
     if (jd_engine_drain_producer(e, 30000) != 0)
@@ -192,7 +217,7 @@ static void shutdown_engine(struct jd_engine *e)
                 "%" PRIu64 " messages unacknowledged after 30 s; their offsets stay "
                 "uncommitted (they are re-sent from the outbox after restart)",
                 e->inflight);
-    if (!e->abandoned && e->ndirty > 0 && jd_engine_persist(e, NULL) != 0)
+    if (!e->abandoned && (e->ndirty > 0 || e->nacks > 0) && jd_engine_persist(e, e->stop) != 0)
         jd_warn(MOD, "could not write the last acknowledgements; re-sent after restart");
     rd_kafka_resp_err_t err = rd_kafka_commit(e->consumer, NULL, 0);
     if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
@@ -224,18 +249,31 @@ int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig
         if (*stop)
             break; /* the batch in hand is finished by shutdown_engine */
         jd_engine_process_batch(e);
-        if (e->abandoned) {
+        if (e->abandoned || e->fatal) {
             rc = -1;
             break;
         }
-        if (e->ndirty > 0 && jd_engine_persist(e, stop) != 0)
+        if ((e->ndirty > 0 || e->nacks > 0) && jd_engine_persist(e, stop) != 0) {
+            e->abandoned = 1;
             break;
+        }
         jd_engine_timers_tick(e);
+        if (!e->notified_ready && e->assigned_count > 0 && e->redis_ok && !e->backpressured) {
+            /* systemd Type=notify: ready once we own partitions and Redis answers */
+            jd_notify("READY=1");
+            e->notified_ready = 1;
+        }
+        int64_t wd = jd_notify_watchdog_interval_ms();
+        if (wd > 0 && jd_monotonic_ns() - e->last_watchdog_ns > wd * 1000000) {
+            jd_notify("WATCHDOG=1");
+            e->last_watchdog_ns = jd_monotonic_ns();
+        }
         if (e->metrics) {
             jd_metrics_heartbeat(e->metrics);
             jd_metrics_gauge(e->metrics, JD_G_OUTBOX_PENDING, (int64_t)e->inflight);
+            jd_insights_tick(e->insights, e->metrics); /* program gauges, every few s */
         }
     }
     shutdown_engine(e);
-    return e->abandoned && rc == 0 ? 0 : rc;
+    return rc;
 }

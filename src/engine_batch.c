@@ -38,22 +38,56 @@ static void set_backpressure(struct jd_engine *e, int on)
 }
 
 /* Waits before the next Redis attempt, serving producer delivery reports
- * meanwhile; doubles the wait up to 5 s. */
+ * meanwhile; doubles the wait up to 5 s. Retrying is the loop doing its job,
+ * so the liveness heartbeat goes on (/healthz stays up, /readyz is down). */
 static void backoff(struct jd_engine *e)
 {
     e->backoff_ms = e->backoff_ms ? e->backoff_ms * 2 : 50;
     if (e->backoff_ms > 5000)
         e->backoff_ms = 5000;
     int64_t until = jd_monotonic_ns() + e->backoff_ms * 1000000;
-    while (jd_monotonic_ns() < until)
+    while (jd_monotonic_ns() < until) {
         rd_kafka_poll(e->producer, 50);
+        if (e->metrics)
+            jd_metrics_heartbeat(e->metrics);
+    }
+}
+
+/* Fencing (docs/guarantees.md): while this instance retried Redis without
+ * polling the consumer, the group may have taken its partitions
+ * (max.poll.interval.ms or the session ran out). Their new owner replays
+ * from the committed offset, so nothing this instance holds in memory may
+ * be written any more: it would overwrite the new owner's newer state.
+ * librdkafka raises the flag itself; the next consumer poll delivers the
+ * revocation (lost), which drops these customers from the cache. */
+static int fenced(struct jd_engine *e)
+{
+    if (!e->consumer || !rd_kafka_assignment_lost(e->consumer))
+        return 0;
+    if (!e->fenced_logged) {
+        jd_warn(MOD, "partition assignment lost (session or max.poll.interval.ms ran out "
+                     "while retrying): nothing held in memory is written; the partitions' "
+                     "new owner re-consumes from the committed offsets");
+        e->fenced_logged = 1;
+    }
+    return 1;
+}
+
+/* Forgets the dirty list unwritten (fenced). */
+static void drop_dirty(struct jd_engine *e)
+{
+    for (size_t i = 0; i < e->ndirty; i++)
+        e->dirty[i]->dirty = 0;
+    e->ndirty = 0;
 }
 
 void jd_engine_redis_failed(struct jd_engine *e, const char *what, const char *err)
 {
     jd_error(MOD, "redis %s failed: %s; retrying (consumption paused)", what, err);
-    if (e->metrics)
+    if (e->metrics) {
         jd_metrics_add(e->metrics, JD_C_REDIS_ERRORS, 1);
+        jd_metrics_add(e->metrics, JD_C_REDIS_REDIRECTS, jd_store_take_redirects(e->store));
+    }
     e->redis_ok = 0;
     set_backpressure(e, 1);
     backoff(e);
@@ -65,6 +99,8 @@ void jd_engine_redis_failed(struct jd_engine *e, const char *what, const char *e
 void jd_engine_redis_succeeded(struct jd_engine *e)
 {
     e->backoff_ms = 0;
+    if (e->metrics)
+        jd_metrics_add(e->metrics, JD_C_REDIS_REDIRECTS, jd_store_take_redirects(e->store));
     if (!e->redis_ok) {
         e->redis_ok = 1;
         jd_info(MOD, "redis available again");
@@ -86,7 +122,7 @@ int jd_engine_load(struct jd_engine *e, volatile sig_atomic_t *stop)
             break;
         }
         jd_engine_redis_failed(e, "load", errstr);
-        if (stop && *stop)
+        if ((stop && *stop) || fenced(e))
             return -1;
     }
     for (size_t i = 0; i < e->nload; i++) {
@@ -102,12 +138,41 @@ int jd_engine_load(struct jd_engine *e, volatile sig_atomic_t *stop)
     return 0;
 }
 
+/* insights: the stats offsets of the partitions in this batch (a round trip
+ * only for a partition newly owned) until it works or we are told to stop. */
+static int load_stats_offsets(struct jd_engine *e, volatile sig_atomic_t *stop)
+{
+    char errstr[512];
+    for (size_t i = 0; i < e->nmsgs; i++) {
+        rd_kafka_message_t *m = e->msgs[i];
+        struct jd_part *p = jd_engine_part(e, rd_kafka_topic_name(m->rkt), m->partition, 0);
+        if (p)
+            jd_insights_want(e->insights, p->source, p->topic, p->partition, p->gen);
+    }
+    while (jd_insights_load_offsets(e->insights, errstr, sizeof errstr) != 0) {
+        jd_engine_redis_failed(e, "stats offsets", errstr);
+        if (stop && *stop)
+            return -1;
+    }
+    return 0;
+}
+
 /* Writes back e->dirty until it works or we are told to stop. */
 static int flush_dirty(struct jd_engine *e, volatile sig_atomic_t *stop)
 {
     char errstr[512];
     while (e->ndirty > 0) {
+        if (fenced(e))
+            return -1;
         int64_t t0 = jd_monotonic_ns();
+        /* the batch's stats first: a crash between the two writes replays
+         * events whose stats are in, and insights skips them */
+        if (jd_insights_flush(e->insights, errstr, sizeof errstr) != 0) {
+            jd_engine_redis_failed(e, "stats flush", errstr);
+            if (stop && *stop)
+                return -1;
+            continue;
+        }
         if (jd_store_flush(e->store, e->rs, e->dirty, e->ndirty, errstr, sizeof errstr) == 0) {
             if (e->metrics)
                 jd_metrics_observe(e->metrics, JD_H_REDIS_ROUNDTRIP,
@@ -116,7 +181,7 @@ static int flush_dirty(struct jd_engine *e, volatile sig_atomic_t *stop)
             return 0;
         }
         jd_engine_redis_failed(e, "flush", errstr);
-        if (stop && *stop)
+        if ((stop && *stop) || fenced(e))
             return -1;
     }
     return 0;
@@ -138,8 +203,13 @@ static void produce_dirty(struct jd_engine *e)
 
 int jd_engine_persist(struct jd_engine *e, volatile sig_atomic_t *stop)
 {
-    if (flush_dirty(e, stop) != 0)
-        return -1;
+    jd_engine_apply_acks(e);
+    if (flush_dirty(e, stop) != 0) {
+        if (!fenced(e))
+            return -1;
+        drop_dirty(e); /* not ours any more: the new owner replays it */
+        return 0;
+    }
     produce_dirty(e);
     return 0;
 }
@@ -151,21 +221,13 @@ static const char *stage_name(const struct jd_engine *e, const struct jd_custome
     return jd_rules_stage_name(e->rs, (size_t)c->stage);
 }
 
-/* Turns one fired rule into an outbox entry, if the policy lets it out. */
+/* Turns one fired rule into an outbox entry, if the policy lets it out
+ * (a deferred one carries not_before); a suppressed one into a history line
+ * and an audit record. */
 void jd_engine_emit(struct jd_engine *e, struct jd_customer *c, const struct jd_event *ev,
                     const struct jd_fired *f, int64_t now, int64_t src_ts)
 {
     const struct jd_trigger_src *ts = jd_rules_trigger(e->rs, f->trigger);
-    const char *why = NULL;
-    char detail[256];
-    if (jd_policy_decide(e->policy, e->rs, c, f->trigger, now, &why, detail, sizeof detail) !=
-        JD_POLICY_ALLOW) {
-        if (e->metrics)
-            jd_metrics_trigger_suppressed(e->metrics, f->trigger, why);
-        jd_debug(MOD, "customer %s: %s suppressed: %s", c->id, ts->on.name, detail);
-        return;
-    }
-
     const char *version = jd_rules_version(e->rs);
     struct jd_trigger t = {0};
     const char *src_id = ev ? ev->event_id : NULL;
@@ -175,6 +237,14 @@ void jd_engine_emit(struct jd_engine *e, struct jd_customer *c, const struct jd_
     size_t lens[4] = {strlen(ts->on.name), strlen(version), c->id_len,
                       strlen(src_id ? src_id : deadline)};
     jd_hash128_hex(parts, lens, 4, t.trigger_id);
+
+    /* a replay of an event whose trigger is still in the outbox is skipped
+     * before it gets here; this guards against a rule firing twice for one
+     * event (same id) */
+    for (size_t i = 0; i < c->npending; i++)
+        if (strcmp(c->pending[i].trigger_id, t.trigger_id) == 0)
+            return;
+
     t.trigger = ts->on.name;
     t.kind = ts->kind;
     t.customer_id = c->id;
@@ -190,15 +260,25 @@ void jd_engine_emit(struct jd_engine *e, struct jd_customer *c, const struct jd_
         t.attr_vals[i] = f->attr_vals[i];
     }
 
-    /* a replay of an event whose trigger is still in the outbox is skipped
-     * before it gets here; this guards against a rule firing twice for one
-     * event (same id) */
-    for (size_t i = 0; i < c->npending; i++)
-        if (strcmp(c->pending[i].trigger_id, t.trigger_id) == 0)
-            return;
+    char errstr[256];
+    struct jd_policy_decision d;
+    if (jd_policy_decide(e->policy, e->rs, c, f->trigger, now, &d) != JD_POLICY_ALLOW) {
+        jd_insights_suppressed(e->insights, c, f->trigger, d.reason, now); /* holdout: control */
+        if (e->metrics)
+            jd_metrics_trigger_suppressed(e->metrics, f->trigger, d.reason);
+        jd_debug(MOD, "customer %s: %s suppressed (%s): %s", c->id, ts->on.name, d.reason,
+                 d.detail);
+        if (jd_policy_record_suppressed(e->policy, c, &t, &d, now, errstr, sizeof errstr) != 0)
+            jd_error(MOD, "customer %s: audit record of %s: %s", c->id, t.trigger, errstr);
+        return;
+    }
+    char reason[JD_REASON_MAX + 260];
+    if (d.not_before) {
+        snprintf(reason, sizeof reason, "%s; %s", f->reason, d.detail);
+        t.reason = reason;
+    }
 
     struct jd_pending_trigger *pt = jd_customer_add_pending(c);
-    char errstr[256];
     if (jd_codec_encode_trigger(e->codec, &t, &pt->value, errstr, sizeof errstr) != 0) {
         jd_error(MOD, "customer %s: encoding trigger %s: %s", c->id, t.trigger, errstr);
         jd_buf_free(&pt->value); /* drop the half-built entry */
@@ -209,10 +289,12 @@ void jd_engine_emit(struct jd_engine *e, struct jd_customer *c, const struct jd_
     pt->kind = (uint8_t)ts->kind;
     pt->topic = jd_strdup(ts->topic);
     pt->src_ts = src_ts;
+    pt->not_before = d.not_before;
     jd_buf_reset(&e->history);
     jd_buf_printf(&e->history, "%" PRId64 "|%s|%s|%s|%s", t.fired_at, t.trigger, t.trigger_id,
                   jd_kind_name(t.kind), t.reason);
     pt->history = jd_strdup(jd_buf_cstr(&e->history));
+    jd_insights_sent(e->insights, c, f->trigger, now); /* treated */
     if (e->metrics)
         jd_metrics_trigger_emitted(e->metrics, f->trigger);
 }
@@ -224,14 +306,11 @@ void jd_engine_record_transitions(struct jd_engine *e, const struct jd_eval_resu
     jd_metrics_add(e->metrics, JD_C_RULES_EVALUATED, res->evaluated);
     for (size_t s = 0; s < 64; s++) {
         uint64_t bit = 1ULL << s;
-        if (res->entered & bit) {
+        /* members: program-wide, set from Redis by jd_insights_tick */
+        if (res->entered & bit)
             jd_metrics_segment_transition(e->metrics, s, JD_DIR_ENTER);
-            jd_metrics_segment_members_add(e->metrics, s, 1);
-        }
-        if (res->exited & bit) {
+        if (res->exited & bit)
             jd_metrics_segment_transition(e->metrics, s, JD_DIR_EXIT);
-            jd_metrics_segment_members_add(e->metrics, s, -1);
-        }
     }
 }
 
@@ -267,25 +346,32 @@ static void apply_event(struct jd_engine *e, struct jd_part *p, struct jd_custom
 
     int64_t now = e->cfg->clock == JD_CLOCK_EVENT ? p->watermark : jd_now_ms();
     struct jd_eval_result res;
+    size_t order[JD_MAX_FIRED];
+    jd_insights_begin(e->insights, c, ev, now); /* resolves open goals */
     jd_customer_apply_core(c, ev);
+    jd_policy_observe_event(e->policy, c, ev);
     jd_rules_on_event(e->rs, c, ev, now, &res);
     jd_engine_record_transitions(e, &res);
+    jd_policy_order(e->rs, &res, order);
     for (size_t i = 0; i < res.nfired; i++)
-        jd_engine_emit(e, c, ev, &res.fired[i], now, src_ts);
+        jd_engine_emit(e, c, ev, &res.fired[order[i]], now, src_ts);
     jd_engine_timers_schedule(e, p, c, now);
+    jd_insights_end(e->insights, c);
 }
 
-static void naive_roundtrip(struct jd_engine *e, struct jd_customer *c, volatile sig_atomic_t *stop)
+static int naive_roundtrip(struct jd_engine *e, struct jd_customer *c, volatile sig_atomic_t *stop)
 {
     /* processing.naive: the baseline the benchmark compares against — one
      * synchronous Redis write per event */
     struct jd_customer *one[1] = {c};
     char errstr[512];
-    while (jd_store_flush(e->store, e->rs, one, 1, errstr, sizeof errstr) != 0) {
+    while (jd_insights_flush(e->insights, errstr, sizeof errstr) != 0 ||
+           jd_store_flush(e->store, e->rs, one, 1, errstr, sizeof errstr) != 0) {
         jd_engine_redis_failed(e, "flush", errstr);
-        if (stop && *stop)
-            return;
+        if ((stop && *stop) || fenced(e))
+            return -1;
     }
+    return 0;
 }
 
 void jd_engine_process_batch(struct jd_engine *e)
@@ -293,6 +379,9 @@ void jd_engine_process_batch(struct jd_engine *e)
     volatile sig_atomic_t *stop = e->stop;
     if (e->nmsgs == 0)
         return;
+    if (fenced(e))
+        goto abandon; /* messages polled before the revocation: not ours */
+    e->fenced_logged = 0;
     int64_t t0 = jd_monotonic_ns();
 
     /* 1. the customers this batch touches that are not cached yet */
@@ -313,6 +402,8 @@ void jd_engine_process_batch(struct jd_engine *e)
         e->load[e->nload++] = c;
     }
     if (jd_engine_load(e, stop) != 0)
+        goto abandon;
+    if (load_stats_offsets(e, stop) != 0)
         goto abandon;
 
     /* 2. every event, in order */
@@ -365,7 +456,8 @@ void jd_engine_process_batch(struct jd_engine *e)
         int64_t te = jd_monotonic_ns();
         apply_event(e, p, c, &ev, message_timestamp(m));
         if (e->cfg->naive && c->dirty) {
-            naive_roundtrip(e, c, stop);
+            if (naive_roundtrip(e, c, stop) != 0)
+                goto abandon;
             produce_dirty(e);
         }
         if (e->metrics)
@@ -374,7 +466,7 @@ void jd_engine_process_batch(struct jd_engine *e)
     }
 
     /* 3. persist, then produce what was persisted */
-    if (jd_engine_persist(e, stop) != 0)
+    if (jd_engine_persist(e, stop) != 0 || fenced(e))
         goto abandon;
 
     /* 4. the batch's offsets wait only for their acknowledgements now */
@@ -405,13 +497,20 @@ void jd_engine_process_batch(struct jd_engine *e)
     return;
 
 abandon:
-    /* Stopping while Redis is down: nothing of this batch is persisted, no
-     * offset of it is stored, so it is consumed again after the restart.
-     * The partial in-memory state must not be written later either. */
+    /* Stopping while Redis is down, or fenced: nothing of this batch is
+     * persisted, no offset of it is stored, so it is consumed again (after
+     * the restart, or by the partitions' next owner). The partial in-memory
+     * state must not be written later either: when stopping, nothing is
+     * flushed again; when fenced, the revocation drops these customers. */
     jd_warn(MOD, "abandoning a batch of %zu events (not persisted, will be re-consumed)", e->nmsgs);
     for (size_t i = 0; i < e->nmsgs; i++)
         rd_kafka_message_destroy(e->msgs[i]);
     e->nmsgs = 0;
+    if (fenced(e)) {
+        drop_dirty(e); /* their open checkpoints go with the revocation */
+        return;
+    }
     e->ndirty = 0;
+    jd_insights_discard(e->insights);
     e->abandoned = 1;
 }

@@ -10,6 +10,7 @@
 
 #include "journeyd/codec.h"
 #include "journeyd/config.h"
+#include "journeyd/insights.h"
 #include "journeyd/engine.h"
 #include "journeyd/metrics.h"
 #include "journeyd/policy.h"
@@ -66,7 +67,8 @@ struct jd_engine {
     struct jd_store *store;
     struct jd_cache *cache;
     struct jd_policy *policy;
-    struct jd_timers *timers; /* engine_timers.c */
+    struct jd_insights *insights; /* program health and trigger outcomes */
+    struct jd_timers *timers;     /* engine_timers.c */
     rd_kafka_t *consumer;
     rd_kafka_t *producer;
 
@@ -88,11 +90,17 @@ struct jd_engine {
     struct jd_buf tmp;
     struct jd_buf history;
 
-    uint64_t inflight; /* produced, not yet acknowledged */
+    uint64_t inflight;         /* produced, not yet acknowledged */
+    struct jd_inflight **acks; /* delivered triggers not yet applied to their customers */
+    size_t nacks, capacks;
     int redis_ok;
     int backpressured;
-    int abandoned; /* a batch was given up while stopping: never flush again */
+    int abandoned;     /* a batch was given up while stopping: never flush again */
+    int fatal;         /* a fatal Kafka error: stop, exit 2 (offsets stay safe) */
+    int fenced_logged; /* the assignment-lost warning was logged for this episode */
     int64_t backoff_ms;
+    int notified_ready;       /* READY=1 sent to systemd */
+    int64_t last_watchdog_ns; /* last WATCHDOG=1 */
     volatile sig_atomic_t *stop;
     volatile sig_atomic_t *reload;
 };
@@ -105,7 +113,6 @@ void jd_engine_process_batch(struct jd_engine *e);
 int jd_engine_persist(struct jd_engine *e, volatile sig_atomic_t *stop);
 
 /* Shared with engine_timers.c: */
-void jd_engine_push_dirty(struct jd_engine *e, struct jd_customer *c);
 /* Loads e->load[0..nload) (retrying while Redis fails, unless stopping);
  * customers with an outbox are pushed dirty so that it is produced. */
 int jd_engine_load(struct jd_engine *e, volatile sig_atomic_t *stop);
@@ -121,9 +128,12 @@ void jd_engine_redis_succeeded(struct jd_engine *e);
 struct jd_timers *jd_engine_timers_new(void);
 void jd_engine_timers_destroy(struct jd_timers *t);
 /* The partition's timer clock: wall time, or under the event clock its
- * watermark minus processing.allowed_lateness (-1 before any event). Timers
- * and deferred outbox entries are due when it reaches them. */
+ * watermark minus processing.allowed_lateness (-1 before any event). A
+ * customer's timer (c->next_timer) fires when it reaches it. */
 int64_t jd_engine_clock(const struct jd_engine *e, const struct jd_part *p);
+/* The clock deferred outbox entries are released by: wall time, or the
+ * partition's watermark (-1 before any event). */
+int64_t jd_engine_send_clock(const struct jd_engine *e, const struct jd_part *p);
 /* Fires c's timers that are due by p's clock, earliest first (before an
  * event of c is applied, and from the tick). Returns how many fired. */
 int jd_engine_timers_fire(struct jd_engine *e, struct jd_part *p, struct jd_customer *c);
@@ -150,6 +160,13 @@ void jd_engine_ckpt_advance(struct jd_engine *e, struct jd_part *p);
 void jd_engine_produce_dlq(struct jd_engine *e, const rd_kafka_message_t *m, const char *why);
 void jd_engine_produce_pending(struct jd_engine *e, struct jd_customer *c, struct jd_ckpt *ck);
 void jd_engine_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque);
+/* Applies queued delivery acknowledgements to the cached customers (their
+ * outbox entries go, to be removed from Redis at the next flush). */
+void jd_engine_apply_acks(struct jd_engine *e);
+/* Adds c to the list of customers to write back (once). */
+void jd_engine_push_dirty(struct jd_engine *e, struct jd_customer *c);
+/* Removes from the write-back list the customers whose partition is in parts. */
+void jd_engine_forget_dirty(struct jd_engine *e, const rd_kafka_topic_partition_list_t *parts);
 /* Waits (serving delivery reports) until nothing is in flight or timeout. */
 int jd_engine_drain_producer(struct jd_engine *e, int timeout_ms);
 void jd_engine_part_free(struct jd_part *p);

@@ -130,9 +130,13 @@ static struct jd_inflight *inflight_new(struct jd_engine *e, struct jd_ckpt *ck,
 }
 
 /* Produces, waiting while the local queue is full: a full queue means the
- * brokers are behind, and waiting here is the back-pressure. */
-static void produce(struct jd_engine *e, const char *topic, const void *key, size_t keylen,
-                    const void *val, size_t vallen, rd_kafka_headers_t *hdrs, struct jd_inflight *f)
+ * brokers are behind, and waiting here is the back-pressure. Gives up only
+ * when stopping or on a fatal producer error: the message's checkpoint then
+ * never completes, so its offset is never stored and the event (or the
+ * outbox entry, persisted in Redis) is produced again after the restart.
+ * Returns 0 when the producer took the message. */
+static int produce(struct jd_engine *e, const char *topic, const void *key, size_t keylen,
+                   const void *val, size_t vallen, rd_kafka_headers_t *hdrs, struct jd_inflight *f)
 {
     for (;;) {
         rd_kafka_headers_t *h = hdrs ? rd_kafka_headers_copy(hdrs) : NULL;
@@ -149,17 +153,26 @@ static void produce(struct jd_engine *e, const char *topic, const void *key, siz
                 RD_KAFKA_V_OPAQUE(f), RD_KAFKA_V_END);
         if (!err) {
             e->inflight++;
-            return;
+            return 0;
         }
         if (h)
             rd_kafka_headers_destroy(h);
+        char fstr[256];
+        if (rd_kafka_fatal_error(e->producer, fstr, sizeof fstr)) {
+            jd_error(MOD, "fatal producer error: %s", fstr);
+            e->fatal = 1;
+        }
+        if (e->fatal || (e->stop && *e->stop)) {
+            free(f); /* its checkpoint stays blocked: nothing is committed past it */
+            return -1;
+        }
         if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
-            /* Only a local misconfiguration gets here (unknown topic with
-             * auto-create off is reported by delivery report instead). */
             jd_error(MOD, "producing to %s: %s; retrying", topic, rd_kafka_err2str(err));
             if (e->metrics)
                 jd_metrics_add(e->metrics, JD_C_KAFKA_ERRORS, 1);
         }
+        /* delivery reports served here only queue acknowledgements
+         * (jd_engine_delivery): no customer changes under our feet */
         rd_kafka_poll(e->producer, 100);
     }
 }
@@ -194,7 +207,7 @@ void jd_engine_produce_pending(struct jd_engine *e, struct jd_customer *c, struc
              * which includes not_before, fires (engine_timers.c) */
             if (clock == INT64_MIN) {
                 struct jd_part *p = jd_engine_part_by_source(e, c->partition);
-                clock = p ? jd_engine_clock(e, p) : -1;
+                clock = p ? jd_engine_send_clock(e, p) : -1;
             }
             if (pt->not_before > clock)
                 continue;
@@ -202,8 +215,8 @@ void jd_engine_produce_pending(struct jd_engine *e, struct jd_customer *c, struc
         const char *topic = pt->topic && *pt->topic ? pt->topic : e->cfg->topics[pt->kind];
         struct jd_inflight *f =
             inflight_new(e, ck, c->partition, c->id, 1, pt->trigger_id, pt->src_ts);
-        produce(e, topic, c->id, c->id_len, pt->value.data, pt->value.len, NULL, f);
-        pt->produced = 1;
+        if (produce(e, topic, c->id, c->id_len, pt->value.data, pt->value.len, NULL, f) == 0)
+            pt->produced = 1;
     }
 }
 
@@ -212,6 +225,14 @@ void jd_engine_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
     struct jd_engine *e = opaque;
     struct jd_inflight *f = msg->_private;
     (void)rk;
+    if (msg->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE ||
+        msg->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT) {
+        /* purged at shutdown (jd_engine_destroy): its checkpoint never
+         * completed, so nothing was committed past it */
+        e->inflight--;
+        free(f);
+        return;
+    }
     if (msg->err) {
         /* The idempotent producer retried until message.timeout.ms: the
          * broker has been unreachable for that long. Produce again with the
@@ -228,27 +249,39 @@ void jd_engine_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
         return;
     }
     e->inflight--;
-    if (f->is_trigger) {
-        struct jd_customer *c = jd_cache_get(e->cache, f->customer_id, strlen(f->customer_id));
-        if (c && jd_customer_ack(c, f->trigger_id) == 0 && !c->dirty) {
-            c->dirty = 1;
-            if (e->ndirty == e->capdirty) {
-                e->capdirty = e->capdirty ? e->capdirty * 2 : 1024;
-                e->dirty = jd_xrealloc(e->dirty, e->capdirty * sizeof *e->dirty);
-            }
-            e->dirty[e->ndirty++] = c;
-        }
-        if (e->metrics && f->src_ts > 0) {
-            int64_t lat = jd_now_ms() - f->src_ts;
-            jd_metrics_observe(e->metrics, JD_H_EVENT_TO_TRIGGER, lat < 0 ? 0 : lat / 1000.0);
-        }
+    if (f->is_trigger && e->metrics && f->src_ts > 0) {
+        int64_t lat = jd_now_ms() - f->src_ts;
+        jd_metrics_observe(e->metrics, JD_H_EVENT_TO_TRIGGER, lat < 0 ? 0 : lat / 1000.0);
     }
     struct jd_part *p = f->ckpt ? jd_engine_part_by_source(e, f->source) : NULL;
     if (p && p->gen == f->gen) {
         f->ckpt->outstanding--;
         jd_engine_ckpt_advance(e, p);
     }
-    free(f);
+    if (!f->is_trigger) {
+        free(f);
+        return;
+    }
+    /* The customer learns of the acknowledgement at a safe point
+     * (jd_engine_apply_acks): this callback runs inside rd_kafka_poll, which
+     * produce() calls while a customer's outbox is being walked. */
+    if (e->nacks == e->capacks) {
+        e->capacks = e->capacks ? e->capacks * 2 : 256;
+        e->acks = jd_xrealloc(e->acks, e->capacks * sizeof *e->acks);
+    }
+    e->acks[e->nacks++] = f;
+}
+
+void jd_engine_apply_acks(struct jd_engine *e)
+{
+    for (size_t i = 0; i < e->nacks; i++) {
+        struct jd_inflight *f = e->acks[i];
+        struct jd_customer *c = jd_cache_get(e->cache, f->customer_id, strlen(f->customer_id));
+        if (c && jd_customer_ack(c, f->trigger_id) == 0)
+            jd_engine_push_dirty(e, c);
+        free(f);
+    }
+    e->nacks = 0;
 }
 
 int jd_engine_drain_producer(struct jd_engine *e, int timeout_ms)

@@ -52,17 +52,35 @@ static int in_list(const rd_kafka_topic_partition_list_t *parts, const char *top
     return 0;
 }
 
+/* Customers of released partitions leave the dirty list before the cache
+ * frees them (acknowledgements served while draining put them back on it). */
+void jd_engine_forget_dirty(struct jd_engine *e, const rd_kafka_topic_partition_list_t *parts)
+{
+    size_t nd = 0;
+    for (size_t i = 0; i < e->ndirty; i++) {
+        struct jd_part *p = jd_engine_part_by_source(e, e->dirty[i]->partition);
+        if (p && in_list(parts, p->topic, p->partition))
+            e->dirty[i]->dirty = 0;
+        else
+            e->dirty[nd++] = e->dirty[i];
+    }
+    e->ndirty = nd;
+}
+
 static void released(struct jd_engine *e, rd_kafka_topic_partition_list_t *parts, int lost)
 {
     if (!lost && !e->abandoned) {
         /* finish what we hold for these partitions (and the others: the
-         * batch is one unit) */
+         * batch is one unit), wait for the acknowledgements, and write them
+         * back so that the next owner does not re-send delivered triggers */
         jd_engine_process_batch(e);
-        if (jd_engine_persist(e, e->stop) != 0)
+        if (!e->abandoned && jd_engine_persist(e, e->stop) != 0)
             e->abandoned = 1;
         if (jd_engine_drain_producer(e, 30000) != 0)
             jd_warn(MOD, "triggers still unacknowledged after 30 s; their offsets stay "
                          "uncommitted and the next owner re-sends them");
+        if (!e->abandoned && jd_engine_persist(e, e->stop) != 0)
+            e->abandoned = 1;
         rd_kafka_resp_err_t cerr = rd_kafka_commit(e->consumer, NULL, 0);
         if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
             jd_warn(MOD, "commit before release: %s", rd_kafka_err2str(cerr));
@@ -80,17 +98,12 @@ static void released(struct jd_engine *e, rd_kafka_topic_partition_list_t *parts
         }
         e->nmsgs = keep;
         jd_engine_drain_producer(e, 5000);
-        /* customers about to be dropped must leave the dirty list */
-        size_t nd = 0;
-        for (size_t i = 0; i < e->ndirty; i++) {
-            struct jd_part *p = jd_engine_part_by_source(e, e->dirty[i]->partition);
-            if (p && in_list(parts, p->topic, p->partition))
-                e->dirty[i]->dirty = 0;
-            else
-                e->dirty[nd++] = e->dirty[i];
-        }
-        e->ndirty = nd;
+        jd_engine_apply_acks(e);
     }
+    /* customers about to be dropped must leave the write-back list (after a
+     * successful persist it holds none of them; after a failure or a loss
+     * their state is not ours to write any more) */
+    jd_engine_forget_dirty(e, parts);
     for (int i = 0; i < parts->cnt; i++) {
         struct jd_part *p = jd_engine_part(e, parts->elems[i].topic, parts->elems[i].partition, 0);
         if (!p)

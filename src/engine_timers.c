@@ -76,18 +76,29 @@ int64_t jd_engine_clock(const struct jd_engine *e, const struct jd_part *p)
     return p->watermark - e->cfg->allowed_lateness_ms;
 }
 
-/* Earliest of: the rules' next change after `now`, the not_before of any
- * deferred entry the clock has not reached. 0: nothing. */
-static int64_t next_due(const struct jd_engine *e, const struct jd_customer *c, int64_t now,
-                        int64_t clock)
+int64_t jd_engine_send_clock(const struct jd_engine *e, const struct jd_part *p)
+{
+    if (e->cfg->clock == JD_CLOCK_WALL)
+        return jd_now_ms();
+    return p->watermark > 0 ? p->watermark : -1;
+}
+
+/* Earliest of: the rules' next change after `now`, and for each deferred
+ * entry not yet released the timer-clock instant at which the send clock
+ * reaches its not_before (allowed_lateness earlier on the timer clock: a
+ * decided trigger waits for no late event). 0: nothing. */
+static int64_t next_due(const struct jd_engine *e, const struct jd_part *p,
+                        const struct jd_customer *c, int64_t now)
 {
     int64_t d = jd_rules_next_change(e->rs, c, now);
+    int64_t send = jd_engine_send_clock(e, p);
+    int64_t lag = e->cfg->clock == JD_CLOCK_EVENT ? e->cfg->allowed_lateness_ms : 0;
     for (size_t i = 0; i < c->npending; i++) {
         const struct jd_pending_trigger *pt = &c->pending[i];
-        if (!pt->produced && pt->not_before > clock && pt->not_before < d)
-            d = pt->not_before;
+        if (!pt->produced && pt->not_before > send && pt->not_before - lag < d)
+            d = pt->not_before - lag;
     }
-    return d == INT64_MAX ? 0 : d;
+    return d == INT64_MAX || d <= 0 ? 0 : d;
 }
 
 int jd_engine_timers_fire(struct jd_engine *e, struct jd_part *p, struct jd_customer *c)
@@ -118,7 +129,7 @@ int jd_engine_timers_fire(struct jd_engine *e, struct jd_part *p, struct jd_cust
             int64_t late = jd_now_ms() - due;
             jd_metrics_observe(e->metrics, JD_H_TIMER_LATENESS, late > 0 ? late / 1000.0 : 0);
         }
-        c->next_timer = next_due(e, c, due, clock);
+        c->next_timer = next_due(e, p, c, due);
     }
     return n;
 }
@@ -126,7 +137,7 @@ int jd_engine_timers_fire(struct jd_engine *e, struct jd_part *p, struct jd_cust
 void jd_engine_timers_schedule(struct jd_engine *e, struct jd_part *p, struct jd_customer *c,
                                int64_t now)
 {
-    int64_t d = next_due(e, c, now, jd_engine_clock(e, p));
+    int64_t d = next_due(e, p, c, now);
     if (d != c->next_timer) {
         c->next_timer = d;
         jd_engine_push_dirty(e, c);

@@ -153,6 +153,8 @@ struct jd_loadgen {
     uint64_t limit; /* events to hand out */
     uint64_t count;
     int last_persona;
+    uint8_t *touched; /* one bit per customer */
+    uint64_t ntouched;
 
     /* demo: every customer's journey, planned at _new */
     uint8_t *persona;
@@ -301,6 +303,7 @@ struct jd_loadgen *jd_loadgen_new(const struct jd_loadgen_opts *o, char *errstr,
     struct jd_loadgen *g = jd_xcalloc(1, sizeof(*g));
     g->o = *o;
     g->last_persona = -1;
+    g->touched = jd_xcalloc(o->customers / 8 + 1, 1);
     if (o->profile == JD_LOADGEN_DEMO) {
         g->limit = o->events ? o->events : UINT64_MAX;
         demo_setup(g);
@@ -317,6 +320,7 @@ void jd_loadgen_destroy(struct jd_loadgen *g)
 {
     if (!g)
         return;
+    free(g->touched);
     free(g->persona);
     free(g->plan);
     free(g->plan_off);
@@ -332,6 +336,11 @@ static void emit(struct jd_loadgen *g, uint64_t idx, const struct jd_loadgen_pla
                  struct jd_event *ev)
 {
     struct jd_loadgen_traits traits;
+    uint8_t bit = (uint8_t)(1u << (idx & 7));
+    if (!(g->touched[idx >> 3] & bit)) {
+        g->touched[idx >> 3] |= bit;
+        g->ntouched++;
+    }
     jd_loadgen_traits_of(g->o.seed, idx, &traits);
     snprintf(g->event_id, sizeof(g->event_id), "ev-%" PRIx64 "-%010" PRIu64, g->o.seed, g->count);
     jd_loadgen_customer_id(idx, g->customer_id, sizeof(g->customer_id));
@@ -526,6 +535,11 @@ int jd_loadgen_customer_persona(const struct jd_loadgen *g, uint64_t idx)
 uint64_t jd_loadgen_count(const struct jd_loadgen *g)
 {
     return g->count;
+}
+
+uint64_t jd_loadgen_customers_touched(const struct jd_loadgen *g)
+{
+    return g->ntouched;
 }
 
 static void json_str(struct jd_buf *out, const char *s)

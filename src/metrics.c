@@ -115,6 +115,40 @@ static const char *const suppress_names[JD_SUP_COUNT] = {
     [JD_SUP_DUPLICATE] = "duplicate",     [JD_SUP_OTHER] = "other",
 };
 
+/* Program-wide families (insights.c reads them from Redis). */
+static const struct {
+    const char *name, *type, *help, *labels[2];
+} program_defs[JD_PF_COUNT] = {
+    [JD_PF_STAGE_CUSTOMERS] = {"journeyd_stage_customers",
+                               "gauge",
+                               "Customers in each journey stage, program-wide (from Redis).",
+                               {"stage", NULL}},
+    [JD_PF_STAGE_TRANSITIONS] = {"journeyd_stage_transitions_total",
+                                 "counter",
+                                 "Customers moving from one journey stage to another, "
+                                 "program-wide; from=\"(new)\" for a first stage.",
+                                 {"from", "to"}},
+    [JD_PF_NPS] = {"journeyd_nps_responses",
+                   "gauge",
+                   "Customers by NPS group of their latest feedback score (promoter 9-10, "
+                   "passive 7-8, detractor 0-6), program-wide.",
+                   {"group", NULL}},
+    [JD_PF_DECISIONS] = {"journeyd_trigger_decisions_total",
+                         "counter",
+                         "Trigger decisions with a conversion goal whose outcome is known, by "
+                         "group (treated: sent, control: held out).",
+                         {"trigger", "group"}},
+    [JD_PF_CONVERSIONS] = {"journeyd_trigger_conversions_total",
+                           "counter",
+                           "Trigger decisions whose customer reached the goal within the "
+                           "window, by group.",
+                           {"trigger", "group"}},
+    [JD_PF_DECISIONS_OPEN] = {"journeyd_trigger_decisions_open",
+                              "gauge",
+                              "Trigger decisions still inside their goal window, by group.",
+                              {"trigger", "group"}},
+};
+
 #define DEFAULT_HEARTBEAT_TIMEOUT_NS (10LL * 1000000000LL)
 
 struct hist {
@@ -156,6 +190,7 @@ struct jd_metrics {
     char rule_version[65];
     struct jd_lag *lag;
     size_t nlag;
+    char *program; /* rendered program-wide families (jd_metrics_set_program) */
 };
 
 struct jd_metrics *jd_metrics_new(const char *version)
@@ -216,6 +251,7 @@ void jd_metrics_destroy(struct jd_metrics *m)
         return;
     rulebound_free(m->rb);
     jd_lag_free(m->lag, m->nlag);
+    free(m->program);
     pthread_mutex_destroy(&m->lock);
     free(m->version);
     free(m);
@@ -642,5 +678,36 @@ void jd_metrics_render(struct jd_metrics *m, struct jd_buf *out)
     }
 
     render_rulebound(m, out);
+    if (m->program)
+        jd_buf_puts(out, m->program);
     pthread_mutex_unlock(&m->lock);
+}
+
+void jd_metrics_set_program(struct jd_metrics *m, const struct jd_series *s, size_t n)
+{
+    struct jd_buf b;
+    jd_buf_init(&b);
+    for (int f = 0; f < JD_PF_COUNT; f++) {
+        put_header(&b, program_defs[f].name, program_defs[f].type, program_defs[f].help);
+        for (size_t i = 0; i < n; i++) {
+            if (s[i].family != (enum jd_program_family)f)
+                continue;
+            jd_buf_puts(&b, program_defs[f].name);
+            for (int l = 0; l < 2 && program_defs[f].labels[l]; l++) {
+                jd_buf_printf(&b, "%s%s=\"", l ? "," : "{", program_defs[f].labels[l]);
+                put_label_value(&b, s[i].label[l] ? s[i].label[l] : "");
+                jd_buf_puts(&b, "\"");
+            }
+            jd_buf_printf(&b, "} %" PRId64 "\n", s[i].value);
+        }
+    }
+    char *text = jd_xmalloc(b.len + 1);
+    memcpy(text, b.len ? b.data : "", b.len);
+    text[b.len] = '\0';
+    jd_buf_free(&b);
+    pthread_mutex_lock(&m->lock);
+    char *old = m->program;
+    m->program = text;
+    pthread_mutex_unlock(&m->lock);
+    free(old);
 }

@@ -6,7 +6,10 @@
  *   windowed count/sum/avg/min/max: a ring of `nb` buckets of `width` ms;
  *     slot i holds the bucket starting at base + i * width; buckets[i] is
  *     its value (sum, min or max), buckets[nb + i] its event count;
- *     t = latest event time added (0 = never).
+ *     t = latest event time added (0 = never); v and n = the totals of the
+ *     ring's values and counts (count/sum/avg), so that reading a window
+ *     whose buckets are all current touches no bucket. A count keeps its
+ *     values at zero (the counts are the value).
  *   lifetime sum/avg/min/max: v = value, n = events counted.
  *   last:    v = value, t = its event time, n = 1 once set.
  *   since:   t = latest event time.
@@ -164,6 +167,8 @@ static void ring_add(const struct jd_aggspec *sp, struct jd_agg *a, int64_t t, d
     int64_t kb0;
     if (a->t == 0) {
         memset(a->buckets, 0, 2 * (size_t)K * sizeof(double));
+        a->v = 0;
+        a->n = 0;
         kb0 = kt - K + 1;
     } else {
         kb0 = floordiv(a->base, w);
@@ -175,17 +180,31 @@ static void ring_add(const struct jd_aggspec *sp, struct jd_agg *a, int64_t t, d
                 memset(a->buckets, 0, 2 * (size_t)K * sizeof(double));
             } else {
                 size_t keep = (size_t)(K - d);
-                memmove(val, val + d, keep * sizeof(double));
-                memset(val + keep, 0, (size_t)d * sizeof(double));
+                if (sp->kind != AGG_COUNT) {
+                    memmove(val, val + d, keep * sizeof(double));
+                    memset(val + keep, 0, (size_t)d * sizeof(double));
+                }
                 memmove(cnt, cnt + d, keep * sizeof(double));
                 memset(cnt + keep, 0, (size_t)d * sizeof(double));
             }
             kb0 += d;
+            /* totals recomputed from the buckets, in order, so that sums
+             * never drift and a replay computes the same doubles */
+            a->v = 0;
+            a->n = 0;
+            for (int64_t i = 0; i < K; i++) {
+                if (sp->kind != AGG_COUNT)
+                    a->v += val[i];
+                a->n += cnt[i];
+            }
         }
     }
     a->base = kb0 * w;
     size_t i = (size_t)(kt - kb0);
-    if (cnt[i] == 0) {
+    if (sp->kind == AGG_COUNT) {
+        /* a count needs no values: its value half stays zero (one cache
+         * line less per event, and stored compactly) */
+    } else if (cnt[i] == 0) {
         val[i] = x;
     } else if (sp->kind == AGG_MIN) {
         if (x < val[i])
@@ -197,6 +216,9 @@ static void ring_add(const struct jd_aggspec *sp, struct jd_agg *a, int64_t t, d
         val[i] += x;
     }
     cnt[i] += 1;
+    if (sp->kind != AGG_COUNT)
+        a->v += x;
+    a->n += 1;
     if (t > a->t || a->t == 0)
         a->t = t ? t : 1;
 }
@@ -297,17 +319,31 @@ struct jd_val jd_agg_value(const struct jd_aggspec *sp, const struct jd_agg *a, 
                 int64_t lo = floordiv(now, w) - K + 1;
                 int64_t kb0 = floordiv(a->base, w);
                 const double *val = a->buckets, *cnt = a->buckets + K;
-                for (int64_t i = lo > kb0 ? lo - kb0 : 0; i < K; i++) {
-                    if (cnt[i] == 0)
-                        continue;
-                    if (n == 0)
-                        best = val[i];
-                    else if (sp->kind == AGG_MIN && val[i] < best)
-                        best = val[i];
-                    else if (sp->kind == AGG_MAX && val[i] > best)
-                        best = val[i];
-                    sum += val[i];
-                    n += cnt[i];
+                int64_t from = lo > kb0 ? lo - kb0 : 0;
+                if (from >= K) {
+                    /* the whole ring has left the window */
+                } else if (sp->kind == AGG_COUNT) {
+                    /* the total, less the buckets that left the window
+                     * (whole numbers: exact) */
+                    n = a->n;
+                    for (int64_t i = 0; i < from; i++)
+                        n -= cnt[i];
+                } else if (from == 0 && sp->kind != AGG_MIN && sp->kind != AGG_MAX) {
+                    sum = a->v;
+                    n = a->n;
+                } else {
+                    for (int64_t i = from; i < K; i++) {
+                        if (cnt[i] == 0)
+                            continue;
+                        if (n == 0)
+                            best = val[i];
+                        else if (sp->kind == AGG_MIN && val[i] < best)
+                            best = val[i];
+                        else if (sp->kind == AGG_MAX && val[i] > best)
+                            best = val[i];
+                        sum += val[i];
+                        n += cnt[i];
+                    }
                 }
             }
             switch (sp->kind) {

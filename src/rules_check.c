@@ -269,6 +269,10 @@ static int check_type_arg(struct jd_check *ck, struct jd_node *n, const char *fn
 static int check_window_arg(struct jd_check *ck, struct jd_node *n, const char *fn, int64_t *ms)
 {
     if (is_dur_lit(n)) {
+        if (n->lit.n > (double)JD_MAX_WINDOW_MS) {
+            jd_check_error(ck, n->off, "%s: the window is too long (at most 3650d)", fn);
+            return -1;
+        }
         *ms = (int64_t)n->lit.n;
         if (*ms <= 0) {
             jd_check_error(ck, n->off, "%s: the window must be longer than 0", fn);
@@ -584,6 +588,8 @@ static void days_threshold(struct jd_check *ck, struct jd_node *agg, struct jd_n
         ms = k->kids[0]->lit.n;
     else
         return;
+    if (!(ms > -(double)JD_MAX_WINDOW_MS && ms < (double)JD_MAX_WINDOW_MS))
+        return;  /* no instant worth a timer */
     agg->op = 1; /* claimed: its changes are known exactly */
     if (agg->idx < 0 || !ck->timed)
         return;

@@ -43,16 +43,6 @@ int jd_truthy(struct jd_val v)
     return v.t == V_BOOL && v.n != 0;
 }
 
-static int64_t core_count(const struct jd_customer *c, const char *type)
-{
-    /* the core profile's lifetime counts (jd_customer_apply_core has already
-     * counted the current event) */
-    for (size_t i = 0; i < c->ncounts; i++)
-        if (c->counts[i].type && strcmp(c->counts[i].type, type) == 0)
-            return c->counts[i].n;
-    return 0;
-}
-
 static int compare(int op, struct jd_val l, struct jd_val r)
 {
     if (l.t == V_NULL || r.t == V_NULL)
@@ -150,7 +140,9 @@ struct jd_val jd_eval(const struct jd_ectx *x, const struct jd_node *n)
     case NK_EV_ATTR:
         return ev ? vstr(jd_event_attr_get(ev, n->str)) : vnull();
     case NK_COUNT:
-        return vnum((double)core_count(c, n->str));
+        /* the core profile's lifetime count: jd_customer_apply_core has already
+         * counted the current event */
+        return vnum((double)jd_customer_count(c, n->str));
     case NK_COUNT_ANY: {
         int64_t s = 0;
         for (size_t i = 0; i < c->ncounts; i++)

@@ -16,6 +16,7 @@
 #include "journeyd/rules.h"
 
 #define JD_DAY_MS 86400000LL
+#define JD_MAX_WINDOW_MS (3650 * JD_DAY_MS)
 
 /* ---- arena ---------------------------------------------------------- */
 

@@ -129,8 +129,8 @@ static void lex_number(struct jd_lexer *lx, struct jd_token *t, char *msg, size_
             mult = 7.0 * (double)JD_DAY_MS;
         if (mult == 0 || frac) {
             t->k = TK_ERR;
-            t->off = p;
-            t->len = ul;
+            t->off = frac ? lx->pos : p;
+            t->len = frac ? u - lx->pos : ul;
             if (frac)
                 snprintf(msg, msgsize, "a duration must be a whole number (%.*s%.*s)", (int)nl, num,
                          (int)ul, s + p);

@@ -93,11 +93,26 @@ static void free_persisted(struct jd_customer *c)
     free(c->aggs);
     c->aggs = NULL;
     c->naggs = 0;
+    if (c->trigger_sends)
+        for (size_t i = 0; i < c->ntriggers; i++)
+            free(c->trigger_sends[i].t);
+    free(c->trigger_sends);
+    c->trigger_sends = NULL;
     free(c->last_fired);
     free(c->fired_count);
     c->last_fired = NULL;
     c->fired_count = NULL;
     c->ntriggers = 0;
+    for (size_t k = 0; k < JD_KIND_COUNT; k++) {
+        free(c->kind_sends[k].t);
+        memset(&c->kind_sends[k], 0, sizeof c->kind_sends[k]);
+    }
+    free(c->tz);
+    c->tz = NULL;
+    c->optout = 0;
+    free(c->goals);
+    c->goals = NULL;
+    c->ngoals = c->capgoals = 0;
 }
 
 static void pending_free(struct jd_pending_trigger *p)
@@ -251,6 +266,17 @@ void jd_customer_clear_acked(struct jd_customer *c)
     c->nacked = 0;
 }
 
+struct jd_goal *jd_customer_add_goal(struct jd_customer *c)
+{
+    if (c->ngoals == c->capgoals) {
+        c->capgoals = c->capgoals ? c->capgoals * 2 : 2;
+        c->goals = jd_xrealloc(c->goals, c->capgoals * sizeof *c->goals);
+    }
+    struct jd_goal *g = &c->goals[c->ngoals++];
+    memset(g, 0, sizeof *g);
+    return g;
+}
+
 void jd_customer_take_state(struct jd_customer *dst, struct jd_customer *src)
 {
     free_persisted(dst);
@@ -269,7 +295,14 @@ void jd_customer_take_state(struct jd_customer *dst, struct jd_customer *src)
     dst->last_fired = src->last_fired;
     dst->fired_count = src->fired_count;
     dst->ntriggers = src->ntriggers;
+    dst->trigger_sends = src->trigger_sends;
+    memcpy(dst->kind_sends, src->kind_sends, sizeof dst->kind_sends);
+    dst->tz = src->tz;
+    dst->optout = src->optout;
     dst->next_timer = src->next_timer;
+    dst->goals = src->goals;
+    dst->ngoals = src->ngoals;
+    dst->capgoals = src->capgoals;
     memcpy(dst->recent_ids, src->recent_ids, sizeof dst->recent_ids);
     dst->recent_pos = src->recent_pos;
     src->last_channel = NULL;
@@ -280,6 +313,11 @@ void jd_customer_take_state(struct jd_customer *dst, struct jd_customer *src)
     src->last_fired = NULL;
     src->fired_count = NULL;
     src->ntriggers = 0;
+    src->trigger_sends = NULL;
+    memset(src->kind_sends, 0, sizeof src->kind_sends);
+    src->tz = NULL;
+    src->goals = NULL;
+    src->ngoals = src->capgoals = 0;
     jd_customer_destroy(src);
 }
 
@@ -308,4 +346,49 @@ void jd_customer_rebind(struct jd_customer *c, const struct jd_ruleset *old_rs,
     }
     jd_buf_free(&b);
     jd_customer_take_state(c, tmp);
+}
+
+void jd_times_add(struct jd_times *ts, int64_t t)
+{
+    if (ts->n == ts->cap) {
+        ts->cap = ts->cap ? ts->cap * 2 : 2;
+        ts->t = jd_xrealloc(ts->t, ts->cap * sizeof *ts->t);
+    }
+    uint32_t i = ts->n;
+    while (i > 0 && ts->t[i - 1] > t) {
+        ts->t[i] = ts->t[i - 1];
+        i--;
+    }
+    ts->t[i] = t;
+    ts->n++;
+}
+
+void jd_times_prune(struct jd_times *ts, int64_t before, uint32_t keep_max)
+{
+    uint32_t drop = 0;
+    while (drop < ts->n && ts->t[drop] <= before)
+        drop++;
+    if (ts->n - drop > keep_max)
+        drop = ts->n - keep_max;
+    if (drop == 0)
+        return;
+    memmove(ts->t, ts->t + drop, (ts->n - drop) * sizeof *ts->t);
+    ts->n -= drop;
+}
+
+uint32_t jd_times_count_after(const struct jd_times *ts, int64_t after)
+{
+    uint32_t n = 0;
+    for (uint32_t i = ts->n; i > 0 && ts->t[i - 1] > after; i--)
+        n++;
+    return n;
+}
+
+struct jd_times *jd_customer_trigger_sends(struct jd_customer *c, size_t t)
+{
+    if (t >= c->ntriggers)
+        return NULL;
+    if (!c->trigger_sends)
+        c->trigger_sends = jd_xcalloc(c->ntriggers, sizeof *c->trigger_sends);
+    return &c->trigger_sends[t];
 }

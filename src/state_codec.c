@@ -21,6 +21,8 @@
 #include "state_internal.h"
 
 #define STATE_VERSION "v1"
+/* sanity bound on a send-time list (max_per_customer and caps[].max are at most 1e6) */
+#define JD_MAX_SEND_TIMES 1000000u
 
 static int needs_escape(unsigned char ch)
 {
@@ -126,6 +128,13 @@ static void put_agg(struct jd_buf *b, const struct jd_agg *a, const char *key)
     }
 }
 
+/* "=T1,T2,..." ascending send times */
+static void put_times(struct jd_buf *b, const struct jd_times *ts)
+{
+    for (uint32_t i = 0; i < ts->n; i++)
+        jd_buf_printf(b, "%c%" PRId64, i ? ',' : '=', ts->t[i]);
+}
+
 void jd_customer_encode(const struct jd_customer *c, const struct jd_ruleset *rs,
                         struct jd_buf *out)
 {
@@ -180,9 +189,48 @@ void jd_customer_encode(const struct jd_customer *c, const struct jd_ruleset *rs
             put_escaped_str(out, jd_rules_trigger(rs, i)->on.name);
             jd_buf_printf(out, "=%" PRId64 ":%" PRIu32, c->last_fired[i], c->fired_count[i]);
         }
+        for (size_t i = 0; c->trigger_sends && i < c->ntriggers && i < ntrig; i++) {
+            if (c->trigger_sends[i].n == 0)
+                continue;
+            jd_buf_puts(out, "|tt.");
+            put_escaped_str(out, jd_rules_trigger(rs, i)->on.name);
+            put_times(out, &c->trigger_sends[i]);
+        }
+    }
+    for (int k = 0; k < JD_KIND_COUNT; k++) {
+        if (c->kind_sends[k].n == 0)
+            continue;
+        jd_buf_printf(out, "|kt.%s", jd_kind_name((enum jd_trigger_kind)k));
+        put_times(out, &c->kind_sends[k]);
+    }
+    if (c->tz) {
+        jd_buf_puts(out, "|tz=");
+        put_escaped_str(out, c->tz);
+    }
+    if (c->optout) {
+        int first = 1;
+        for (int k = 0; k < JD_KIND_COUNT; k++) {
+            if (!(c->optout & (1u << k)))
+                continue;
+            jd_buf_printf(out, "%s%s", first ? "|oo=" : ",", jd_kind_name((enum jd_trigger_kind)k));
+            first = 0;
+        }
     }
     if (c->next_timer)
         jd_buf_printf(out, "|nt=%" PRId64, c->next_timer);
+    if (rs && c->ngoals) {
+        size_t ntrig = jd_rules_ntriggers(rs);
+        int first = 1;
+        for (uint32_t i = 0; i < c->ngoals; i++) {
+            const struct jd_goal *g = &c->goals[i];
+            if (g->trigger >= ntrig)
+                continue;
+            jd_buf_puts(out, first ? "|og=" : ",");
+            put_escaped_str(out, jd_rules_trigger(rs, g->trigger)->on.name);
+            jd_buf_printf(out, ":%c:%" PRId64, g->control ? 'c' : 't', g->deadline);
+            first = 0;
+        }
+    }
     /* Oldest first, so that decoding rebuilds the ring in the same order. */
     int first = 1;
     for (size_t k = 0; k < JD_RECENT_IDS; k++) {
@@ -433,6 +481,24 @@ static int dec_agg_str(struct dec *d, struct span key, struct span val)
     return 0;
 }
 
+/* "T1,T2,..." into ts (NULL: checked and dropped). */
+static int dec_times(struct dec *d, struct span val, struct jd_times *ts)
+{
+    struct span rest = val, f;
+    uint32_t n = 0;
+    if (ts)
+        ts->n = 0;
+    for (int more = 1; more;) {
+        more = split(&rest, ',', &f);
+        int64_t t;
+        if (parse_i64(f, &t) != 0 || ++n > JD_MAX_SEND_TIMES)
+            return fail(d, "bad send times", val);
+        if (ts)
+            jd_times_add(ts, t);
+    }
+    return 0;
+}
+
 static int dec_field(struct dec *d, struct span key, struct span val)
 {
     struct jd_customer *c = d->c;
@@ -507,6 +573,55 @@ static int dec_field(struct dec *d, struct span key, struct span val)
         if (i >= 0 && (size_t)i < c->ntriggers) {
             c->last_fired[i] = ms;
             c->fired_count[i] = (uint32_t)n;
+        }
+    } else if (has_prefix(key, "tt.", &rest)) {
+        if (unescape(rest, &d->name) != 0)
+            return fail(d, "bad escape in trigger name", key);
+        int i = d->rs ? jd_rules_trigger_index(d->rs, d->name.data) : -1;
+        struct jd_times *ts = i >= 0 ? jd_customer_trigger_sends(c, (size_t)i) : NULL;
+        return dec_times(d, val, ts);
+    } else if (has_prefix(key, "kt.", &rest)) {
+        if (unescape(rest, &d->name) != 0)
+            return fail(d, "bad escape in kind", key);
+        enum jd_trigger_kind k;
+        /* a kind this build does not know is parsed and dropped */
+        return dec_times(d, val, jd_kind_parse(d->name.data, &k) == 0 ? &c->kind_sends[k] : NULL);
+    } else if (is_key(key, "tz")) {
+        if (unescape(val, &d->name) != 0 || d->name.len == 0)
+            return fail(d, "bad time zone", val);
+        free(c->tz);
+        c->tz = jd_strdup(d->name.data);
+    } else if (is_key(key, "oo")) {
+        rest = val;
+        c->optout = 0;
+        for (int more = 1; more;) {
+            more = split(&rest, ',', &f);
+            enum jd_trigger_kind k;
+            if (unescape(f, &d->name) != 0 || d->name.len == 0)
+                return fail(d, "bad opt-out kinds", val);
+            if (jd_kind_parse(d->name.data, &k) == 0)
+                c->optout |= (uint8_t)(1u << k);
+        }
+    } else if (is_key(key, "og")) {
+        /* NAME:t|c:DEADLINE,... — goals of triggers the rule set no longer
+         * has are dropped (their outcome is no longer measured) */
+        rest = val;
+        for (int more = 1; more;) {
+            more = split(&rest, ',', &f);
+            struct span name, grp;
+            int64_t deadline;
+            if (!split(&f, ':', &name) || !split(&f, ':', &grp) || grp.len != 1 ||
+                (grp.p[0] != 't' && grp.p[0] != 'c') || parse_i64(f, &deadline) != 0)
+                return fail(d, "bad open goal", val);
+            if (unescape(name, &d->name) != 0)
+                return fail(d, "bad escape in goal trigger", val);
+            int i = d->rs ? jd_rules_trigger_index(d->rs, d->name.data) : -1;
+            if (i < 0)
+                continue;
+            struct jd_goal *g = jd_customer_add_goal(c);
+            g->trigger = (uint32_t)i;
+            g->control = grp.p[0] == 'c';
+            g->deadline = deadline;
         }
     } else if (is_key(key, "ri")) {
         rest = val;

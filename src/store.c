@@ -1,15 +1,17 @@
 /*
  * store — customers' journey state in Redis (layout in store.h).
  *
- * Owns one synchronous hiredis connection and the scratch buffers that turn
- * a batch of customers into one pipelined round trip: every command of the
- * batch is appended (redisAppendCommandArgv, binary-safe), then every reply
- * is read. Each customer's write is its own MULTI/EXEC on its own keys, so
- * the layout stays valid for Redis Cluster and one customer's failure (an
- * OOM, a READONLY replica) never half-writes another.
+ * Turns a batch of customers into one pipeline over a struct jd_redis
+ * (redis_conn.h), which sends it in one round trip per Redis master: a
+ * single node or the masters of a Redis Cluster, one code path. Each
+ * customer's write is its own MULTI/EXEC on its own keys (one hash tag, so
+ * one cluster slot): one customer's failure (an OOM, a READONLY replica)
+ * never half-writes it or touches another, and no transaction ever spans two
+ * customers. Owns the connection and the scratch buffers that are reused
+ * from batch to batch.
  *
- * After an I/O error the hiredis context is unusable; every call then fails
- * fast until jd_store_reconnect succeeds.
+ * After a lost connection every call fails fast until jd_store_reconnect
+ * succeeds.
  */
 #include "journeyd/store.h"
 
@@ -17,44 +19,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
+#include "journeyd/redis_conn.h"
 #include "store_int.h"
 
 #define DEFAULT_ADDRESS "127.0.0.1:6379"
 #define OUTBOX_NOT_BEFORE 0x80 /* kind byte flag: a not_before time follows */
 
-static int store_connect(struct jd_store *st, char *errstr, size_t errsize)
-{
-    struct timeval tv = {st->timeout_ms / 1000, (st->timeout_ms % 1000) * 1000};
-    redisContext *ctx = redisConnectWithTimeout(st->host, st->port, tv);
-    if (!ctx) {
-        snprintf(errstr, errsize, "Redis %s:%d: cannot allocate a connection", st->host, st->port);
-        return -1;
-    }
-    if (ctx->err) {
-        snprintf(errstr, errsize, "Redis %s:%d: %s", st->host, st->port, ctx->errstr);
-        redisFree(ctx);
-        return -1;
-    }
-    if (redisSetTimeout(ctx, tv) != REDIS_OK) {
-        snprintf(errstr, errsize, "Redis %s:%d: cannot set the timeout", st->host, st->port);
-        redisFree(ctx);
-        return -1;
-    }
-    st->ctx = ctx;
-    return 0;
-}
-
 struct jd_store *jd_store_new(const struct jd_config *cfg, char *errstr, size_t errsize)
 {
     struct jd_store *st = jd_xcalloc(1, sizeof *st);
-    const char *addr = cfg->nredis_addresses ? cfg->redis_addresses[0] : DEFAULT_ADDRESS;
-    if (jd_parse_hostport(addr, st->host, sizeof st->host, &st->port) != 0) {
-        snprintf(errstr, errsize, "bad Redis address \"%s\" (want HOST:PORT)", addr);
-        goto err;
+    static const char *const fallback[1] = {DEFAULT_ADDRESS};
+    const char *const *seeds = fallback;
+    size_t nseeds = 1;
+    if (cfg->nredis_addresses) {
+        seeds = (const char *const *)cfg->redis_addresses;
+        nseeds = cfg->nredis_addresses;
     }
-    st->timeout_ms = cfg->redis_timeout_ms > 0 ? cfg->redis_timeout_ms : 2000;
     st->prefix = jd_strdup(cfg->key_prefix ? cfg->key_prefix : "j");
     st->history_max = cfg->history_max;
     st->topics = cfg->input_topics;
@@ -65,7 +46,9 @@ struct jd_store *jd_store_new(const struct jd_config *cfg, char *errstr, size_t 
         jd_buf_init(&st->keys[i]);
     jd_buf_init(&st->enc);
     jd_buf_init(&st->vals);
-    if (store_connect(st, errstr, errsize) != 0)
+    st->rd = jd_redis_new(seeds, nseeds, cfg->redis_timeout_ms > 0 ? cfg->redis_timeout_ms : 2000,
+                          errstr, errsize);
+    if (!st->rd)
         goto err;
     return st;
 err:
@@ -77,8 +60,7 @@ void jd_store_destroy(struct jd_store *st)
 {
     if (!st)
         return;
-    if (st->ctx)
-        redisFree(st->ctx);
+    jd_redis_destroy(st->rd);
     free(st->prefix);
     free(st->argv);
     free(st->argvlen);
@@ -87,40 +69,26 @@ void jd_store_destroy(struct jd_store *st)
     jd_buf_free(&st->enc);
     jd_buf_free(&st->vals);
     free(st->valoff);
-    free(st->replies);
-    free(st->ncmds);
-    free(st->npre);
-    jd_due_list_free(&st->deferred);
+    free(st->q);
+    free(st->pre);
     jd_buf_free(&st->pkey);
+    jd_due_list_free(&st->deferred);
     free(st);
 }
 
 int jd_store_reconnect(struct jd_store *st, char *errstr, size_t errsize)
 {
-    if (st->ctx) {
-        redisFree(st->ctx);
-        st->ctx = NULL;
-    }
-    return store_connect(st, errstr, errsize);
+    return jd_redis_reconnect(st->rd, errstr, errsize);
 }
 
 int jd_store_ping(struct jd_store *st)
 {
-    char err[256];
-    if (!st->ctx)
-        return -1;
-    redisReply *r = redisCommand(st->ctx, "PING");
-    st->roundtrips++;
-    if (!r)
-        return conn_fail(st, "PING", err, sizeof err);
-    int ok = r->type == REDIS_REPLY_STATUS && strcmp(r->str, "PONG") == 0;
-    freeReplyObject(r);
-    return ok ? 0 : -1;
+    return jd_redis_ping(st->rd);
 }
 
 uint64_t jd_store_roundtrips(const struct jd_store *st)
 {
-    return st->roundtrips;
+    return jd_redis_roundtrips(st->rd);
 }
 
 uint64_t jd_store_errors(const struct jd_store *st)
@@ -130,7 +98,29 @@ uint64_t jd_store_errors(const struct jd_store *st)
 
 int jd_store_connected(const struct jd_store *st)
 {
-    return st->ctx != NULL;
+    return jd_redis_connected(st->rd);
+}
+
+uint64_t jd_store_redirects(const struct jd_store *st)
+{
+    return jd_redis_redirects(st->rd);
+}
+
+uint64_t jd_store_take_redirects(struct jd_store *st)
+{
+    uint64_t now = jd_redis_redirects(st->rd), n = now - st->redirects_taken;
+    st->redirects_taken = now;
+    return n;
+}
+
+struct jd_redis *jd_store_redis(struct jd_store *st)
+{
+    return st->rd;
+}
+
+const char *jd_store_describe(const struct jd_store *st)
+{
+    return jd_redis_describe(st->rd);
 }
 
 /* -------- load -------- */
@@ -198,34 +188,34 @@ int jd_store_load(struct jd_store *st, const struct jd_ruleset *rs, struct jd_cu
 {
     if (n == 0)
         return 0;
-    if (!st->ctx)
-        return conn_fail(st, "load", errstr, errsize);
+    char why[400];
+    /* commands another module appended ride along (store.h) */
+    size_t base = jd_redis_pending(st->rd);
     for (size_t i = 0; i < n; i++) {
         build_key(st, 0, cs[i]->id, cs[i]->id_len, "");
         arg_str(st, 0, "GET");
         arg(st, 1, st->keys[0].data, st->keys[0].len);
-        if (append(st, 2) != 0)
-            return conn_fail(st, "load", errstr, errsize);
+        (void)append(st, 2, 1);
         build_key(st, 0, cs[i]->id, cs[i]->id_len, ":o");
         arg_str(st, 0, "HGETALL");
         arg(st, 1, st->keys[0].data, st->keys[0].len);
-        if (append(st, 2) != 0)
-            return conn_fail(st, "load", errstr, errsize);
+        (void)append(st, 2, 1);
     }
-    st->roundtrips++;
-    if (read_replies(st, 2 * n) != 0)
-        return conn_fail(st, "load", errstr, errsize);
+    if (jd_redis_exec(st->rd, 0, why, sizeof why) != 0)
+        return exec_fail(st, "load", why, errstr, errsize);
 
     /* Everything is decoded first and applied only if all of it is good:
      * a failed load leaves every customer as it was. */
     struct jd_customer **tmps = jd_xcalloc(n, sizeof *tmps);
     int rc = -1;
     for (size_t i = 0; i < n; i++) {
-        const redisReply *s = st->replies[2 * i], *o = st->replies[2 * i + 1];
+        size_t si = base + 2 * i, oi = si + 1;
+        const redisReply *s = jd_redis_reply(st->rd, si), *o = jd_redis_reply(st->rd, oi);
         if (reply_error(s) || reply_error(o)) {
             st->errors++;
-            snprintf(errstr, errsize, "load customer '%s': Redis %s:%d: %s", cs[i]->id, st->host,
-                     st->port, reply_error(s) ? s->str : o->str);
+            size_t bad = reply_error(s) ? si : oi;
+            snprintf(errstr, errsize, "load customer '%s': Redis %s: %s", cs[i]->id,
+                     jd_redis_reply_node(st->rd, bad), jd_redis_reply(st->rd, bad)->str);
             goto out;
         }
         if ((s->type != REDIS_REPLY_STRING && s->type != REDIS_REPLY_NIL) ||
@@ -254,7 +244,7 @@ int jd_store_load(struct jd_store *st, const struct jd_ruleset *rs, struct jd_cu
         if (!tmps[i])
             continue;
         take_pending(cs[i], tmps[i]);
-        if (st->replies[2 * i]->type == REDIS_REPLY_STRING) {
+        if (jd_redis_reply(st->rd, base + 2 * i)->type == REDIS_REPLY_STRING) {
             if (cs[i]->partition < 0)
                 cs[i]->partition = tmps[i]->partition;
             jd_customer_take_state(cs[i], tmps[i]);
@@ -270,7 +260,8 @@ out:
     for (size_t i = 0; i < n; i++)
         jd_customer_destroy(tmps[i]);
     free(tmps);
-    free_replies(st, 2 * n);
+    if (base == 0)
+        jd_redis_clear(st->rd);
     return rc;
 }
 
@@ -290,33 +281,9 @@ static int needs_write(const struct jd_customer *c)
            c->next_timer != c->stored_timer;
 }
 
-/* Queues MULTI ... EXEC for one customer; returns the number of commands
- * queued, 0 on an I/O error. */
-static size_t queue_customer(struct jd_store *st, const struct jd_ruleset *rs,
-                             const struct jd_customer *c)
+/* Outbox values of c not yet stored, into st->vals; returns how many. */
+static size_t outbox_values(struct jd_store *st, const struct jd_customer *c)
 {
-    size_t ncmd = 0, a;
-    build_key(st, 0, c->id, c->id_len, "");
-    build_key(st, 1, c->id, c->id_len, ":o");
-    build_key(st, 2, c->id, c->id_len, ":h");
-
-    arg_str(st, 0, "MULTI");
-    if (append(st, 1) != 0)
-        return 0;
-    ncmd++;
-
-    if (c->dirty || c->next_timer != c->stored_timer) { /* nt is in the state */
-        jd_buf_reset(&st->enc);
-        jd_customer_encode(c, rs, &st->enc);
-        arg_str(st, 0, "SET");
-        arg(st, 1, st->keys[0].data, st->keys[0].len);
-        arg(st, 2, st->enc.data, st->enc.len);
-        if (append(st, 3) != 0)
-            return 0;
-        ncmd++;
-    }
-
-    /* outbox values first, into one buffer; pointers taken once it is final */
     jd_buf_reset(&st->vals);
     size_t nvals = 0;
     if (st->valcap < c->npending + 1) {
@@ -340,11 +307,43 @@ static size_t queue_customer(struct jd_store *st, const struct jd_ruleset *rs,
         jd_buf_append(&st->vals, p->value.data, p->value.len);
     }
     st->valoff[nvals] = st->vals.len;
+    return nvals;
+}
+
+/* Queues one customer's write: MULTI, the outbox (HSET new entries, HDEL
+ * acked ones), the history (LPUSH, LTRIM), the state (SET), EXEC. Returns
+ * where it went.
+ *
+ * The state goes last because it carries the applied offset: should the
+ * commands ever run without a transaction, an outbox written ahead of its
+ * state is harmless (the replayed event recomputes the same trigger ids),
+ * a state ahead of its outbox would lose triggers. They do run without one
+ * in a cluster when the customer's keys fall in two slots — an id starting
+ * with '}' leaves the key without a hash tag — since MULTI cannot span two
+ * slots. */
+static struct queued queue_customer(struct jd_store *st, const struct jd_ruleset *rs,
+                                    const struct jd_customer *c)
+{
+    struct queued q = {0, 0, 1};
+    build_key(st, 0, c->id, c->id_len, "");
+    build_key(st, 1, c->id, c->id_len, ":o");
+    build_key(st, 2, c->id, c->id_len, ":h");
+    if (jd_redis_is_cluster(st->rd) && jd_redis_key_slot(st->keys[0].data, st->keys[0].len) !=
+                                           jd_redis_key_slot(st->keys[1].data, st->keys[1].len))
+        q.multi = 0;
+
+    if (q.multi) {
+        jd_redis_group_begin(st->rd);
+        arg_str(st, 0, "MULTI");
+        q.first = append(st, 1, 0);
+        q.n++;
+    }
+
+    size_t nvals = outbox_values(st, c);
     if (nvals) {
         arg_str(st, 0, "HSET");
         arg(st, 1, st->keys[1].data, st->keys[1].len);
-        a = 2;
-        size_t v = 0;
+        size_t a = 2, v = 0;
         for (size_t k = 0; k < c->npending; k++) {
             const struct jd_pending_trigger *p = &c->pending[k];
             if (p->stored)
@@ -353,9 +352,9 @@ static size_t queue_customer(struct jd_store *st, const struct jd_ruleset *rs,
             arg(st, a++, st->vals.data + st->valoff[v], st->valoff[v + 1] - st->valoff[v]);
             v++;
         }
-        if (append(st, a) != 0)
-            return 0;
-        ncmd++;
+        size_t i = append(st, a, 1);
+        if (q.n++ == 0)
+            q.first = i;
     }
 
     if (c->nacked) {
@@ -363,39 +362,53 @@ static size_t queue_customer(struct jd_store *st, const struct jd_ruleset *rs,
         arg(st, 1, st->keys[1].data, st->keys[1].len);
         for (size_t k = 0; k < c->nacked; k++)
             arg_str(st, 2 + k, c->acked[k]);
-        if (append(st, 2 + c->nacked) != 0)
-            return 0;
-        ncmd++;
+        size_t i = append(st, 2 + c->nacked, 1);
+        if (q.n++ == 0)
+            q.first = i;
     }
 
     if (st->history_max > 0) {
         arg_str(st, 0, "LPUSH");
         arg(st, 1, st->keys[2].data, st->keys[2].len);
-        a = 2;
+        size_t a = 2;
         for (size_t k = 0; k < c->nhistory; k++)
             arg_str(st, a++, c->history[k]);
         for (size_t k = 0; k < c->npending; k++)
             if (c->pending[k].history)
                 arg_str(st, a++, c->pending[k].history);
         if (a > 2) {
-            if (append(st, a) != 0)
-                return 0;
+            size_t i = append(st, a, 1);
+            if (q.n++ == 0)
+                q.first = i;
             char stop[24];
             snprintf(stop, sizeof stop, "%d", st->history_max - 1);
             arg_str(st, 0, "LTRIM");
             arg(st, 1, st->keys[2].data, st->keys[2].len);
             arg_str(st, 2, "0");
             arg_str(st, 3, stop);
-            if (append(st, 4) != 0)
-                return 0;
-            ncmd += 2;
+            (void)append(st, 4, 1);
+            q.n++;
         }
     }
 
-    arg_str(st, 0, "EXEC");
-    if (append(st, 1) != 0)
-        return 0;
-    return ncmd + 1;
+    if (c->dirty || c->next_timer != c->stored_timer) { /* nt is in the state */
+        jd_buf_reset(&st->enc);
+        jd_customer_encode(c, rs, &st->enc);
+        arg_str(st, 0, "SET");
+        arg(st, 1, st->keys[0].data, st->keys[0].len);
+        arg(st, 2, st->enc.data, st->enc.len);
+        size_t i = append(st, 3, 1);
+        if (q.n++ == 0)
+            q.first = i;
+    }
+
+    if (q.multi) {
+        arg_str(st, 0, "EXEC");
+        (void)append(st, 1, 0);
+        q.n++;
+        jd_redis_group_end(st->rd);
+    }
+    return q;
 }
 
 /* The customer's write is in Redis: record what no longer needs writing. */
@@ -416,18 +429,29 @@ static void flushed(struct jd_customer *c)
 }
 
 /* The first error among one customer's replies (queueing errors first: the
- * EXEC error only says the transaction was discarded). NULL when written. */
-static const char *customer_error(redisReply **r, size_t ncmd)
+ * EXEC error only says the transaction was discarded). NULL when written;
+ * *node says which node answered. */
+static const char *customer_error(struct jd_store *st, const struct queued *q, const char *why,
+                                  const char **node)
 {
-    for (size_t k = 0; k + 1 < ncmd; k++)
-        if (r[k]->type == REDIS_REPLY_ERROR)
-            return r[k]->str;
-    const redisReply *ex = r[ncmd - 1];
+    *node = jd_redis_reply_node(st->rd, q->first);
+    for (size_t k = 0; k < q->n; k++)
+        if (!jd_redis_reply(st->rd, q->first + k))
+            return why; /* not executed: the pipeline's own error */
+    size_t nq = q->multi ? q->n - 1 : q->n;
+    for (size_t k = 0; k < nq; k++) {
+        const redisReply *r = jd_redis_reply(st->rd, q->first + k);
+        if (r->type == REDIS_REPLY_ERROR)
+            return r->str;
+    }
+    if (!q->multi)
+        return NULL;
+    const redisReply *ex = jd_redis_reply(st->rd, q->first + q->n - 1);
     if (ex->type == REDIS_REPLY_ERROR)
         return ex->str;
     if (ex->type != REDIS_REPLY_ARRAY)
         return "transaction aborted (EXEC returned nil)";
-    if (ex->elements != ncmd - 2)
+    if (ex->elements != q->n - 2)
         return "unexpected EXEC reply";
     for (size_t k = 0; k < ex->elements; k++)
         if (ex->element[k]->type == REDIS_REPLY_ERROR)
@@ -440,53 +464,90 @@ int jd_store_flush(struct jd_store *st, const struct jd_ruleset *rs, struct jd_c
 {
     if (n == 0)
         return 0;
-    if (!st->ctx)
-        return conn_fail(st, "flush", errstr, errsize);
-    if (st->ncmdscap < n) {
-        st->ncmds = jd_xrealloc(st->ncmds, n * sizeof *st->ncmds);
-        st->npre = jd_xrealloc(st->npre, n * sizeof *st->npre);
-        st->ncmdscap = n;
+    if (st->qcap < n) {
+        st->q = jd_xrealloc(st->q, n * sizeof *st->q);
+        st->qcap = n;
     }
-    size_t total = jd_store_queue_deferred(st);
-    if (total == SIZE_MAX)
-        return conn_fail(st, "flush", errstr, errsize);
+    if (st->precap < n) {
+        st->pre = jd_xrealloc(st->pre, n * sizeof *st->pre);
+        st->precap = n;
+    }
+    size_t base = jd_redis_pending(st->rd); /* commands riding along (store.h) */
+    size_t total = 0, npre = 0;
+    int cluster = jd_redis_is_cluster(st->rd);
+    char why[400];
+    why[0] = '\0';
+    /* per-partition removals and postponements of earlier flushes */
+    jd_store_queue_deferred(st);
     for (size_t i = 0; i < n; i++) {
-        st->ncmds[i] = 0;
+        st->q[i].n = 0;
+        st->pre[i].n = 0;
+        st->pre[i].multi = 0; /* here: 1 when the additions failed */
         if (!needs_write(cs[i]))
             continue;
         /* per-partition additions go before the transaction (store_int.h) */
-        size_t pre = jd_store_queue_pre(st, cs[i]);
-        if (pre == SIZE_MAX || (st->ncmds[i] = queue_customer(st, rs, cs[i])) == 0)
-            return conn_fail(st, "flush", errstr, errsize);
-        st->npre[i] = (uint8_t)pre;
-        total += pre + st->ncmds[i];
+        st->pre[i] = jd_store_queue_pre(st, cs[i]);
+        npre += st->pre[i].n;
+        if (!cluster)
+            st->q[i] = queue_customer(st, rs, cs[i]);
+        total += st->q[i].n;
     }
-    if (total == 0)
-        return 0;
-    st->roundtrips++;
-    if (read_replies(st, total) != 0)
-        return conn_fail(st, "flush", errstr, errsize);
+    if (cluster && (npre || st->ndeferred_sent)) {
+        /* the partition keys live on other masters, which a pipeline serves
+         * in parallel: the additions get a round of their own first, and a
+         * customer whose additions failed is not written now */
+        (void)jd_redis_exec(st->rd, JD_REDIS_REPLICATED, why, sizeof why);
+        jd_store_deferred_sent(st);
+        for (size_t i = 0; i < n; i++) {
+            if (st->pre[i].n && jd_store_queued_error(st, &st->pre[i], why))
+                st->pre[i].multi = 1;
+            st->pre[i].n = 0; /* their replies go with the next append */
+        }
+        jd_redis_clear(st->rd);
+    }
+    if (cluster) {
+        for (size_t i = 0; i < n; i++) {
+            if (!needs_write(cs[i]) || st->pre[i].multi)
+                continue;
+            st->q[i] = queue_customer(st, rs, cs[i]);
+            total += st->q[i].n;
+        }
+    }
+    if (total || (!cluster && (npre || st->ndeferred_sent || base))) {
+        /* written only once a replica has it, when the cluster has
+         * replicas: a failover must not lose what the engine then commits
+         * to Kafka */
+        (void)jd_redis_exec(st->rd, JD_REDIS_REPLICATED, why, sizeof why);
+        jd_store_deferred_sent(st);
+    }
+    /* customer by customer: what got through is done even if some did not */
 
-    jd_store_deferred_sent(st, st->replies);
-    size_t failed = 0, pos = st->ndeferred_sent;
+    size_t failed = 0;
     for (size_t i = 0; i < n; i++) {
-        if (!st->ncmds[i])
+        if (!st->q[i].n && !st->pre[i].multi)
             continue;
-        const char *e = jd_store_first_error(st->replies + pos, st->npre[i]);
-        pos += st->npre[i];
-        const char *tx = customer_error(st->replies + pos, st->ncmds[i]);
-        pos += st->ncmds[i];
-        e = e ? e : tx;
+        const char *node = "(partition keys)";
+        const char *e = st->pre[i].multi ? (why[0] ? why : "timer set write failed") : NULL;
+        if (!e && st->pre[i].n) {
+            e = jd_store_queued_error(st, &st->pre[i], why);
+            node = jd_redis_reply_node(st->rd, st->pre[i].first);
+        }
+        if (!e)
+            e = customer_error(st, &st->q[i], why, &node);
         if (!e) {
             jd_store_defer_post(st, cs[i]);
             flushed(cs[i]);
             continue;
         }
-        if (failed++ == 0)
-            snprintf(errstr, errsize, "flush customer '%s': Redis %s:%d: %s", cs[i]->id, st->host,
-                     st->port, e);
+        if (failed++ == 0) {
+            if (e == why)
+                snprintf(errstr, errsize, "flush customer '%s': %s", cs[i]->id, why);
+            else
+                snprintf(errstr, errsize, "flush customer '%s': Redis %s: %s", cs[i]->id, node, e);
+        }
     }
-    free_replies(st, total);
+    if (base == 0)
+        jd_redis_clear(st->rd);
     if (failed) {
         st->errors++;
         if (failed > 1) {
@@ -506,23 +567,20 @@ int jd_store_history(struct jd_store *st, const char *customer_id, size_t max, c
 {
     *lines = NULL;
     *nlines = 0;
-    if (!st->ctx)
-        return conn_fail(st, "history", errstr, errsize);
     if (max == 0)
         return 0;
     build_key(st, 0, customer_id, strlen(customer_id), ":h");
-    char stop[24];
+    char stop[24], why[400];
     snprintf(stop, sizeof stop, "%zu", max - 1);
+    jd_redis_clear(st->rd);
     arg_str(st, 0, "LRANGE");
     arg(st, 1, st->keys[0].data, st->keys[0].len);
     arg_str(st, 2, "0");
     arg_str(st, 3, stop);
-    if (append(st, 4) != 0)
-        return conn_fail(st, "history", errstr, errsize);
-    st->roundtrips++;
-    if (read_replies(st, 1) != 0)
-        return conn_fail(st, "history", errstr, errsize);
-    redisReply *r = st->replies[0];
+    (void)append(st, 4, 1);
+    if (jd_redis_exec(st->rd, 0, why, sizeof why) != 0)
+        return exec_fail(st, "history", why, errstr, errsize);
+    const redisReply *r = jd_redis_reply(st->rd, 0);
     int rc = -1;
     if (r->type == REDIS_REPLY_ERROR) {
         st->errors++;
@@ -543,7 +601,7 @@ int jd_store_history(struct jd_store *st, const char *customer_id, size_t max, c
     *nlines = r->elements;
     rc = 0;
 out:
-    freeReplyObject(r);
+    jd_redis_clear(st->rd);
     return rc;
 }
 

@@ -36,44 +36,55 @@ static int unstored(const struct jd_customer *c)
     return 0;
 }
 
-static int queue_zadd(struct jd_store *st, int64_t score, const struct jd_customer *c)
+static size_t queue_zadd(struct jd_store *st, int64_t score, const char *id, size_t id_len)
 {
     char num[24];
     snprintf(num, sizeof num, "%" PRId64, score);
     arg_str(st, 0, "ZADD");
     arg(st, 1, st->pkey.data, st->pkey.len);
     arg_str(st, 2, num);
-    arg(st, 3, c->id, c->id_len);
-    return append(st, 4);
+    arg(st, 3, id, id_len);
+    return append(st, 4, 1);
 }
 
-static int queue_zrem(struct jd_store *st, const char *id, size_t id_len)
+static size_t queue_zrem(struct jd_store *st, const char *id, size_t id_len)
 {
     arg_str(st, 0, "ZREM");
     arg(st, 1, st->pkey.data, st->pkey.len);
     arg(st, 2, id, id_len);
-    return append(st, 3);
+    return append(st, 3, 1);
 }
 
-size_t jd_store_queue_pre(struct jd_store *st, const struct jd_customer *c)
+struct queued jd_store_queue_pre(struct jd_store *st, const struct jd_customer *c)
 {
-    size_t n = 0;
+    struct queued q = {0, 0, 0};
     int64_t want = c->next_timer, have = c->stored_timer;
     /* a new or earlier due time: firing early finds nothing, firing late
      * would be wrong */
     if (want && (!have || want < have) && build_pkey(st, c->partition, ":timers") == 0) {
-        if (queue_zadd(st, want, c) != 0)
-            return SIZE_MAX;
-        n++;
+        q.first = queue_zadd(st, want, c->id, c->id_len);
+        q.n++;
     }
-    /* the outbox gets entries: index the customer first (a ZREM of it still
-     * deferred is sent before this, at the head of the same pipeline) */
+    /* the outbox gets entries: index the customer first (a deferred ZREM of
+     * it goes at the head of the same pipeline, so before this) */
     if (unstored(c) && build_pkey(st, c->partition, ":outbox") == 0) {
-        if (queue_zadd(st, 0, c) != 0)
-            return SIZE_MAX;
-        n++;
+        size_t i = queue_zadd(st, 0, c->id, c->id_len);
+        if (q.n++ == 0)
+            q.first = i;
     }
-    return n;
+    return q;
+}
+
+const char *jd_store_queued_error(struct jd_store *st, const struct queued *q, const char *why)
+{
+    for (size_t k = 0; k < q->n; k++) {
+        const redisReply *r = jd_redis_reply(st->rd, q->first + k);
+        if (!r)
+            return why && why[0] ? why : "not executed";
+        if (r->type == REDIS_REPLY_ERROR)
+            return r->str;
+    }
+    return NULL;
 }
 
 void jd_store_defer_post(struct jd_store *st, const struct jd_customer *c)
@@ -89,31 +100,19 @@ void jd_store_defer_post(struct jd_store *st, const struct jd_customer *c)
         jd_due_list_add(&st->deferred, c->partition, -1, c->id, c->id_len);
 }
 
-size_t jd_store_queue_deferred(struct jd_store *st)
+void jd_store_queue_deferred(struct jd_store *st)
 {
-    size_t n = 0;
     const struct jd_due_list *l = &st->deferred;
     for (size_t i = 0; i < l->n; i++) {
         const struct jd_due *d = &l->v[i];
-        build_pkey(st, d->source, d->due < 0 ? ":outbox" : ":timers"); /* checked when added */
-        int rc;
-        if (d->due > 0) {
-            char num[24];
-            snprintf(num, sizeof num, "%" PRId64, d->due);
-            arg_str(st, 0, "ZADD");
-            arg(st, 1, st->pkey.data, st->pkey.len);
-            arg_str(st, 2, num);
-            arg(st, 3, jd_due_id(l, i), d->id_len);
-            rc = append(st, 4);
-        } else {
-            rc = queue_zrem(st, jd_due_id(l, i), d->id_len);
-        }
-        if (rc != 0)
-            return SIZE_MAX;
-        n++;
+        (void)build_pkey(st, d->source,
+                         d->due < 0 ? ":outbox" : ":timers"); /* checked when added */
+        if (d->due > 0)
+            (void)queue_zadd(st, d->due, jd_due_id(l, i), d->id_len);
+        else
+            (void)queue_zrem(st, jd_due_id(l, i), d->id_len);
     }
-    st->ndeferred_sent = n;
-    return n;
+    st->ndeferred_sent = l->n;
 }
 
 /* Drops the first k entries of l (those sent), keeping the later ones. */
@@ -133,23 +132,13 @@ static void drop_front(struct jd_due_list *l, size_t k)
     l->n -= k;
 }
 
-void jd_store_deferred_sent(struct jd_store *st, redisReply **r)
+void jd_store_deferred_sent(struct jd_store *st)
 {
-    /* An error here leaves an entry too many in a set (harmless: a timer
-     * that finds nothing due is corrected when it fires); it is counted but
-     * not retried. Every entry queued exactly one command. */
-    for (size_t i = 0; i < st->ndeferred_sent; i++)
-        if (r[i]->type == REDIS_REPLY_ERROR)
-            st->errors++;
+    /* Executed or not, they are dropped: a lost one leaves an entry too many
+     * in a set (harmless: a timer that finds nothing due is corrected when
+     * it fires). */
     drop_front(&st->deferred, st->ndeferred_sent);
-}
-
-const char *jd_store_first_error(redisReply **r, size_t n)
-{
-    for (size_t k = 0; k < n; k++)
-        if (r[k]->type == REDIS_REPLY_ERROR)
-            return r[k]->str;
-    return NULL;
+    st->ndeferred_sent = 0;
 }
 
 /* -------- due lists -------- */
@@ -193,7 +182,7 @@ void jd_due_list_add(struct jd_due_list *l, int32_t source, int64_t due, const c
 
 static int parse_score(const redisReply *r, int64_t *out)
 {
-    if (r->type != REDIS_REPLY_STRING || r->len == 0 || r->len > 30)
+    if (!r || r->type != REDIS_REPLY_STRING || r->len == 0 || r->len > 30)
         return -1;
     char buf[32], *end;
     memcpy(buf, r->str, r->len);
@@ -206,16 +195,31 @@ static int parse_score(const redisReply *r, int64_t *out)
     return 0;
 }
 
+/* A reply that is missing or an error: errstr, -1. */
+static int bad_reply(struct jd_store *st, size_t i, const char *what, const char *why, char *errstr,
+                     size_t errsize)
+{
+    const redisReply *r = jd_redis_reply(st->rd, i);
+    if (r && r->type != REDIS_REPLY_ERROR)
+        return 0;
+    st->errors++;
+    if (!r)
+        snprintf(errstr, errsize, "%s: %s", what, why[0] ? why : "not executed");
+    else
+        snprintf(errstr, errsize, "%s: Redis %s: %s", what, jd_redis_reply_node(st->rd, i), r->str);
+    return -1;
+}
+
 int jd_store_timers_due(struct jd_store *st, const int32_t *sources, const int64_t *upto, size_t n,
                         size_t limit, int64_t *counts, struct jd_due_list *out, char *errstr,
                         size_t errsize)
 {
-    if (!st->ctx)
-        return conn_fail(st, "timers", errstr, errsize);
-    size_t nd = jd_store_queue_deferred(st), ncmd = nd;
-    if (nd == SIZE_MAX)
-        return conn_fail(st, "timers", errstr, errsize);
-    char maxs[24], lims[24];
+    if (jd_redis_pending(st->rd))
+        return exec_fail(st, "timers", "commands of another module are pending", errstr, errsize);
+    jd_store_queue_deferred(st);
+    size_t nd = st->ndeferred_sent, ncmd = nd;
+    char maxs[24], lims[24], why[400];
+    why[0] = '\0';
     snprintf(lims, sizeof lims, "%zu", limit);
     for (size_t i = 0; i < n; i++) {
         if (build_pkey(st, sources[i], ":timers") != 0)
@@ -230,37 +234,34 @@ int jd_store_timers_due(struct jd_store *st, const int32_t *sources, const int64
             arg_str(st, 5, "LIMIT");
             arg_str(st, 6, "0");
             arg_str(st, 7, lims);
-            if (append(st, 8) != 0)
-                return conn_fail(st, "timers", errstr, errsize);
+            (void)append(st, 8, 1);
             ncmd++;
         }
         if (counts) {
             arg_str(st, 0, "ZCARD");
             arg(st, 1, st->pkey.data, st->pkey.len);
-            if (append(st, 2) != 0)
-                return conn_fail(st, "timers", errstr, errsize);
+            (void)append(st, 2, 1);
             ncmd++;
         }
     }
     if (ncmd == 0)
         return 0;
-    st->roundtrips++;
-    if (read_replies(st, ncmd) != 0)
-        return conn_fail(st, "timers", errstr, errsize);
-    jd_store_deferred_sent(st, st->replies);
+    (void)jd_redis_exec(st->rd, 0, why, sizeof why);
+    jd_store_deferred_sent(st);
     int rc = -1;
+    if (ncmd == nd) { /* only the deferred writes: their loss is harmless */
+        rc = 0;
+        goto out;
+    }
     size_t pos = nd;
     for (size_t i = 0; i < n; i++) {
         if (build_pkey(st, sources[i], ":timers") != 0)
             continue;
         if (upto[i] >= 0) {
-            const redisReply *r = st->replies[pos++];
-            if (r->type == REDIS_REPLY_ERROR) {
-                st->errors++;
-                snprintf(errstr, errsize, "timers of %s: Redis %s:%d: %s", st->pkey.data, st->host,
-                         st->port, r->str);
+            size_t ri = pos++;
+            if (bad_reply(st, ri, "timers", why, errstr, errsize) != 0)
                 goto out;
-            }
+            const redisReply *r = jd_redis_reply(st->rd, ri);
             if (r->type != REDIS_REPLY_ARRAY || r->elements % 2) {
                 snprintf(errstr, errsize, "timers of %s: unexpected Redis reply", st->pkey.data);
                 goto out;
@@ -276,49 +277,48 @@ int jd_store_timers_due(struct jd_store *st, const int32_t *sources, const int64
             }
         }
         if (counts) {
-            const redisReply *r = st->replies[pos++];
-            counts[i] = r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+            const redisReply *r = jd_redis_reply(st->rd, pos++);
+            counts[i] = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
         }
     }
     rc = 0;
 out:
-    free_replies(st, ncmd);
+    jd_redis_clear(st->rd);
     return rc;
 }
 
 int jd_store_timers_remove(struct jd_store *st, const struct jd_due_list *entries, char *errstr,
                            size_t errsize)
 {
-    if (!st->ctx)
-        return conn_fail(st, "timers", errstr, errsize);
-    size_t ncmd = 0;
+    if (jd_redis_pending(st->rd))
+        return exec_fail(st, "timers", "commands of another module are pending", errstr, errsize);
+    size_t ncmd = 0, first = 0;
     for (size_t i = 0; i < entries->n; i++) {
         if (build_pkey(st, entries->v[i].source, ":timers") != 0)
             continue;
-        if (queue_zrem(st, jd_due_id(entries, i), entries->v[i].id_len) != 0)
-            return conn_fail(st, "timers", errstr, errsize);
-        ncmd++;
+        size_t k = queue_zrem(st, jd_due_id(entries, i), entries->v[i].id_len);
+        if (ncmd++ == 0)
+            first = k;
     }
     if (ncmd == 0)
         return 0;
-    st->roundtrips++;
-    if (read_replies(st, ncmd) != 0)
-        return conn_fail(st, "timers", errstr, errsize);
-    const char *e = jd_store_first_error(st->replies, ncmd);
-    if (e) {
-        st->errors++;
-        snprintf(errstr, errsize, "timers: Redis %s:%d: %s", st->host, st->port, e);
-    }
-    free_replies(st, ncmd);
-    return e ? -1 : 0;
+    char why[400];
+    why[0] = '\0';
+    (void)jd_redis_exec(st->rd, 0, why, sizeof why);
+    int rc = 0;
+    for (size_t k = 0; k < ncmd && rc == 0; k++)
+        rc = bad_reply(st, first + k, "timers", why, errstr, errsize);
+    jd_redis_clear(st->rd);
+    return rc;
 }
 
 int jd_store_outbox_customers(struct jd_store *st, int32_t source, const char *after,
                               size_t after_len, size_t limit, struct jd_due_list *out, char *errstr,
                               size_t errsize)
 {
-    if (!st->ctx)
-        return conn_fail(st, "outbox index", errstr, errsize);
+    if (jd_redis_pending(st->rd))
+        return exec_fail(st, "outbox index", "commands of another module are pending", errstr,
+                         errsize);
     if (build_pkey(st, source, ":outbox") != 0)
         return 0;
     struct jd_buf min;
@@ -329,7 +329,8 @@ int jd_store_outbox_customers(struct jd_store *st, int32_t source, const char *a
     } else {
         jd_buf_append(&min, "-", 1);
     }
-    char lims[24];
+    char lims[24], why[400];
+    why[0] = '\0';
     snprintf(lims, sizeof lims, "%zu", limit);
     arg_str(st, 0, "ZRANGEBYLEX");
     arg(st, 1, st->pkey.data, st->pkey.len);
@@ -338,27 +339,18 @@ int jd_store_outbox_customers(struct jd_store *st, int32_t source, const char *a
     arg_str(st, 4, "LIMIT");
     arg_str(st, 5, "0");
     arg_str(st, 6, lims);
-    int rc = append(st, 7);
+    size_t i = append(st, 7, 1);
+    (void)jd_redis_exec(st->rd, 0, why, sizeof why);
     jd_buf_free(&min);
-    if (rc != 0)
-        return conn_fail(st, "outbox index", errstr, errsize);
-    st->roundtrips++;
-    if (read_replies(st, 1) != 0)
-        return conn_fail(st, "outbox index", errstr, errsize);
-    const redisReply *r = st->replies[0];
-    rc = -1;
-    if (r->type == REDIS_REPLY_ERROR) {
-        st->errors++;
-        snprintf(errstr, errsize, "outbox index %s: Redis %s:%d: %s", st->pkey.data, st->host,
-                 st->port, r->str);
-    } else if (r->type != REDIS_REPLY_ARRAY) {
+    int rc = bad_reply(st, i, "outbox index", why, errstr, errsize);
+    const redisReply *r = jd_redis_reply(st->rd, i);
+    if (rc == 0 && r->type != REDIS_REPLY_ARRAY) {
         snprintf(errstr, errsize, "outbox index %s: unexpected Redis reply", st->pkey.data);
-    } else {
-        rc = 0;
-        for (size_t k = 0; k < r->elements; k++)
-            if (r->element[k]->type == REDIS_REPLY_STRING)
-                jd_due_list_add(out, source, 0, r->element[k]->str, r->element[k]->len);
+        rc = -1;
     }
-    free_replies(st, 1);
+    for (size_t k = 0; rc == 0 && k < r->elements; k++)
+        if (r->element[k]->type == REDIS_REPLY_STRING)
+            jd_due_list_add(out, source, 0, r->element[k]->str, r->element[k]->len);
+    jd_redis_clear(st->rd);
     return rc;
 }

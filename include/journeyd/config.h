@@ -52,8 +52,9 @@ struct jd_trigger_src {
     int64_t global_budget; /* 0: unlimited */
     int64_t global_period_ms;
     int priority;
-    double holdout; /* 0..1 */
-    char *goal;     /* NULL: none (issue 10) */
+    double holdout;     /* 0..1 */
+    char *holdout_salt; /* NULL: the trigger's name */
+    char *goal;         /* NULL: none (issue 10) */
     int64_t goal_window_ms;
     struct jd_payload_src *payload;
     size_t npayload;
@@ -94,8 +95,8 @@ struct jd_schema_id {
 };
 
 struct jd_config {
-    char *path; /* the file as given */
-    char *dir;  /* its directory: relative paths in the file are resolved against it */
+    char *path;      /* the file as given */
+    char *dir;       /* its directory: relative paths in the file are resolved against it */
     char **included; /* files read through @include; rule `file`s may point here */
     size_t nincluded;
 
@@ -109,7 +110,7 @@ struct jd_config {
     char *dead_letter_topic;
     char *topics[JD_KIND_COUNT]; /* output topic per kind */
     int transactions;
-    char **kafka_props; /* pairs: kafka_props[2i] = name, [2i+1] = value */
+    char **kafka_props;  /* pairs: kafka_props[2i] = name, [2i+1] = value */
     size_t nkafka_props; /* number of pairs */
 
     /* redis */
@@ -124,7 +125,9 @@ struct jd_config {
     enum jd_wire_format wire_format;
     struct jd_schema_id *registry_ids;
     size_t nregistry_ids;
-    int trigger_schema_id; /* -1: bare output */
+    int trigger_schema_id;    /* -1: bare output */
+    char *suppressed_schema;  /* audit records (policy.audit_topic) */
+    int suppressed_schema_id; /* -1: bare */
 
     /* processing */
     enum jd_clock clock;

@@ -79,6 +79,9 @@ int jd_loadgen_last_persona(const struct jd_loadgen *g);
 int jd_loadgen_customer_persona(const struct jd_loadgen *g, uint64_t idx);
 /* Events handed out so far. */
 uint64_t jd_loadgen_count(const struct jd_loadgen *g);
+/* Distinct customers of the events handed out so far (the denominator of
+ * the benchmark's bytes per customer). */
+uint64_t jd_loadgen_customers_touched(const struct jd_loadgen *g);
 
 /* Formats "cust-000123" (at least six digits). */
 void jd_loadgen_customer_id(uint64_t idx, char *buf, size_t size);

@@ -129,6 +129,27 @@ void jd_metrics_bind_names(struct jd_metrics *m, const char *rule_version, size_
 void jd_metrics_segment_members_set(struct jd_metrics *m, size_t segment, int64_t value);
 void jd_metrics_gauge_add(struct jd_metrics *m, enum jd_gauge g, int64_t delta);
 
+/* ---- additions (insights) ---------------------------------------------- */
+
+/* Program-wide families read from Redis every few seconds (insights.h); the
+ * label names are fixed per family (see metrics.c). */
+enum jd_program_family {
+    JD_PF_STAGE_CUSTOMERS = 0, /* journeyd_stage_customers{stage} */
+    JD_PF_STAGE_TRANSITIONS,   /* journeyd_stage_transitions_total{from,to} */
+    JD_PF_NPS,                 /* journeyd_nps_responses{group} */
+    JD_PF_DECISIONS,           /* journeyd_trigger_decisions_total{trigger,group} */
+    JD_PF_CONVERSIONS,         /* journeyd_trigger_conversions_total{trigger,group} */
+    JD_PF_DECISIONS_OPEN,      /* journeyd_trigger_decisions_open{trigger,group} */
+    JD_PF_COUNT
+};
+struct jd_series {
+    enum jd_program_family family;
+    const char *label[2]; /* NULL past the family's labels */
+    int64_t value;
+};
+/* Replaces every program-wide series (thread-safe; rendered as given). */
+void jd_metrics_set_program(struct jd_metrics *m, const struct jd_series *s, size_t n);
+
 /* Consumer lag of one partition. */
 struct jd_lag {
     char *topic; /* owned */

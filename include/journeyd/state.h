@@ -59,6 +59,30 @@ struct jd_pending_trigger {
                             deferred past quiet hours); 0 = at once */
 };
 
+/* Send times (ms, ascending) a frequency cap counts; the policy drops the
+ * ones that no window can count any more. */
+struct jd_times {
+    int64_t *t;
+    uint32_t n;
+    uint32_t cap;
+};
+
+/* Inserts t, keeping the list ascending. */
+void jd_times_add(struct jd_times *ts, int64_t t);
+/* Drops the times <= before, then the oldest beyond keep_max. */
+void jd_times_prune(struct jd_times *ts, int64_t before, uint32_t keep_max);
+/* How many times are > after. */
+uint32_t jd_times_count_after(const struct jd_times *ts, int64_t after);
+
+/* An open conversion goal (docs/outcomes.md): a trigger decision — sent
+ * (treated) or held out (control) — waiting for the customer to reach the
+ * trigger's goal before `deadline` (clock ms, inclusive). */
+struct jd_goal {
+    int64_t deadline;
+    uint32_t trigger; /* index into the rule set's triggers */
+    uint8_t control;  /* 1: held out by the policy (control group) */
+};
+
 struct jd_customer {
     char *id;
     size_t id_len;
@@ -77,12 +101,20 @@ struct jd_customer {
     uint64_t segments; /* bit i: member of the rule set's segment i */
     struct jd_agg *aggs;
     size_t naggs;
-    int64_t *last_fired;   /* per rule-set trigger: ms of the last delivery decision; 0 never */
+    int64_t *last_fired;   /* per rule-set trigger: ms it was last sent (or, deferred by
+                              quiet hours, will be sent); 0 never */
     uint32_t *fired_count; /* per rule-set trigger: how many times it fired */
     size_t ntriggers;
-    int64_t next_timer; /* next due time registered for this customer; 0 none */
-    int64_t stored_timer; /* the due time the partition's timer set holds for it (not
-                             persisted: taken from next_timer on load); 0 none */
+    /* contact policy (policy.c) */
+    struct jd_times *trigger_sends; /* [ntriggers] for max_per_customer; NULL until needed */
+    struct jd_times kind_sends[JD_KIND_COUNT]; /* for policy.caps */
+    char *tz;              /* latest time zone attribute value; NULL: the default zone */
+    uint8_t optout;        /* bit (1 << kind): the customer opted out of that kind */
+    int64_t next_timer;    /* next due time registered for this customer; 0 none */
+    int64_t stored_timer;  /* the due time the partition's timer set holds for it (not
+                              persisted: taken from next_timer on load); 0 none */
+    struct jd_goal *goals; /* open conversion goals (outcomes.h), oldest first */
+    uint32_t ngoals, capgoals;
 
     uint64_t recent_ids[JD_RECENT_IDS]; /* hashes of the latest event_ids (duplicate guard) */
     uint8_t recent_pos;
@@ -131,6 +163,13 @@ struct jd_pending_trigger *jd_customer_find_pending(struct jd_customer *c, const
  * unwritten history line moves to c->history). 0 or -1 if absent. */
 int jd_customer_ack(struct jd_customer *c, const char *trigger_id);
 void jd_customer_clear_acked(struct jd_customer *c);
+
+/* The send-time list of trigger t (allocating the per-trigger lists on
+ * first use); NULL when t is out of range. */
+struct jd_times *jd_customer_trigger_sends(struct jd_customer *c, size_t t);
+
+/* Appends an open goal (zeroed); valid until the next add on c. */
+struct jd_goal *jd_customer_add_goal(struct jd_customer *c);
 
 /* Serialises everything except the outbox (stored beside it, see store.h). */
 void jd_customer_encode(const struct jd_customer *c, const struct jd_ruleset *rs,

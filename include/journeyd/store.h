@@ -14,7 +14,7 @@
  *
  * A flush writes each dirty customer as one MULTI/EXEC on its own keys only
  * (never two customers in one atomic unit), all customers of a batch
- * pipelined in one round trip.
+ * pipelined in one round trip (per master, on a Redis Cluster).
  */
 #ifndef JOURNEYD_STORE_H
 #define JOURNEYD_STORE_H
@@ -28,9 +28,11 @@
 #include "journeyd/util.h"
 
 struct jd_store;
+struct jd_redis;
 
-/* Connects to cfg->redis_addresses[0]. NULL with errstr when Redis is not
- * reachable. */
+/* Connects to the first of cfg->redis_addresses that answers; when it is a
+ * Redis Cluster node, to the cluster's masters (redis_conn.h). NULL with
+ * errstr when Redis is not reachable. */
 struct jd_store *jd_store_new(const struct jd_config *cfg, char *errstr, size_t errsize);
 void jd_store_destroy(struct jd_store *st);
 
@@ -121,6 +123,19 @@ uint64_t jd_store_roundtrips(const struct jd_store *st);
 uint64_t jd_store_errors(const struct jd_store *st);
 /* 0 after a connection error until jd_store_reconnect succeeds. */
 int jd_store_connected(const struct jd_store *st);
+/* Cluster redirects (MOVED + ASK) followed so far, and since the last call
+ * of jd_store_take_redirects (for the metrics counter). */
+uint64_t jd_store_redirects(const struct jd_store *st);
+uint64_t jd_store_take_redirects(struct jd_store *st);
+/* The connection, for modules that keep their own keys next to the state
+ * (per-partition timers): append, exec, read replies (redis_conn.h).
+ * Commands appended to it just before jd_store_load or jd_store_flush travel
+ * in the same round trip; their replies are read with jd_redis_reply by the
+ * indices jd_redis_append gave (NULL: not executed) after the call, until
+ * jd_redis_clear or the next append. */
+struct jd_redis *jd_store_redis(struct jd_store *st);
+/* "host:port", or "cluster of N masters via host:port" (for logs). */
+const char *jd_store_describe(const struct jd_store *st);
 
 /* -------- cache of owned customers -------- */
 struct jd_cache;

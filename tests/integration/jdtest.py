@@ -12,6 +12,7 @@ Run with /usr/bin/python3: the python3 first on PATH may not see Debian's
 python3-* packages.
 """
 
+import datetime
 import io
 import os
 import re
@@ -23,6 +24,7 @@ import struct
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 
@@ -441,15 +443,19 @@ def config_with_overrides(base_text, overrides):
 
 
 def append_kafka_properties(text, props, path="kafka.properties"):
-    """Adds librdkafka pass-through pairs to the list at `path` (creating it)."""
+    """Sets librdkafka pass-through pairs in the list of ("name", "value")
+    pairs at `path` (creating it): a name already there gets the new value."""
     found = _settings(text)
-    pairs = ", ".join(f"( {libconfig_value(k)}, {libconfig_value(v)} )" for k, v in props.items())
-    if path not in found:
-        return config_with_overrides(text, {path: Raw(f"( {pairs} )")})
-    _, vstart, vend, _ = found[path]
-    inner = text[vstart + 1:vend - 1].strip()
-    new = f"( {inner}, {pairs} )" if inner else f"( {pairs} )"
-    return text[:vstart] + new + text[vend:]
+    pairs = {}
+    if path in found:
+        _, vstart, vend, _ = found[path]
+        for k, v in re.findall(r'\(\s*"((?:\\.|[^"\\])*)"\s*,\s*"((?:\\.|[^"\\])*)"\s*\)',
+                               text[vstart:vend]):
+            pairs[k] = v
+    pairs.update({k: str(v) for k, v in props.items()})
+    value = Raw("( " + ", ".join(f"( {libconfig_value(k)}, {libconfig_value(v)} )"
+                                 for k, v in pairs.items()) + " )")
+    return config_with_overrides(text, {path: value})
 
 
 def write_config(directory, overrides=None, kafka_properties=None, base=DEFAULT_CONFIG,
@@ -459,11 +465,10 @@ def write_config(directory, overrides=None, kafka_properties=None, base=DEFAULT_
     Relative paths in the file (schemas/...) keep working because every other
     entry of the base file's directory is symlinked beside the new file.
 
-    By default auto.offset.reset=earliest is added, so that events produced
-    before journeyd joins its group are read (tests produce first), and
-    session.timeout.ms=6000: after a member leaves, the devbroker's group
-    coordinator waits one session timeout before it rebalances, so a
-    restarted journeyd would otherwise idle for librdkafka's default 45 s."""
+    By default kafka.session_timeout is "6s": after a member leaves, the
+    devbroker's group coordinator waits one session timeout before it
+    rebalances (journey-devbroker.c), so a restarted journeyd idles that long
+    before it gets its partitions back."""
     os.makedirs(directory, exist_ok=True)
     base_dir = os.path.dirname(os.path.abspath(base))
     for entry in os.listdir(base_dir):
@@ -472,10 +477,11 @@ def write_config(directory, overrides=None, kafka_properties=None, base=DEFAULT_
             os.symlink(os.path.join(base_dir, entry), link)
     with open(base) as f:
         text = f.read()
-    text = config_with_overrides(text, overrides or {})
-    props = {"auto.offset.reset": "earliest", "session.timeout.ms": "6000"}
-    props.update(kafka_properties or {})
-    text = append_kafka_properties(text, props)
+    merged = {"kafka.session_timeout": "6s"}
+    merged.update(overrides or {})
+    text = config_with_overrides(text, merged)
+    if kafka_properties:
+        text = append_kafka_properties(text, kafka_properties)
     path = os.path.join(directory, name)
     with open(path, "w") as f:
         f.write(text)
@@ -656,15 +662,44 @@ def schema(name):
     return _SCHEMAS[name]
 
 
+def _is_timestamp_millis(field_schema):
+    branches = getattr(field_schema, "schemas", None) or [field_schema]
+    return any(getattr(b, "props", {}).get("logicalType") == "timestamp-millis" for b in branches)
+
+
+def _ms_to_datetime(ms):
+    return datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc) + \
+        datetime.timedelta(milliseconds=ms)
+
+
+def _datetime_to_ms(dt):
+    delta = dt - datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+    return (delta.days * 86400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
 def avro_encode(record, sch):
+    """Encodes a record dict whose timestamp-millis fields are ints (ms since
+    the epoch; python3-avro itself wants datetimes there)."""
+    rec = dict(record)
+    for f in sch.fields:
+        if isinstance(rec.get(f.name), int) and _is_timestamp_millis(f.type):
+            rec[f.name] = _ms_to_datetime(rec[f.name])
     buf = io.BytesIO()
-    avro.io.DatumWriter(sch).write(record, avro.io.BinaryEncoder(buf))
+    avro.io.DatumWriter(sch).write(rec, avro.io.BinaryEncoder(buf))
     return buf.getvalue()
 
 
 def avro_decode(body, writer, reader=None):
-    dec = avro.io.BinaryDecoder(io.BytesIO(body))
-    return avro.io.DatumReader(writer, reader or writer).read(dec)
+    """Decodes one record; timestamp-millis fields come back as ints (ms).
+    Trailing bytes are an error: a real decoder must consume the body."""
+    stream = io.BytesIO(body)
+    rec = avro.io.DatumReader(writer, reader or writer).read(avro.io.BinaryDecoder(stream))
+    if stream.tell() != len(body):
+        raise ValueError(f"{len(body) - stream.tell()} bytes left after the record")
+    for k, v in list(rec.items()):
+        if isinstance(v, datetime.datetime):
+            rec[k] = _datetime_to_ms(v)
+    return rec
 
 
 def confluent_frame(schema_id, body):
@@ -883,7 +918,7 @@ def state_key(customer_id, prefix="j"):
 
 def parse_state(text):
     """Parses the text form `v1|key=value|...` (docs/state-format.md) into a
-    dict; "version" holds the leading tag."""
+    dict of unescaped keys and values; "version" holds the leading tag."""
     if text is None:
         return None
     parts = text.split("|")
@@ -892,7 +927,7 @@ def parse_state(text):
         if not part:
             continue
         k, _, v = part.partition("=")
-        out[k] = v
+        out[urllib.parse.unquote(k)] = v
     return out
 
 
@@ -908,7 +943,7 @@ def lifetime_count(state, event_type):
 
 def segments_of(state):
     sg = (state or {}).get("sg", "")
-    return set(s for s in sg.split(",") if s)
+    return set(urllib.parse.unquote(s) for s in sg.split(",") if s)
 
 
 def by_customer(records):

@@ -1,9 +1,7 @@
 /*
  * rules_testlib — helpers for the rule tests: a rule source built from
- * string literals (the shipped sketch's rules), events, and a minimal
- * customer with the core profile update that jd_customer_apply_core does
- * (kept here, under test names, so that the rule tests do not depend on
- * state.c; the fields are the real struct jd_customer's).
+ * string literals (the sketch's rules), events, and customers from state.c
+ * driven the way the engine drives them (core profile, then the rules).
  */
 #ifndef RULES_TESTLIB_H
 #define RULES_TESTLIB_H
@@ -12,6 +10,7 @@
 #include <string.h>
 
 #include "journeyd/rules.h"
+#include "journeyd/state.h"
 
 #define DAY 86400000LL
 #define HOUR 3600000LL
@@ -102,52 +101,17 @@ static inline void sketch_rules(struct tsrc *t)
 
 static inline struct jd_customer *tc_new(const struct jd_ruleset *rs)
 {
-    struct jd_customer *c = calloc(1, sizeof *c);
-    c->id = strdup("c1");
-    c->id_len = 2;
-    c->stage = -1;
-    c->last_score = -1;
-    c->naggs = jd_rules_naggs(rs);
-    c->aggs = calloc(c->naggs + 1, sizeof *c->aggs);
-    for (size_t i = 0; i < c->naggs; i++)
-        jd_rules_agg_init(rs, i, &c->aggs[i]);
-    return c;
+    return jd_customer_new("c1", 2, 0, rs);
 }
 
 static inline void tc_destroy(struct jd_customer *c)
 {
-    for (size_t i = 0; i < c->naggs; i++)
-        jd_agg_free(&c->aggs[i]);
-    free(c->aggs);
-    for (size_t i = 0; i < c->ncounts; i++)
-        free(c->counts[i].type);
-    free(c->counts);
-    free(c->last_channel);
-    free(c->id);
-    free(c);
+    jd_customer_destroy(c);
 }
 
-/* what jd_customer_apply_core does for the fields the rules read */
 static inline void tc_apply_core(struct jd_customer *c, const struct jd_event *ev)
 {
-    size_t i;
-    for (i = 0; i < c->ncounts; i++)
-        if (strcmp(c->counts[i].type, ev->type) == 0)
-            break;
-    if (i == c->ncounts) {
-        c->counts = realloc(c->counts, (c->ncounts + 1) * sizeof *c->counts);
-        c->counts[i].type = strdup(ev->type);
-        c->counts[i].n = 0;
-        c->ncounts++;
-    }
-    c->counts[i].n++;
-    if (!c->first_seen || ev->occurred_at < c->first_seen)
-        c->first_seen = ev->occurred_at;
-    if (ev->occurred_at >= c->last_seen) {
-        c->last_seen = ev->occurred_at;
-        free(c->last_channel);
-        c->last_channel = strdup(ev->channel);
-    }
+    jd_customer_apply_core(c, ev);
 }
 
 static inline struct jd_event mkev(const char *type, const char *channel, int64_t t)

@@ -263,7 +263,7 @@ static void test_shipped_config(void **state)
     assert_string_equal(cfg->policy.quiet_default_tz, "UTC");
     assert_int_equal(cfg->policy.quiet_defer, 1);
     assert_string_equal(cfg->policy.audit_topic, "loyalty.suppressed");
-    assert_null(cfg->policy.optout_attribute);
+    assert_string_equal(cfg->policy.optout_attribute, "optout");
 
     jd_config_destroy(cfg);
     jd_errors_free(&errs);
@@ -396,6 +396,10 @@ static void test_error_bounds(void **state)
                   1, ":2: error: triggers[0].holdout: 1.5 is out of bounds (0..1)");
     expect_errors("kafka = { input_topics = [ ]; };\n", 1,
                   ":1: error: kafka.input_topics: must list at least one value");
+    expect_errors("kafka = { input_topics = [ \"a\", \"b\" ]; };\n", 1,
+                  ":1: error: kafka.input_topics: one input topic is supported (a customer's "
+                  "applied offset is tracked per partition of one topic); merge the sources into "
+                  "one topic keyed by customer_id");
 }
 
 /* The timer keys (issue 4): values, "0" turning the idle advance off, bounds. */
@@ -820,6 +824,7 @@ static void check_reference_in(const char *rel)
 static void test_reference_in_docs(void **state)
 {
     check_reference_in("docs/configuration.md");
+    check_reference_in("README.md");
 }
 
 int main(void)

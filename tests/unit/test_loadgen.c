@@ -113,6 +113,7 @@ static void test_demo_ordered_and_complete(void **state)
         n++;
     }
     assert_int_equal(n, jd_loadgen_count(g));
+    assert_int_equal(jd_loadgen_customers_touched(g), 300);
     assert_true(n > 300 * 5);
     for (int i = 0; i < 300; i++)
         assert_true(seen_ids[i]);
@@ -254,6 +255,8 @@ static void test_bench_mix_and_ids(void **state)
         n++;
     }
     assert_int_equal(n, N);
+    /* 200 events per customer on average: every one of the 1000 appears */
+    assert_int_equal(jd_loadgen_customers_touched(g), 1000);
     assert_in_range(page, N * 44 / 100, N * 46 / 100);
     assert_in_range(product, N * 19 / 100, N * 21 / 100);
     assert_in_range(cart, N * 9 / 100, N * 11 / 100);

@@ -21,6 +21,8 @@
 #include <unistd.h>
 
 #include "journeyd/metrics.h"
+#include "journeyd/rules.h"
+#include "rules_testlib.h"
 
 /* ---- helpers ----------------------------------------------------------- */
 
@@ -290,6 +292,86 @@ static void test_rulebound_and_carry_over(void **state)
     assert_true(sample(t, "journeyd_build_info{version=\"x\",rule_version=\"bbbb\"}") == 1);
     free(t);
     jd_metrics_destroy(m);
+}
+
+static struct jd_ruleset *compile(struct tsrc *t)
+{
+    struct jd_ruleset *rs = NULL;
+    struct jd_errors errs;
+    jd_errors_init(&errs);
+    if (jd_rules_compile(&t->src, &rs, &errs) != 0) {
+        jd_errors_print(&errs, stderr);
+        fail_msg("rules did not compile");
+    }
+    jd_errors_free(&errs);
+    return rs;
+}
+
+static void test_bind_compiled_rules(void **state)
+{
+    struct tsrc t1, t2;
+    tsrc_init(&t1);
+    add_stage(&t1, "prospect", "true");
+    add_seg(&t1, "vip", "count('purchase', 30d) >= 3");
+    add_seg(&t1, "lapsed", "count('purchase') >= 1 && days_since_any() >= 60");
+    add_trig(&t1, "vip_welcome", "enter:vip", JD_KIND_REWARD);
+    add_trig(&t1, "winback", "enter:lapsed", JD_KIND_REENGAGEMENT);
+    struct jd_ruleset *rs1 = compile(&t1);
+
+    struct jd_metrics *m = jd_metrics_new("x");
+    jd_metrics_bind_rules(m, rs1);
+    size_t vip_welcome = (size_t)jd_rules_trigger_index(rs1, "vip_welcome");
+    size_t winback = (size_t)jd_rules_trigger_index(rs1, "winback");
+    size_t vip = (size_t)jd_rules_segment_index(rs1, "vip");
+    jd_metrics_trigger_emitted(m, vip_welcome);
+    jd_metrics_trigger_emitted(m, winback);
+    jd_metrics_trigger_suppressed(m, vip_welcome, "cooldown");
+    jd_metrics_segment_transition(m, vip, JD_DIR_ENTER);
+    jd_metrics_segment_members_add(m, vip, 1);
+
+    char *t = render(m);
+    char series[256];
+    snprintf(series, sizeof(series), "journeyd_build_info{version=\"x\",rule_version=\"%s\"}",
+             jd_rules_version(rs1));
+    assert_true(sample(t, series) == 1);
+    assert_true(sample(t, "journeyd_triggers_emitted_total{trigger=\"winback\","
+                          "kind=\"REENGAGEMENT\"}") == 1);
+    assert_true(sample(t, "journeyd_segment_members{segment=\"lapsed\"}") == 0);
+    free(t);
+
+    /* reload: winback and lapsed go, cart_reminder and cart_abandoner come,
+     * and the surviving rules move to other indexes */
+    tsrc_init(&t2);
+    add_stage(&t2, "prospect", "true");
+    add_seg(&t2, "cart_abandoner", "not_followed_by('add_to_cart', 'purchase', 1h)");
+    add_seg(&t2, "vip", "count('purchase', 30d) >= 3");
+    add_trig(&t2, "cart_reminder", "enter:cart_abandoner", JD_KIND_REENGAGEMENT);
+    add_trig(&t2, "vip_welcome", "enter:vip", JD_KIND_REWARD);
+    struct jd_ruleset *rs2 = compile(&t2);
+    assert_string_not_equal(jd_rules_version(rs1), jd_rules_version(rs2));
+    jd_metrics_bind_rules(m, rs2);
+    jd_rules_destroy(rs1); /* the metrics keep their own copies of the names */
+    jd_metrics_trigger_emitted(m, (size_t)jd_rules_trigger_index(rs2, "vip_welcome"));
+    jd_metrics_segment_members_add(m, (size_t)jd_rules_segment_index(rs2, "vip"), 1);
+
+    t = render(m);
+    snprintf(series, sizeof(series), "journeyd_build_info{version=\"x\",rule_version=\"%s\"}",
+             jd_rules_version(rs2));
+    assert_true(sample(t, series) == 1);
+    assert_true(
+        sample(t, "journeyd_triggers_emitted_total{trigger=\"vip_welcome\",kind=\"REWARD\"}") == 2);
+    assert_true(sample(t, "journeyd_triggers_suppressed_total{trigger=\"vip_welcome\","
+                          "reason=\"cooldown\"}") == 1);
+    assert_true(sample(t, "journeyd_triggers_emitted_total{trigger=\"cart_reminder\","
+                          "kind=\"REENGAGEMENT\"}") == 0);
+    assert_null(strstr(t, "winback"));
+    assert_null(strstr(t, "\"lapsed\""));
+    assert_true(sample(t, "journeyd_segment_members{segment=\"vip\"}") == 2);
+    assert_true(
+        sample(t, "journeyd_segment_transitions_total{segment=\"vip\",direction=\"enter\"}") == 1);
+    free(t);
+    jd_metrics_destroy(m);
+    jd_rules_destroy(rs2);
 }
 
 static void test_suppress_reason_names(void **state)
@@ -647,6 +729,7 @@ int main(void)
         cmocka_unit_test(test_histograms),
         cmocka_unit_test(test_rulebound_before_bind_is_ignored),
         cmocka_unit_test(test_rulebound_and_carry_over),
+        cmocka_unit_test(test_bind_compiled_rules),
         cmocka_unit_test(test_suppress_reason_names),
         cmocka_unit_test(test_kafka_stats_sample),
         cmocka_unit_test(test_kafka_stats_shapes),

@@ -478,6 +478,28 @@ static void test_python_reads_it(void **state)
     jd_customer_destroy(c);
 }
 
+/* An id starting with '}' gives keys without a hash tag: a single node still
+ * writes them in one MULTI (the cluster path is in test_store_cluster.c). */
+static void test_untagged_id(void **state)
+{
+    struct env *e = *state;
+    struct jd_customer *c = jd_customer_new("}odd", 4, 1, NULL);
+    struct jd_event ev = mkev("e", "purchase", 1700000000000, 3);
+    jd_customer_apply_core(c, &ev);
+    c->applied_offset = 9;
+    add(c, "t-odd", NULL, "odd");
+    struct jd_customer *cs[1] = {c};
+    assert_int_equal(jd_store_flush(e->st, NULL, cs, 1, e->err, sizeof e->err), 0);
+    assert_int_equal(cmd_int(e, "HLEN %s", "j:{}odd}:o"), 1);
+    struct jd_customer *d = jd_customer_new("}odd", 4, 1, NULL);
+    cs[0] = d;
+    assert_int_equal(jd_store_load(e->st, NULL, cs, 1, e->err, sizeof e->err), 0);
+    assert_int_equal(d->applied_offset, 9);
+    assert_int_equal(d->npending, 1);
+    jd_customer_destroy(c);
+    jd_customer_destroy(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -485,6 +507,7 @@ int main(void)
         cmocka_unit_test(test_history_cap), cmocka_unit_test(test_many_one_roundtrip),
         cmocka_unit_test(test_redis_error), cmocka_unit_test(test_redis_killed),
         cmocka_unit_test(test_redis_hangs), cmocka_unit_test(test_python_reads_it),
+        cmocka_unit_test(test_untagged_id),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

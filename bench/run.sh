@@ -1,0 +1,242 @@
+#!/usr/bin/env bash
+# bench/run.sh — the throughput benchmark of issue 7, rerunnable by anyone:
+#   builds a Release tree (build-bench/), starts redis-server and
+#   journey-devbroker (PARTITIONS partitions) on loopback, preloads EVENTS
+#   touchpoints over CUSTOMERS customers with journey-loadgen --profile bench,
+#   then measures in the same run:
+#     (a) a bare kcat consumer draining the topic (best of KCAT_RUNS): the ceiling;
+#     (b) journeyd from its first consumed event to the last offset committed
+#         (commits follow persisted state and delivered triggers);
+#     (c) journeyd with processing.naive = true (one synchronous Redis round
+#         trip per event) over the first NAIVE_EVENTS events;
+#     (d) latency: not yet (NA);
+#     (e) Redis used_memory per customer and journeyd RSS per cached customer.
+# The last line is exactly:
+#   journeyd_events_per_s=N kcat_events_per_s=M ratio=R naive_events_per_s=K
+#   p99_event_to_trigger_ms=L redis_bytes_per_customer=B
+# (NA where a figure could not be measured).
+#
+# Environment: EVENTS (1000000), CUSTOMERS (100000), PARTITIONS (32), SEED (1),
+# NAIVE_EVENTS (200000), KCAT_RUNS (2), TIMEOUT per drain in s (600),
+# BUILD_DIR (build-bench), CMAKE_ARGS (extra cmake -D options). The mock broker keeps only the newest ~60,000
+# messages per partition: keep EVENTS <= PARTITIONS * 60000.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD=${BUILD_DIR:-$ROOT/build-bench}
+EVENTS=${EVENTS:-1000000}
+CUSTOMERS=${CUSTOMERS:-100000}
+PARTITIONS=${PARTITIONS:-32}
+SEED=${SEED:-1}
+NAIVE_EVENTS=${NAIVE_EVENTS:-200000}
+KCAT_RUNS=${KCAT_RUNS:-2}
+TIMEOUT=${TIMEOUT:-600}
+PY=/usr/bin/python3
+TOPIC=touchpoints
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/journeyd-bench.XXXXXX")
+PID_REDIS='' PID_BROKER='' PID_JD=''
+STATUS=1
+
+log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*"; }
+die() {
+    printf 'bench: error: %s\n' "$*" >&2
+    exit 1
+}
+
+stop_pid() { # PID GRACE_SECONDS NAME; sets STOP_RC to the exit status
+    local pid=$1 grace=$2 name=$3 i
+    STOP_RC=0
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < grace * 10; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        echo "bench: $name did not stop within ${grace}s; killing it" >&2
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || STOP_RC=$?
+}
+
+cleanup() {
+    local rc=$?
+    set +e
+    stop_pid "$PID_JD" 30 journeyd
+    stop_pid "$PID_BROKER" 10 journey-devbroker
+    stop_pid "$PID_REDIS" 10 redis-server
+    # on success the figures line stays the last line
+    if [ "$rc" -ne 0 ] || [ "$STATUS" -ne 0 ]; then
+        echo "bench: failed; logs are in $WORK" >&2
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_for() { # SECONDS WHAT COMMAND...
+    local secs=$1 what=$2 i
+    shift 2
+    for ((i = 0; i < secs * 10; i++)); do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    die "timed out after ${secs}s waiting for $what"
+}
+
+now_ns() { date +%s%N; }
+redis_used() { redis-cli -p "$REDIS_PORT" info memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p'; }
+rss_kb() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\).*/\1/p' "/proc/$1/status"; }
+metric() { # METRICS_PORT NAME: sum over label sets
+    curl -fsS "http://127.0.0.1:$1/metrics" 2>/dev/null |
+        awk -v m="$2" '$1 == m || index($1, m "{") == 1 { s += $NF } END { printf "%d\n", s }'
+}
+json_field() { "$PY" -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
+
+# A copy of config/ (schemas beside it, so relative paths still resolve) with
+# its own consumer group and processing.naive set.
+make_config() { # DIR GROUP NAIVE(true|false)
+    mkdir -p "$1"
+    cp -r "$ROOT/config/." "$1/"
+    "$PY" - "$1/journeyd.conf" "$2" "$3" <<'EOF'
+import re, sys
+path, group, naive = sys.argv[1:4]
+text = open(path).read()
+def setting(text, block, key, value):
+    """Sets key inside `block = { ... }`: replaces it, or inserts it first."""
+    m = re.search(r"^\s*%s\s*[=:]\s*\{" % block, text, re.M)
+    if not m:
+        return text + "\n%s = { %s = %s; };\n" % (block, key, value)
+    end = text.index("\n};", m.end()) if "\n};" in text[m.end():] else len(text)
+    body = text[m.end():end]
+    kv = re.compile(r"^(\s*)%s\s*[=:][^;]*;" % key, re.M)
+    if kv.search(body):
+        body = kv.sub(lambda k: "%s%s = %s;" % (k.group(1), key, value), body, count=1)
+    else:
+        body = "\n  %s = %s;" % (key, value) + body
+    return text[:m.end()] + body + text[end:]
+text = setting(text, "kafka", "group_id", '"%s"' % group)
+text = setting(text, "processing", "naive", naive)
+open(path, "w").write(text)
+EOF
+    "$BUILD/journeyd" --check -c "$1/journeyd.conf" >"$1/check.log" 2>&1 ||
+        die "the benchmark config $1/journeyd.conf does not check (see $1/check.log)"
+}
+
+# run_journeyd NAME CONFIG_DIR GROUP EVENTS: runs journeyd until GROUP has
+# committed EVENTS events (0: all); sets RUN_RATE, RUN_RSS_KB, RUN_RSS0_KB, RUN_CACHED.
+run_journeyd() {
+    local name=$1 dir=$2 group=$3 events=$4 mport result
+    mport=$(free_port)
+    "$BUILD/journeyd" -c "$dir/journeyd.conf" -b "$BOOTSTRAP" -r "127.0.0.1:$REDIS_PORT" \
+        --metrics-port "$mport" >"$WORK/journeyd-$name.log" 2>&1 &
+    PID_JD=$!
+    wait_for 30 "journeyd's /metrics" bash -c "kill -0 $PID_JD && curl -fsS http://127.0.0.1:$mport/metrics"
+    RUN_RSS0_KB=$(rss_kb "$PID_JD")
+    result=$("$PY" "$ROOT/bench/kafka_probe.py" drain -b "$BOOTSTRAP" -t "$TOPIC" -g "$group" \
+        --metrics "http://127.0.0.1:$mport/metrics" --events "$events" --timeout "$TIMEOUT") || true
+    log "journeyd ($name): $result"
+    kill -0 "$PID_JD" 2>/dev/null || die "journeyd ($name) exited during the run (see $WORK/journeyd-$name.log)"
+    RUN_RSS_KB=$(rss_kb "$PID_JD")
+    RUN_CACHED=$(metric "$mport" journeyd_cached_customers)
+    RUN_RATE=NA
+    if [ -n "$result" ] && [ "$(json_field "$result" complete)" = True ]; then
+        RUN_RATE=$(json_field "$result" events_per_s)
+    fi
+    stop_pid "$PID_JD" 60 journeyd
+    PID_JD=''
+    [ "$STOP_RC" -eq 0 ] || log "journeyd ($name) exited with $STOP_RC after SIGTERM"
+}
+
+for tool in cmake redis-server redis-cli kcat curl; do
+    command -v "$tool" >/dev/null || die "$tool is not installed"
+done
+
+log "building (Release) into $BUILD"
+# shellcheck disable=SC2086
+cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release ${CMAKE_ARGS:-} >"$WORK/build.log" 2>&1 ||
+    die "cmake configure failed (see $WORK/build.log)"
+TARGETS="journey-devbroker journey-loadgen"
+HAVE_JOURNEYD=0
+if [ -f "$ROOT/daemon/journeyd.c" ]; then
+    TARGETS="$TARGETS journeyd"
+    HAVE_JOURNEYD=1
+fi
+# shellcheck disable=SC2086
+cmake --build "$BUILD" -j2 --target $TARGETS >>"$WORK/build.log" 2>&1 || die "build failed (see $WORK/build.log)"
+
+REDIS_PORT=$(free_port)
+redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$WORK" --save '' --appendonly no \
+    --logfile "$WORK/redis.log" &
+PID_REDIS=$!
+wait_for 10 "redis-server" redis-cli -p "$REDIS_PORT" ping
+"$BUILD/journey-devbroker" --bootstrap-file "$WORK/bootstrap" --topic "$TOPIC:$PARTITIONS" \
+    --topic "loyalty.rewards:$PARTITIONS" --topic "loyalty.reengagement:$PARTITIONS" \
+    --topic touchpoints.dlq:4 --topic loyalty.suppressed:4 \
+    </dev/null >"$WORK/devbroker.out" 2>"$WORK/devbroker.log" &
+PID_BROKER=$!
+wait_for 10 "journey-devbroker" test -s "$WORK/bootstrap"
+BOOTSTRAP=$(head -n 1 "$WORK/bootstrap")
+log "redis 127.0.0.1:$REDIS_PORT, kafka $BOOTSTRAP ($PARTITIONS partitions), $(nproc) cores"
+
+log "preloading $EVENTS events over $CUSTOMERS customers"
+"$BUILD/journey-loadgen" -b "$BOOTSTRAP" -t "$TOPIC" --profile bench --events "$EVENTS" \
+    --customers "$CUSTOMERS" --seed "$SEED" --stats 2>"$WORK/loadgen.log" ||
+    die "journey-loadgen failed (see $WORK/loadgen.log)"
+log "$(grep -m1 'events_per_s=' "$WORK/loadgen.log")"
+TOUCHED=$(sed -n 's/.* customers=\([0-9]*\).*/\1/p' "$WORK/loadgen.log" | head -n 1)
+HELD=$("$PY" "$ROOT/bench/kafka_probe.py" messages -b "$BOOTSTRAP" -t "$TOPIC")
+[ "$HELD" -eq "$EVENTS" ] ||
+    die "the topic holds $HELD of $EVENTS events (the mock broker keeps ~60000 per partition)"
+
+# (a) the ceiling: a bare consumer, nothing done per message but printing its offset
+KCAT_RATE=0
+for ((run = 1; run <= KCAT_RUNS; run++)); do
+    t0=$(now_ns)
+    n=$(kcat -C -b "$BOOTSTRAP" -t "$TOPIC" -o beginning -e -q -f '%o\n' 2>"$WORK/kcat.log" | wc -l)
+    t1=$(now_ns)
+    [ "$n" -eq "$EVENTS" ] || die "kcat read $n of $EVENTS events (see $WORK/kcat.log)"
+    rate=$((n * 1000000000 / (t1 - t0)))
+    log "kcat run $run: $n events in $(((t1 - t0) / 1000000)) ms = $rate events/s"
+    [ "$rate" -gt "$KCAT_RATE" ] && KCAT_RATE=$rate
+done
+
+JD_RATE=NA NAIVE_RATE=NA REDIS_BPC=NA
+if [ "$HAVE_JOURNEYD" -eq 1 ]; then
+    # (b) journeyd as designed
+    make_config "$WORK/config-fast" journeyd-bench false
+    MEM0=$(redis_used)
+    run_journeyd fast "$WORK/config-fast" journeyd-bench 0
+    JD_RATE=$RUN_RATE
+    MEM1=$(redis_used)
+    # (e) memory
+    REDIS_BPC=$(((MEM1 - MEM0) / TOUCHED))
+    log "redis used_memory $MEM0 -> $MEM1 bytes over $TOUCHED customers = $REDIS_BPC bytes/customer"
+    if [ "${RUN_CACHED:-0}" -gt 0 ]; then
+        log "journeyd RSS ${RUN_RSS0_KB} kB at start -> ${RUN_RSS_KB} kB with $RUN_CACHED cached customers" \
+            "= $(((RUN_RSS_KB - RUN_RSS0_KB) * 1024 / RUN_CACHED)) bytes/cached customer"
+    else
+        log "journeyd RSS ${RUN_RSS0_KB} kB at start -> ${RUN_RSS_KB} kB (journeyd_cached_customers not reported)"
+    fi
+
+    # (c) the naive baseline, on a fresh Redis and its own group
+    redis-cli -p "$REDIS_PORT" flushall sync >/dev/null
+    make_config "$WORK/config-naive" journeyd-bench-naive true
+    [ "$NAIVE_EVENTS" -le "$EVENTS" ] || NAIVE_EVENTS=$EVENTS
+    run_journeyd naive "$WORK/config-naive" journeyd-bench-naive "$NAIVE_EVENTS"
+    NAIVE_RATE=$RUN_RATE
+else
+    log "daemon/journeyd.c is not there yet: (b), (c) and (e) are NA"
+fi
+
+RATIO=NA
+if [ "$JD_RATE" != NA ] && [ "$KCAT_RATE" -gt 0 ]; then
+    RATIO=$("$PY" -c "print('%.2f' % ($JD_RATE / $KCAT_RATE))")
+fi
+log "logs: $WORK"
+STATUS=0
+echo "journeyd_events_per_s=$JD_RATE kcat_events_per_s=$KCAT_RATE ratio=$RATIO naive_events_per_s=$NAIVE_RATE p99_event_to_trigger_ms=NA redis_bytes_per_customer=$REDIS_BPC"

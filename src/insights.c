@@ -1,0 +1,819 @@
+/*
+ * insights — program health and trigger outcomes counted per input
+ * partition and written to Redis idempotently (insights.h,
+ * docs/outcomes.md).
+ *
+ * Owns: its Redis connection, the field layout of the rule set (every
+ * counter's name and index), and per owned partition the deltas of the
+ * batch in progress and the partition's stats offset: the highest input
+ * offset whose effects are in the partition's hash. An event at or below it
+ * was counted by an earlier run (a crash between the stats write and the
+ * customers' writes), so it changes the customer but not the counts.
+ *
+ * Layout of the hash PREFIX:{p:TOPIC:PARTITION}:stats (docs/outcomes.md):
+ *   stage:NAME  seg:NAME  tr:FROM>TO  nps:GROUP  sent:TRIGGER
+ *   sup:TRIGGER:REASON  out:TRIGGER:FIELD  @offset
+ * Every partition hash is listed in the set PREFIX:{stats}:partitions so
+ * that readers (the gauges, journeyctl) find them without a scan.
+ */
+#include "journeyd/insights.h"
+
+#include <hiredis/hiredis.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "journeyd/log.h"
+#include "journeyd/outcomes.h"
+
+#define MOD "insights"
+
+/* Applies the deltas only past the stored offset (ARGV[1]; empty: deltas
+ * of timers, which carry no offset, applied unconditionally). */
+static const char FLUSH_SCRIPT[] =
+    "local off = redis.call('HGET', KEYS[1], '@offset')\n"
+    "if ARGV[1] ~= '' then\n"
+    "  if off and tonumber(ARGV[1]) <= tonumber(off) then return 0 end\n"
+    "  redis.call('HSET', KEYS[1], '@offset', ARGV[1])\n"
+    "end\n"
+    "for i = 2, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end\n"
+    "return 1\n";
+
+static const char *const nps_names[JD_NPS_COUNT] = {"promoter", "passive", "detractor"};
+static const char *const out_names[JD_OUT_COUNT] = {
+    "treated", "treated_converted", "control", "control_converted", "treated_open", "control_open"};
+
+const char *jd_nps_group_name(enum jd_nps_group g)
+{
+    return (unsigned)g < JD_NPS_COUNT ? nps_names[g] : "";
+}
+
+const char *jd_out_field_name(enum jd_out_field f)
+{
+    return (unsigned)f < JD_OUT_COUNT ? out_names[f] : "";
+}
+
+/* ---- layout ---- */
+
+struct named {
+    const char *name;
+    size_t idx;
+};
+
+struct layout {
+    size_t ns, ng, nt;
+    size_t off_seg, off_tr, off_nps, off_trig, per_trig, n;
+    char **names;         /* [n] field names */
+    struct named *sorted; /* [n] by name */
+};
+
+#define TRIG_SENT 0
+#define TRIG_SUP 1
+#define TRIG_OUT (1 + JD_SUP_COUNT)
+
+static int cmp_named(const void *a, const void *b)
+{
+    return strcmp(((const struct named *)a)->name, ((const struct named *)b)->name);
+}
+
+static char *fmt(const char *f, const char *a, const char *b)
+{
+    size_t n = strlen(f) + strlen(a) + (b ? strlen(b) : 0) + 1;
+    char *s = jd_xmalloc(n);
+    snprintf(s, n, f, a, b ? b : "");
+    return s;
+}
+
+static void layout_build(struct layout *l, const struct jd_ruleset *rs)
+{
+    l->ns = jd_rules_nstages(rs);
+    l->ng = jd_rules_nsegments(rs);
+    l->nt = jd_rules_ntriggers(rs);
+    l->off_seg = l->ns;
+    l->off_tr = l->off_seg + l->ng;
+    l->off_nps = l->off_tr + (l->ns + 1) * l->ns;
+    l->off_trig = l->off_nps + JD_NPS_COUNT;
+    l->per_trig = 1 + JD_SUP_COUNT + JD_OUT_COUNT;
+    l->n = l->off_trig + l->nt * l->per_trig;
+    l->names = jd_xcalloc(l->n ? l->n : 1, sizeof *l->names);
+    for (size_t i = 0; i < l->ns; i++)
+        l->names[i] = fmt("stage:%s", jd_rules_stage_name(rs, i), NULL);
+    for (size_t i = 0; i < l->ng; i++)
+        l->names[l->off_seg + i] = fmt("seg:%s", jd_rules_segment_name(rs, i), NULL);
+    for (size_t f = 0; f <= l->ns; f++)
+        for (size_t t = 0; t < l->ns; t++)
+            l->names[l->off_tr + f * l->ns + t] =
+                fmt("tr:%s>%s", f ? jd_rules_stage_name(rs, f - 1) : "(new)",
+                    jd_rules_stage_name(rs, t));
+    for (size_t i = 0; i < JD_NPS_COUNT; i++)
+        l->names[l->off_nps + i] = fmt("nps:%s", nps_names[i], NULL);
+    for (size_t t = 0; t < l->nt; t++) {
+        const char *tn = jd_rules_trigger(rs, t)->on.name;
+        size_t base = l->off_trig + t * l->per_trig;
+        l->names[base + TRIG_SENT] = fmt("sent:%s", tn, NULL);
+        for (int r = 0; r < JD_SUP_COUNT; r++) {
+            char tmp[256];
+            snprintf(tmp, sizeof tmp, "sup:%s:%s", tn,
+                     jd_suppress_reason_name((enum jd_suppress_reason)r));
+            l->names[base + TRIG_SUP + (size_t)r] = jd_strdup(tmp);
+        }
+        for (int k = 0; k < JD_OUT_COUNT; k++)
+            l->names[base + TRIG_OUT + (size_t)k] = fmt("out:%s:%s", tn, out_names[k]);
+    }
+    l->sorted = jd_xcalloc(l->n ? l->n : 1, sizeof *l->sorted);
+    for (size_t i = 0; i < l->n; i++)
+        l->sorted[i] = (struct named){l->names[i], i};
+    qsort(l->sorted, l->n, sizeof *l->sorted, cmp_named);
+}
+
+static void layout_free(struct layout *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->names[i]);
+    free(l->names);
+    free(l->sorted);
+    memset(l, 0, sizeof *l);
+}
+
+/* Index of a field name, -1 when the rule set has no such counter. */
+static long layout_find(const struct layout *l, const char *name)
+{
+    struct named key = {name, 0};
+    const struct named *f = bsearch(&key, l->sorted, l->n, sizeof *l->sorted, cmp_named);
+    return f ? (long)f->idx : -1;
+}
+
+/* ---- state ---- */
+
+struct ipart {
+    char *key; /* NULL: slot unused */
+    uint32_t gen;
+    int want;
+    int known;      /* offset loaded for the current ownership */
+    int registered; /* listed in the partitions set by this process */
+    int dirty;
+    int64_t offset;  /* stats offset in Redis; -1 none */
+    int64_t pending; /* highest offset counted in the unwritten deltas */
+    int64_t *d;      /* [layout.n] */
+};
+
+struct jd_insights {
+    const struct jd_config *cfg;
+    const struct jd_ruleset *rs;
+    struct layout lay;
+    redisContext *ctx;
+    char host[256];
+    int port;
+    int timeout_ms;
+    char *registry; /* PREFIX:{stats}:partitions */
+
+    struct ipart **parts; /* [topic][partition] */
+    int32_t *nparts;
+
+    /* the event or timer in progress */
+    struct ipart *cur; /* NULL: not counted */
+    struct jd_customer *c;
+    int32_t old_stage;
+    uint64_t old_segments;
+    int old_nps;
+
+    int64_t last_tick_ns;
+    int tick_failing;
+
+    /* scratch */
+    const char **argv;
+    size_t *argvlen;
+    size_t argcap;
+    struct jd_buf nums;
+};
+
+struct jd_insights *jd_insights_new(const struct jd_config *cfg, const struct jd_ruleset *rs)
+{
+    struct jd_insights *ins = jd_xcalloc(1, sizeof *ins);
+    ins->cfg = cfg;
+    ins->rs = rs;
+    layout_build(&ins->lay, rs);
+    const char *addr = cfg->nredis_addresses ? cfg->redis_addresses[0] : "127.0.0.1:6379";
+    if (jd_parse_hostport(addr, ins->host, sizeof ins->host, &ins->port) != 0) {
+        snprintf(ins->host, sizeof ins->host, "127.0.0.1");
+        ins->port = 6379;
+    }
+    ins->timeout_ms = cfg->redis_timeout_ms > 0 ? cfg->redis_timeout_ms : 2000;
+    const char *prefix = cfg->key_prefix ? cfg->key_prefix : "j";
+    ins->registry = fmt("%s:{stats}:partitions", prefix, NULL);
+    ins->parts = jd_xcalloc(cfg->ninput_topics ? cfg->ninput_topics : 1, sizeof *ins->parts);
+    ins->nparts = jd_xcalloc(cfg->ninput_topics ? cfg->ninput_topics : 1, sizeof *ins->nparts);
+    jd_buf_init(&ins->nums);
+    return ins;
+}
+
+void jd_insights_destroy(struct jd_insights *ins)
+{
+    if (!ins)
+        return;
+    for (size_t t = 0; t < ins->cfg->ninput_topics; t++) {
+        for (int32_t p = 0; p < ins->nparts[t]; p++) {
+            free(ins->parts[t][p].key);
+            free(ins->parts[t][p].d);
+        }
+        free(ins->parts[t]);
+    }
+    free(ins->parts);
+    free(ins->nparts);
+    if (ins->ctx)
+        redisFree(ins->ctx);
+    layout_free(&ins->lay);
+    free(ins->registry);
+    free(ins->argv);
+    free(ins->argvlen);
+    jd_buf_free(&ins->nums);
+    free(ins);
+}
+
+static void each_part(struct jd_insights *ins,
+                      void (*fn)(struct jd_insights *, struct ipart *, void *), void *ud)
+{
+    for (size_t t = 0; t < ins->cfg->ninput_topics; t++)
+        for (int32_t p = 0; p < ins->nparts[t]; p++)
+            if (ins->parts[t][p].key)
+                fn(ins, &ins->parts[t][p], ud);
+}
+
+static void remap_part(struct jd_insights *ins, struct ipart *ip, void *ud)
+{
+    /* Deltas are written at the end of every batch and reloads happen
+     * between batches, so this is normally all zero; carry what is not. */
+    const struct layout *old = ud;
+    int64_t *nd = jd_xcalloc(ins->lay.n ? ins->lay.n : 1, sizeof *nd);
+    for (size_t i = 0; i < old->n; i++) {
+        long j = ip->d[i] ? layout_find(&ins->lay, old->names[i]) : -1;
+        if (j >= 0)
+            nd[j] = ip->d[i];
+    }
+    free(ip->d);
+    ip->d = nd;
+}
+
+void jd_insights_bind(struct jd_insights *ins, const struct jd_ruleset *rs)
+{
+    struct layout old = ins->lay;
+    ins->rs = rs;
+    layout_build(&ins->lay, rs);
+    each_part(ins, remap_part, &old);
+    layout_free(&old);
+}
+
+static struct ipart *part_of(struct jd_insights *ins, int32_t source)
+{
+    int32_t ti = source >> 16, pi = source & 0xffff;
+    if (ti < 0 || (size_t)ti >= ins->cfg->ninput_topics || pi >= ins->nparts[ti])
+        return NULL;
+    struct ipart *ip = &ins->parts[ti][pi];
+    return ip->key ? ip : NULL;
+}
+
+void jd_insights_want(struct jd_insights *ins, int32_t source, const char *topic, int32_t partition,
+                      uint32_t gen)
+{
+    int32_t ti = source >> 16, pi = source & 0xffff;
+    if (ti < 0 || (size_t)ti >= ins->cfg->ninput_topics)
+        return;
+    if (pi >= ins->nparts[ti]) {
+        int32_t n = ins->nparts[ti] ? ins->nparts[ti] : 16;
+        while (n <= pi)
+            n *= 2;
+        ins->parts[ti] = jd_xrealloc(ins->parts[ti], (size_t)n * sizeof *ins->parts[ti]);
+        memset(ins->parts[ti] + ins->nparts[ti], 0,
+               (size_t)(n - ins->nparts[ti]) * sizeof *ins->parts[ti]);
+        ins->nparts[ti] = n;
+    }
+    struct ipart *ip = &ins->parts[ti][pi];
+    if (!ip->key) {
+        char tmp[600];
+        snprintf(tmp, sizeof tmp, "%s:{p:%s:%" PRId32 "}:stats",
+                 ins->cfg->key_prefix ? ins->cfg->key_prefix : "j", topic, partition);
+        ip->key = jd_strdup(tmp);
+        ip->d = jd_xcalloc(ins->lay.n ? ins->lay.n : 1, sizeof *ip->d);
+        ip->gen = gen;
+    }
+    if (ip->gen != gen) {
+        /* Released and owned again: another instance may have counted
+         * meanwhile, and unwritten deltas belong to a batch that will be
+         * consumed again. */
+        ip->gen = gen;
+        ip->known = 0;
+        ip->dirty = 0;
+        memset(ip->d, 0, ins->lay.n * sizeof *ip->d);
+    }
+    if (!ip->known)
+        ip->want = 1;
+}
+
+/* ---- Redis ---- */
+
+static int conn(struct jd_insights *ins, char *errstr, size_t errsize)
+{
+    if (ins->ctx)
+        return 0;
+    struct timeval tv = {ins->timeout_ms / 1000, (ins->timeout_ms % 1000) * 1000};
+    redisContext *ctx = redisConnectWithTimeout(ins->host, ins->port, tv);
+    if (!ctx || ctx->err) {
+        snprintf(errstr, errsize, "Redis %s:%d: %s", ins->host, ins->port,
+                 ctx ? ctx->errstr : "cannot allocate a connection");
+        if (ctx)
+            redisFree(ctx);
+        return -1;
+    }
+    redisSetTimeout(ctx, tv);
+    ins->ctx = ctx;
+    return 0;
+}
+
+static int io_fail(struct jd_insights *ins, const char *what, char *errstr, size_t errsize)
+{
+    snprintf(errstr, errsize, "%s: Redis %s:%d: %s", what, ins->host, ins->port,
+             ins->ctx && ins->ctx->errstr[0] ? ins->ctx->errstr : "I/O error");
+    if (ins->ctx)
+        redisFree(ins->ctx);
+    ins->ctx = NULL;
+    return -1;
+}
+
+static void arg(struct jd_insights *ins, size_t i, const char *p, size_t len)
+{
+    if (i >= ins->argcap) {
+        ins->argcap = ins->argcap ? ins->argcap * 2 : 64;
+        while (ins->argcap <= i)
+            ins->argcap *= 2;
+        ins->argv = jd_xrealloc(ins->argv, ins->argcap * sizeof *ins->argv);
+        ins->argvlen = jd_xrealloc(ins->argvlen, ins->argcap * sizeof *ins->argvlen);
+    }
+    ins->argv[i] = p;
+    ins->argvlen[i] = len;
+}
+
+static int append(struct jd_insights *ins, size_t argc)
+{
+    return redisAppendCommandArgv(ins->ctx, (int)argc, ins->argv, ins->argvlen) == REDIS_OK ? 0
+                                                                                            : -1;
+}
+
+static void want_cmd(struct jd_insights *ins, struct ipart *ip, void *ud)
+{
+    size_t *n = ud;
+    if (!ip->want || ip->known)
+        return;
+    arg(ins, 0, "HGET", 4);
+    arg(ins, 1, ip->key, strlen(ip->key));
+    arg(ins, 2, "@offset", 7);
+    if (append(ins, 3) == 0)
+        (*n)++;
+    else
+        *n = (size_t)-1 / 2; /* I/O error: noticed when reading */
+}
+
+struct reader {
+    int rc;
+    char *errstr;
+    size_t errsize;
+};
+
+static void want_reply(struct jd_insights *ins, struct ipart *ip, void *ud)
+{
+    struct reader *rd = ud;
+    if (!ip->want || ip->known || rd->rc)
+        return;
+    redisReply *r = NULL;
+    if (redisGetReply(ins->ctx, (void **)&r) != REDIS_OK || !r) {
+        rd->rc = io_fail(ins, "stats offsets", rd->errstr, rd->errsize);
+        return;
+    }
+    if (r->type == REDIS_REPLY_STRING) {
+        ip->offset = strtoll(r->str, NULL, 10);
+    } else if (r->type == REDIS_REPLY_NIL) {
+        ip->offset = -1;
+    } else {
+        snprintf(rd->errstr, rd->errsize, "stats offset of %s: %s", ip->key,
+                 r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+        rd->rc = -1;
+        freeReplyObject(r);
+        return;
+    }
+    freeReplyObject(r);
+    ip->known = 1;
+    ip->want = 0;
+    ip->pending = ip->offset;
+}
+
+int jd_insights_load_offsets(struct jd_insights *ins, char *errstr, size_t errsize)
+{
+    size_t n = 0;
+    for (size_t t = 0; t < ins->cfg->ninput_topics && n == 0; t++)
+        for (int32_t p = 0; p < ins->nparts[t] && n == 0; p++)
+            n = ins->parts[t][p].want && !ins->parts[t][p].known;
+    if (n == 0)
+        return 0;
+    if (conn(ins, errstr, errsize) != 0)
+        return -1;
+    n = 0;
+    each_part(ins, want_cmd, &n);
+    struct reader rd = {0, errstr, errsize};
+    each_part(ins, want_reply, &rd);
+    return rd.rc;
+}
+
+/* ---- counting ---- */
+
+static void add(struct jd_insights *ins, size_t idx, int64_t delta)
+{
+    if (!ins->cur || idx >= ins->lay.n)
+        return;
+    ins->cur->d[idx] += delta;
+    ins->cur->dirty = 1;
+}
+
+static size_t trig_idx(const struct jd_insights *ins, size_t t, size_t field)
+{
+    return ins->lay.off_trig + t * ins->lay.per_trig + field;
+}
+
+static int nps_group(int32_t score)
+{
+    if (score < 0)
+        return -1;
+    return score >= 9 ? JD_NPS_PROMOTER : score >= 7 ? JD_NPS_PASSIVE : JD_NPS_DETRACTOR;
+}
+
+static void goal_resolved(void *ud, const struct jd_goal *g, int converted)
+{
+    struct jd_insights *ins = ud;
+    size_t base = TRIG_OUT;
+    if (g->control) {
+        add(ins, trig_idx(ins, g->trigger, base + JD_OUT_CONTROL_OPEN), -1);
+        add(ins, trig_idx(ins, g->trigger, base + JD_OUT_CONTROL), 1);
+        if (converted)
+            add(ins, trig_idx(ins, g->trigger, base + JD_OUT_CONTROL_CONVERTED), 1);
+    } else {
+        add(ins, trig_idx(ins, g->trigger, base + JD_OUT_TREATED_OPEN), -1);
+        add(ins, trig_idx(ins, g->trigger, base + JD_OUT_TREATED), 1);
+        if (converted)
+            add(ins, trig_idx(ins, g->trigger, base + JD_OUT_TREATED_CONVERTED), 1);
+    }
+}
+
+void jd_insights_begin(struct jd_insights *ins, struct jd_customer *c, const struct jd_event *ev,
+                       int64_t now)
+{
+    struct ipart *ip = part_of(ins, c->partition);
+    ins->cur = NULL;
+    if (ip && ip->known) {
+        if (!ev) {
+            ins->cur = ip;
+        } else if (ev->offset > ip->offset) {
+            ins->cur = ip;
+            if (ev->offset > ip->pending)
+                ip->pending = ev->offset;
+        }
+    }
+    ins->c = c;
+    ins->old_stage = c->stage;
+    ins->old_segments = c->segments;
+    ins->old_nps = nps_group(c->last_score);
+    if (c->ngoals) {
+        int64_t t_goal = ev && ins->cfg->clock == JD_CLOCK_EVENT ? ev->occurred_at : now;
+        jd_outcomes_resolve(ins->rs, c, ev, t_goal, now, goal_resolved, ins);
+    }
+}
+
+void jd_insights_end(struct jd_insights *ins, const struct jd_customer *c)
+{
+    if (ins->cur && c == ins->c) {
+        const struct layout *l = &ins->lay;
+        int32_t from = ins->old_stage, to = c->stage;
+        if (from != to && to >= 0 && (size_t)to < l->ns && from < (int32_t)l->ns) {
+            if (from >= 0)
+                add(ins, (size_t)from, -1);
+            add(ins, (size_t)to, 1);
+            add(ins, l->off_tr + (size_t)(from + 1) * l->ns + (size_t)to, 1);
+        }
+        uint64_t changed = ins->old_segments ^ c->segments;
+        for (size_t s = 0; changed && s < l->ng && s < 64; s++)
+            if (changed & (UINT64_C(1) << s))
+                add(ins, l->off_seg + s, (c->segments >> s) & 1 ? 1 : -1);
+        int g = nps_group(c->last_score);
+        if (g != ins->old_nps) {
+            if (ins->old_nps >= 0)
+                add(ins, l->off_nps + (size_t)ins->old_nps, -1);
+            if (g >= 0)
+                add(ins, l->off_nps + (size_t)g, 1);
+        }
+    }
+    ins->cur = NULL;
+    ins->c = NULL;
+}
+
+static void decided(struct jd_insights *ins, struct jd_customer *c, size_t t, int control,
+                    int64_t now)
+{
+    int r = jd_outcomes_open(ins->rs, c, t, control, now);
+    if (r > 0)
+        add(ins, trig_idx(ins, t, TRIG_OUT + (control ? JD_OUT_CONTROL_OPEN : JD_OUT_TREATED_OPEN)),
+            1);
+    else if (r < 0)
+        jd_debug(MOD, "customer %s: %d goals open, decision of %s not measured", c->id,
+                 JD_MAX_OPEN_GOALS, jd_rules_trigger(ins->rs, t)->on.name);
+}
+
+void jd_insights_sent(struct jd_insights *ins, struct jd_customer *c, size_t trigger, int64_t now)
+{
+    if (trigger >= ins->lay.nt)
+        return;
+    add(ins, trig_idx(ins, trigger, TRIG_SENT), 1);
+    decided(ins, c, trigger, 0, now);
+}
+
+void jd_insights_suppressed(struct jd_insights *ins, struct jd_customer *c, size_t trigger,
+                            const char *reason, int64_t now)
+{
+    if (trigger >= ins->lay.nt)
+        return;
+    enum jd_suppress_reason r = jd_suppress_reason_parse(reason);
+    add(ins, trig_idx(ins, trigger, TRIG_SUP + (size_t)r), 1);
+    if (r == JD_SUP_HOLDOUT)
+        decided(ins, c, trigger, 1, now);
+}
+
+/* ---- writing ---- */
+
+struct flush_ctx {
+    size_t nreplies;
+    int io_error;
+};
+
+static void flush_cmd(struct jd_insights *ins, struct ipart *ip, void *ud)
+{
+    struct flush_ctx *fc = ud;
+    if (!ip->dirty || !ip->known || fc->io_error)
+        return;
+    if (!ip->registered) {
+        arg(ins, 0, "SADD", 4);
+        arg(ins, 1, ins->registry, strlen(ins->registry));
+        arg(ins, 2, ip->key, strlen(ip->key));
+        if (append(ins, 3) != 0) {
+            fc->io_error = 1;
+            return;
+        }
+        fc->nreplies++;
+    }
+    /* numbers first (the buffer may move), then the pointers into it */
+    jd_buf_reset(&ins->nums);
+    if (ip->pending > ip->offset)
+        jd_buf_printf(&ins->nums, "%" PRId64, ip->pending);
+    size_t marker_len = ins->nums.len;
+    size_t nf = 0;
+    for (size_t i = 0; i < ins->lay.n; i++)
+        if (ip->d[i]) {
+            jd_buf_printf(&ins->nums, "%" PRId64, ip->d[i]);
+            jd_buf_append(&ins->nums, "", 1);
+            nf++;
+        }
+    const char *p = ins->nums.data ? ins->nums.data : "";
+    arg(ins, 0, "EVAL", 4);
+    arg(ins, 1, FLUSH_SCRIPT, sizeof FLUSH_SCRIPT - 1);
+    arg(ins, 2, "1", 1);
+    arg(ins, 3, ip->key, strlen(ip->key));
+    arg(ins, 4, p, marker_len);
+    size_t a = 5;
+    const char *q = p + marker_len;
+    for (size_t i = 0; i < ins->lay.n; i++) {
+        if (!ip->d[i])
+            continue;
+        arg(ins, a++, ins->lay.names[i], strlen(ins->lay.names[i]));
+        size_t len = strlen(q);
+        arg(ins, a++, q, len);
+        q += len + 1;
+    }
+    (void)nf;
+    if (append(ins, a) != 0) {
+        fc->io_error = 1;
+        return;
+    }
+    fc->nreplies++;
+}
+
+static void flush_reply(struct jd_insights *ins, struct ipart *ip, void *ud)
+{
+    struct reader *rd = ud;
+    if (!ip->dirty || !ip->known || rd->rc)
+        return;
+    for (int k = ip->registered ? 1 : 0; k < 2; k++) {
+        redisReply *r = NULL;
+        if (redisGetReply(ins->ctx, (void **)&r) != REDIS_OK || !r) {
+            rd->rc = io_fail(ins, "stats flush", rd->errstr, rd->errsize);
+            return;
+        }
+        if (r->type == REDIS_REPLY_ERROR) {
+            snprintf(rd->errstr, rd->errsize, "stats flush %s: %s", ip->key, r->str);
+            rd->rc = -1;
+        } else if (k == 1 && r->type == REDIS_REPLY_INTEGER && r->integer == 0) {
+            /* only a zombie owner gets here: someone counted past us */
+            jd_warn(MOD, "%s: stats offset already past %" PRId64 "; deltas skipped", ip->key,
+                    ip->pending);
+        }
+        freeReplyObject(r);
+        if (rd->rc)
+            return;
+        if (k == 0)
+            ip->registered = 1;
+    }
+    memset(ip->d, 0, ins->lay.n * sizeof *ip->d);
+    ip->dirty = 0;
+    if (ip->pending > ip->offset)
+        ip->offset = ip->pending;
+}
+
+int jd_insights_flush(struct jd_insights *ins, char *errstr, size_t errsize)
+{
+    int any = 0;
+    for (size_t t = 0; t < ins->cfg->ninput_topics && !any; t++)
+        for (int32_t p = 0; p < ins->nparts[t] && !any; p++)
+            any = ins->parts[t][p].dirty;
+    if (!any)
+        return 0;
+    if (conn(ins, errstr, errsize) != 0)
+        return -1;
+    struct flush_ctx fc = {0, 0};
+    each_part(ins, flush_cmd, &fc);
+    if (fc.io_error)
+        return io_fail(ins, "stats flush", errstr, errsize);
+    struct reader rd = {0, errstr, errsize};
+    each_part(ins, flush_reply, &rd);
+    if (rd.rc && ins->ctx) {
+        /* replies left unread would be taken for the next command's */
+        redisFree(ins->ctx);
+        ins->ctx = NULL;
+    }
+    return rd.rc;
+}
+
+static void discard_part(struct jd_insights *ins, struct ipart *ip, void *ud)
+{
+    (void)ud;
+    memset(ip->d, 0, ins->lay.n * sizeof *ip->d);
+    ip->dirty = 0;
+    ip->pending = ip->offset;
+}
+
+void jd_insights_discard(struct jd_insights *ins)
+{
+    each_part(ins, discard_part, NULL);
+}
+
+/* ---- reading ---- */
+
+void jd_program_free(struct jd_program *p)
+{
+    free(p->v);
+    memset(p, 0, sizeof *p);
+}
+
+static void program_shape(struct jd_program *p, const struct layout *l)
+{
+    memset(p, 0, sizeof *p);
+    p->nstages = l->ns;
+    p->nsegments = l->ng;
+    p->ntriggers = l->nt;
+    p->v = jd_xcalloc(l->n ? l->n : 1, sizeof *p->v);
+    p->stage = p->v;
+    p->segment = p->v + l->off_seg;
+    p->transition = p->v + l->off_tr;
+    p->nps = p->v + l->off_nps;
+    /* the trigger blocks interleave; copied out below */
+}
+
+int jd_insights_read(struct jd_insights *ins, struct jd_program *out, char *errstr, size_t errsize)
+{
+    const struct layout *l = &ins->lay;
+    memset(out, 0, sizeof *out);
+    if (conn(ins, errstr, errsize) != 0)
+        return -1;
+    redisReply *set = redisCommand(ins->ctx, "SMEMBERS %s", ins->registry);
+    if (!set)
+        return io_fail(ins, "stats read", errstr, errsize);
+    if (set->type != REDIS_REPLY_ARRAY) {
+        snprintf(errstr, errsize, "stats read %s: %s", ins->registry,
+                 set->type == REDIS_REPLY_ERROR ? set->str : "unexpected reply");
+        freeReplyObject(set);
+        return -1;
+    }
+    for (size_t i = 0; i < set->elements; i++) {
+        arg(ins, 0, "HGETALL", 7);
+        arg(ins, 1, set->element[i]->str, set->element[i]->len);
+        if (append(ins, 2) != 0) {
+            freeReplyObject(set);
+            return io_fail(ins, "stats read", errstr, errsize);
+        }
+    }
+    struct jd_program p;
+    program_shape(&p, l);
+    int rc = 0;
+    for (size_t i = 0; i < set->elements; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(ins->ctx, (void **)&r) != REDIS_OK || !r) {
+            rc = io_fail(ins, "stats read", errstr, errsize);
+            break;
+        }
+        if (r->type == REDIS_REPLY_ARRAY) {
+            for (size_t k = 0; k + 1 < r->elements; k += 2) {
+                long j = layout_find(l, r->element[k]->str);
+                if (j >= 0)
+                    p.v[j] += strtoll(r->element[k + 1]->str, NULL, 10);
+            }
+        } else if (rc == 0) {
+            snprintf(errstr, errsize, "stats read: %s",
+                     r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+            rc = -1; /* read the remaining replies all the same */
+        }
+        freeReplyObject(r);
+    }
+    p.npartitions = set->elements;
+    freeReplyObject(set);
+    if (rc) {
+        jd_program_free(&p);
+        return -1;
+    }
+    /* flat per-trigger blocks into the three arrays */
+    int64_t *blocks = jd_xcalloc(l->nt * l->per_trig + 1, sizeof *blocks);
+    memcpy(blocks, p.v + l->off_trig, l->nt * l->per_trig * sizeof *blocks);
+    size_t base = l->off_trig;
+    p.sent = p.v + base;
+    p.suppressed = p.sent + l->nt;
+    p.outcome = p.suppressed + l->nt * JD_SUP_COUNT;
+    for (size_t t = 0; t < l->nt; t++) {
+        const int64_t *b = blocks + t * l->per_trig;
+        p.sent[t] = b[TRIG_SENT];
+        memcpy(p.suppressed + t * JD_SUP_COUNT, b + TRIG_SUP, JD_SUP_COUNT * sizeof *b);
+        memcpy(p.outcome + t * JD_OUT_COUNT, b + TRIG_OUT, JD_OUT_COUNT * sizeof *b);
+    }
+    free(blocks);
+    *out = p;
+    return 0;
+}
+
+/* ---- gauges ---- */
+
+void jd_insights_tick(struct jd_insights *ins, struct jd_metrics *m)
+{
+    int64_t now = jd_monotonic_ns();
+    if (!m || (ins->last_tick_ns && now - ins->last_tick_ns < JD_INSIGHTS_REFRESH_MS * 1000000LL))
+        return;
+    ins->last_tick_ns = now;
+    struct jd_program p;
+    char errstr[512];
+    if (jd_insights_read(ins, &p, errstr, sizeof errstr) != 0) {
+        if (!ins->tick_failing)
+            jd_warn(MOD, "program gauges not refreshed: %s", errstr);
+        ins->tick_failing = 1;
+        return;
+    }
+    ins->tick_failing = 0;
+    const struct jd_ruleset *rs = ins->rs;
+    size_t ns = p.nstages, cap = ns + (ns + 1) * ns + JD_NPS_COUNT + p.ntriggers * 6 + 1, n = 0;
+    struct jd_series *s = jd_xcalloc(cap, sizeof *s);
+    for (size_t i = 0; i < ns; i++)
+        s[n++] = (struct jd_series){
+            JD_PF_STAGE_CUSTOMERS, {jd_rules_stage_name(rs, i), NULL}, p.stage[i]};
+    for (size_t f = 0; f <= ns; f++)
+        for (size_t t = 0; t < ns; t++)
+            if (p.transition[f * ns + t])
+                s[n++] = (struct jd_series){
+                    JD_PF_STAGE_TRANSITIONS,
+                    {f ? jd_rules_stage_name(rs, f - 1) : "(new)", jd_rules_stage_name(rs, t)},
+                    p.transition[f * ns + t]};
+    for (int g = 0; g < JD_NPS_COUNT; g++)
+        s[n++] = (struct jd_series){JD_PF_NPS, {nps_names[g], NULL}, p.nps[g]};
+    for (size_t t = 0; t < p.ntriggers; t++) {
+        const struct jd_trigger_src *ts = jd_rules_trigger(rs, t);
+        if (!ts->goal)
+            continue;
+        const int64_t *o = p.outcome + t * JD_OUT_COUNT;
+        const char *name = ts->on.name;
+        s[n++] = (struct jd_series){JD_PF_DECISIONS, {name, "treated"}, o[JD_OUT_TREATED]};
+        s[n++] = (struct jd_series){JD_PF_DECISIONS, {name, "control"}, o[JD_OUT_CONTROL]};
+        s[n++] =
+            (struct jd_series){JD_PF_CONVERSIONS, {name, "treated"}, o[JD_OUT_TREATED_CONVERTED]};
+        s[n++] =
+            (struct jd_series){JD_PF_CONVERSIONS, {name, "control"}, o[JD_OUT_CONTROL_CONVERTED]};
+        s[n++] =
+            (struct jd_series){JD_PF_DECISIONS_OPEN, {name, "treated"}, o[JD_OUT_TREATED_OPEN]};
+        s[n++] =
+            (struct jd_series){JD_PF_DECISIONS_OPEN, {name, "control"}, o[JD_OUT_CONTROL_OPEN]};
+    }
+    jd_metrics_set_program(m, s, n);
+    for (size_t i = 0; i < p.nsegments; i++)
+        jd_metrics_segment_members_set(m, i, p.segment[i]);
+    free(s);
+    jd_program_free(&p);
+}
