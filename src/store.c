@@ -474,7 +474,11 @@ int jd_store_flush(struct jd_store *st, const struct jd_ruleset *rs, struct jd_c
     }
     size_t base = jd_redis_pending(st->rd); /* commands riding along (store.h) */
     size_t total = 0, npre = 0;
-    int cluster = jd_redis_is_cluster(st->rd);
+    /* On a cluster the partition keys live on other masters than the
+     * customers', and a pipeline serves the masters in parallel: the
+     * additions get a round of their own first (unless another module's
+     * commands ride along, whose replies that round would consume). */
+    int split = jd_redis_is_cluster(st->rd) && base == 0;
     char why[400];
     why[0] = '\0';
     /* per-partition removals and postponements of earlier flushes */
@@ -488,14 +492,12 @@ int jd_store_flush(struct jd_store *st, const struct jd_ruleset *rs, struct jd_c
         /* per-partition additions go before the transaction (store_int.h) */
         st->pre[i] = jd_store_queue_pre(st, cs[i]);
         npre += st->pre[i].n;
-        if (!cluster)
+        if (!split)
             st->q[i] = queue_customer(st, rs, cs[i]);
         total += st->q[i].n;
     }
-    if (cluster && (npre || st->ndeferred_sent)) {
-        /* the partition keys live on other masters, which a pipeline serves
-         * in parallel: the additions get a round of their own first, and a
-         * customer whose additions failed is not written now */
+    if (split && (npre || st->ndeferred_sent)) {
+        /* a customer whose additions failed is not written now */
         (void)jd_redis_exec(st->rd, JD_REDIS_REPLICATED, why, sizeof why);
         jd_store_deferred_sent(st);
         for (size_t i = 0; i < n; i++) {
@@ -505,7 +507,7 @@ int jd_store_flush(struct jd_store *st, const struct jd_ruleset *rs, struct jd_c
         }
         jd_redis_clear(st->rd);
     }
-    if (cluster) {
+    if (split) {
         for (size_t i = 0; i < n; i++) {
             if (!needs_write(cs[i]) || st->pre[i].multi)
                 continue;
@@ -513,7 +515,7 @@ int jd_store_flush(struct jd_store *st, const struct jd_ruleset *rs, struct jd_c
             total += st->q[i].n;
         }
     }
-    if (total || (!cluster && (npre || st->ndeferred_sent || base))) {
+    if (total || (!split && (npre || st->ndeferred_sent || base))) {
         /* written only once a replica has it, when the cluster has
          * replicas: a failover must not lose what the engine then commits
          * to Kafka */

@@ -18,7 +18,12 @@
 
 #include <cmocka.h>
 
+#include "journeyd/redis_conn.h"
 #include "journeyd/store.h"
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function" /* the fixture's other helpers */
+#include "redis_cluster_fixture.c"
+#pragma GCC diagnostic pop
 #include "redis_fixture.c"
 
 #define T0 1700000000000LL
@@ -26,6 +31,7 @@
 #define TKEY3 "j:{p:touchpoints:3}:timers"
 #define TKEYO "j:{p:orders:1}:timers"
 #define OKEY0 "j:{p:touchpoints:0}:outbox"
+#define TKEY1C "j:{p:touchpoints:1}:timers"
 
 struct env {
     struct redis_fixture redis;
@@ -392,6 +398,76 @@ static void test_unconnected(void **state)
         jd_store_timers_due(e->st, &src, &upto, 1, 10, NULL, &e->due, e->err, sizeof e->err), 0);
 }
 
+/* On a Redis Cluster the partition keys and the customer's keys are on
+ * different masters: the additions are executed in a round of their own
+ * before the transactions, due customers are read from the partition's
+ * master, and the postponement goes out with the next round. */
+static void test_cluster(void **state)
+{
+    (void)state;
+    struct redis_cluster rc;
+    memset(&rc, 0, sizeof rc);
+    if (rc_start(&rc, 3, 0, 2000) != 0)
+        fail_msg("cannot start a Redis Cluster");
+    char addr[64], err[512];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", rc.port[0]);
+    char *addrs[1] = {addr}, *topics[1] = {"touchpoints"};
+    struct jd_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.redis_addresses = addrs;
+    cfg.nredis_addresses = 1;
+    cfg.input_topics = topics;
+    cfg.ninput_topics = 1;
+    cfg.key_prefix = "j";
+    cfg.redis_timeout_ms = 2000;
+    cfg.history_max = 3;
+    struct jd_store *st = jd_store_new(&cfg, err, sizeof err);
+    assert_non_null(st);
+    assert_true(jd_redis_is_cluster(jd_store_redis(st)));
+
+    enum { N = 200 };
+    struct jd_customer *cs[N];
+    char id[16];
+    for (int i = 0; i < N; i++) {
+        snprintf(id, sizeof id, "k%03d", i);
+        cs[i] = jd_customer_new(id, strlen(id), i % 2, NULL);
+        cs[i]->next_timer = T0 + i;
+        cs[i]->dirty = 1;
+    }
+    uint64_t rt = jd_store_roundtrips(st);
+    assert_int_equal(jd_store_flush(st, NULL, cs, N, err, sizeof err), 0);
+    assert_int_equal(jd_store_roundtrips(st), rt + 2); /* additions, then transactions */
+    int owner = rc_master_of_slot(&rc, jd_redis_key_slot("p:touchpoints:1", 15));
+    redisReply *r = rc_cmd(&rc, owner, "ZCARD " TKEY1C);
+    assert_int_equal(r->integer, N / 2);
+    freeReplyObject(r);
+
+    struct jd_due_list due;
+    jd_due_list_init(&due);
+    int32_t src[2] = {0, 1};
+    int64_t upto[2] = {T0 + 9, T0 + 9};
+    assert_int_equal(jd_store_timers_due(st, src, upto, 2, 100, NULL, &due, err, sizeof err), 0);
+    assert_int_equal(due.n, 10);
+
+    cs[1]->next_timer = T0 + 86400000; /* later: after the transaction, next round */
+    assert_int_equal(jd_store_flush(st, NULL, cs, N, err, sizeof err), 0);
+    r = rc_cmd(&rc, owner, "ZSCORE " TKEY1C " k001");
+    assert_string_equal(r->str, "1700000000001");
+    freeReplyObject(r);
+    jd_due_list_reset(&due);
+    assert_int_equal(jd_store_timers_due(st, src, upto, 2, 100, NULL, &due, err, sizeof err), 0);
+    assert_int_equal(due.n, 9);
+    r = rc_cmd(&rc, owner, "ZSCORE " TKEY1C " k001");
+    assert_string_equal(r->str, "1700086400000");
+    freeReplyObject(r);
+
+    jd_due_list_free(&due);
+    for (int i = 0; i < N; i++)
+        jd_customer_destroy(cs[i]);
+    jd_store_destroy(st);
+    rc_stop(&rc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -400,6 +476,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_due_fetch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox_index_and_not_before, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unconnected, setup, teardown),
+        cmocka_unit_test(test_cluster),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
