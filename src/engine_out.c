@@ -197,10 +197,21 @@ void jd_engine_produce_dlq(struct jd_engine *e, const rd_kafka_message_t *m, con
 
 void jd_engine_produce_pending(struct jd_engine *e, struct jd_customer *c, struct jd_ckpt *ck)
 {
+    int64_t clock = INT64_MIN; /* computed when an entry is deferred */
     for (size_t i = 0; i < c->npending; i++) {
         struct jd_pending_trigger *pt = &c->pending[i];
         if (pt->produced)
             continue;
+        if (pt->not_before > 0) {
+            /* deferred (quiet hours): produced when the customer's timer,
+             * which includes not_before, fires (engine_timers.c) */
+            if (clock == INT64_MIN) {
+                struct jd_part *p = jd_engine_part_by_source(e, c->partition);
+                clock = p ? jd_engine_send_clock(e, p) : -1;
+            }
+            if (pt->not_before > clock)
+                continue;
+        }
         const char *topic = pt->topic && *pt->topic ? pt->topic : e->cfg->topics[pt->kind];
         struct jd_inflight *f =
             inflight_new(e, ck, c->partition, c->id, 1, pt->trigger_id, pt->src_ts);
