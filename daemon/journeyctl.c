@@ -329,6 +329,12 @@ static int show_triggers(const struct jd_config *cfg, const struct jd_ruleset *r
             json_str(stdout, h.f[3]);
             printf(",\"reason\":");
             json_str(stdout, h.f[4]);
+            const char *sup = suppression_of(h.f[3]);
+            printf(",\"suppressed\":%s", sup ? "true" : "false");
+            if (sup) {
+                printf(",\"suppression\":");
+                json_str(stdout, sup);
+            }
             printf("}");
         } else {
             printf("  %s  %-24s %-13s %s\n      why: %s\n",

@@ -165,6 +165,14 @@ const struct jd_cfg_key jd_cfg_keys[] = {
      "One synchronous Redis round trip per event: the benchmark's baseline, not for production."},
     {"processing.history_max", JD_CFG_INT, "20", BOUNDS, 0, 1000, NULL, C_OFF(history_max), 0,
      C_SZ(history_max), "Trigger history entries kept per customer."},
+    {"processing.timer_tick", JD_CFG_DURATION, "100ms", BOUNDS, 1, 60000, NULL,
+     C_OFF(timer_tick_ms), 0, C_SZ(timer_tick_ms),
+     "How often the timers that came due in the owned partitions are fetched and fired: "
+     "bounds their lateness under the wall clock (docs/time.md)."},
+    {"processing.idle_advance", JD_CFG_DURATION, "30s", BOUNDS, 0, 30 * DAY, NULL,
+     C_OFF(idle_advance_ms), 0, C_SZ(idle_advance_ms),
+     "Event clock: a partition that has been caught up and without events this long takes the "
+     "wall clock as its watermark, so that its timers still fire; 0: never (docs/time.md)."},
 
     /* metrics, log */
     {"metrics", JD_CFG_SECTION, NULL, 0, 0, 0, NULL, 0, 0, 0, "Prometheus endpoint."},

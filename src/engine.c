@@ -51,6 +51,7 @@ struct jd_engine *jd_engine_new(const struct jd_config *cfg, struct jd_ruleset *
     if (!(e->policy = jd_policy_new(cfg, errstr, errsize)))
         goto err;
     e->insights = jd_insights_new(cfg, rs);
+    e->timers = jd_engine_timers_new();
     if (!(e->producer = jd_kafka_producer_new(cfg, jd_engine_delivery, e, errstr, errsize)))
         goto err;
     if (!(e->consumer =
@@ -99,6 +100,7 @@ void jd_engine_destroy(struct jd_engine *e)
     jd_codec_destroy(e->codec);
     jd_policy_destroy(e->policy);
     jd_insights_destroy(e->insights);
+    jd_engine_timers_destroy(e->timers);
     if (e->rs)
         jd_rules_destroy(e->rs);
     jd_config_destroy(e->reload_cfg);
@@ -279,6 +281,7 @@ int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig
             e->abandoned = 1;
             break;
         }
+        jd_engine_timers_tick(e);
         if (!e->notified_ready && e->assigned_count > 0 && e->redis_ok && !e->backpressured) {
             /* systemd Type=notify: ready once we own partitions and Redis answers */
             jd_notify("READY=1");

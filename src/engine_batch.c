@@ -14,10 +14,10 @@
 
 #define MOD "engine"
 
-/* Queues c for the next write-back (engine_flush.c decides when). The
- * membership flag is c->queued, not c->dirty: an acknowledgement only needs
- * its outbox entry removed, not the state rewritten. */
-void jd_engine_push_dirty(struct jd_engine *e, struct jd_customer *c)
+/* Queues c for the next write-back (engine_flush.c decides when) without
+ * marking its state changed: an acknowledgement only needs its outbox entry
+ * removed. The list's membership flag is c->queued. */
+void jd_engine_queue_write(struct jd_engine *e, struct jd_customer *c)
 {
     if (c->queued)
         return;
@@ -27,6 +27,13 @@ void jd_engine_push_dirty(struct jd_engine *e, struct jd_customer *c)
         e->dirty = jd_xrealloc(e->dirty, e->capdirty * sizeof *e->dirty);
     }
     e->dirty[e->ndirty++] = c;
+}
+
+/* c's state changed: written by the next write-back. */
+void jd_engine_push_dirty(struct jd_engine *e, struct jd_customer *c)
+{
+    c->dirty = 1;
+    jd_engine_queue_write(e, c);
 }
 
 static void set_backpressure(struct jd_engine *e, int on)
@@ -97,7 +104,7 @@ void jd_engine_drop_dirty(struct jd_engine *e)
     drop_dirty(e);
 }
 
-static void redis_failed(struct jd_engine *e, const char *what, const char *err)
+void jd_engine_redis_failed(struct jd_engine *e, const char *what, const char *err)
 {
     jd_error(MOD, "redis %s failed: %s; retrying (consumption paused)", what, err);
     if (e->metrics) {
@@ -112,7 +119,7 @@ static void redis_failed(struct jd_engine *e, const char *what, const char *err)
         jd_warn(MOD, "redis reconnect: %s", errstr);
 }
 
-static void redis_succeeded(struct jd_engine *e)
+void jd_engine_redis_succeeded(struct jd_engine *e)
 {
     e->backoff_ms = 0;
     if (e->metrics)
@@ -125,7 +132,7 @@ static void redis_succeeded(struct jd_engine *e)
 }
 
 /* Loads e->load[0..nload) until it works or we are told to stop. */
-static int load_customers(struct jd_engine *e, volatile sig_atomic_t *stop)
+int jd_engine_load(struct jd_engine *e, volatile sig_atomic_t *stop)
 {
     char errstr[512];
     while (e->nload > 0) {
@@ -134,10 +141,10 @@ static int load_customers(struct jd_engine *e, volatile sig_atomic_t *stop)
             if (e->metrics)
                 jd_metrics_observe(e->metrics, JD_H_REDIS_ROUNDTRIP,
                                    (double)(jd_monotonic_ns() - t0) / 1e9);
-            redis_succeeded(e);
+            jd_engine_redis_succeeded(e);
             break;
         }
-        redis_failed(e, "load", errstr);
+        jd_engine_redis_failed(e, "load", errstr);
         if ((stop && *stop) || fenced(e))
             return -1;
     }
@@ -167,7 +174,7 @@ static int load_stats_offsets(struct jd_engine *e, volatile sig_atomic_t *stop)
             jd_insights_want(e->insights, p->source, p->topic, p->partition, p->gen);
     }
     while (jd_insights_load_offsets(e->insights, errstr, sizeof errstr) != 0) {
-        redis_failed(e, "stats offsets", errstr);
+        jd_engine_redis_failed(e, "stats offsets", errstr);
         if (stop && *stop)
             return -1;
     }
@@ -190,7 +197,7 @@ int jd_engine_flush_list(struct jd_engine *e, struct jd_customer **cs, size_t n,
         /* the batch's stats first: a crash between the two writes replays
          * events whose stats are in, and insights skips them */
         if (jd_insights_flush(e->insights, errstr, sizeof errstr) != 0) {
-            redis_failed(e, "stats flush", errstr);
+            jd_engine_redis_failed(e, "stats flush", errstr);
             if (stop && *stop)
                 return -1;
             continue;
@@ -199,11 +206,11 @@ int jd_engine_flush_list(struct jd_engine *e, struct jd_customer **cs, size_t n,
             if (e->metrics)
                 jd_metrics_observe(e->metrics, JD_H_REDIS_ROUNDTRIP,
                                    (double)(jd_monotonic_ns() - t0) / 1e9);
-            redis_succeeded(e);
+            jd_engine_redis_succeeded(e);
             off += k;
             continue;
         }
-        redis_failed(e, "flush", errstr);
+        jd_engine_redis_failed(e, "flush", errstr);
         if ((stop && *stop) || fenced(e))
             return -1;
     }
@@ -220,8 +227,8 @@ static const char *stage_name(const struct jd_engine *e, const struct jd_custome
 /* Turns one fired rule into an outbox entry, if the policy lets it out
  * (a deferred one carries not_before); a suppressed one into a history line
  * and an audit record. */
-static void emit(struct jd_engine *e, struct jd_customer *c, const struct jd_event *ev,
-                 const struct jd_fired *f, int64_t now, int64_t src_ts)
+void jd_engine_emit(struct jd_engine *e, struct jd_customer *c, const struct jd_event *ev,
+                    const struct jd_fired *f, int64_t now, int64_t src_ts)
 {
     const struct jd_trigger_src *ts = jd_rules_trigger(e->rs, f->trigger);
     const char *version = jd_rules_version(e->rs);
@@ -295,7 +302,7 @@ static void emit(struct jd_engine *e, struct jd_customer *c, const struct jd_eve
         jd_metrics_trigger_emitted(e->metrics, f->trigger);
 }
 
-static void record_transitions(struct jd_engine *e, const struct jd_eval_result *res)
+void jd_engine_record_transitions(struct jd_engine *e, const struct jd_eval_result *res)
 {
     if (!e->metrics)
         return;
@@ -327,6 +334,8 @@ static void apply_event(struct jd_engine *e, struct jd_part *p, struct jd_custom
             jd_metrics_add(e->metrics, JD_C_EVENTS_REPLAYED, 1);
         return;
     }
+    /* timers due before this event's time fire first (engine_timers.c) */
+    jd_engine_timers_fire(e, p, c);
     c->partition = p->source;
     c->applied_offset = ev->offset;
     jd_engine_push_dirty(e, c);
@@ -345,10 +354,11 @@ static void apply_event(struct jd_engine *e, struct jd_part *p, struct jd_custom
     jd_customer_apply_core(c, ev);
     jd_policy_observe_event(e->policy, c, ev);
     jd_rules_on_event(e->rs, c, ev, now, &res);
-    record_transitions(e, &res);
+    jd_engine_record_transitions(e, &res);
     jd_policy_order(e->rs, &res, order);
     for (size_t i = 0; i < res.nfired; i++)
-        emit(e, c, ev, &res.fired[order[i]], now, src_ts);
+        jd_engine_emit(e, c, ev, &res.fired[order[i]], now, src_ts);
+    jd_engine_timers_schedule(e, p, c, now);
     jd_insights_end(e->insights, c);
 }
 
@@ -360,7 +370,7 @@ static int naive_roundtrip(struct jd_engine *e, struct jd_customer *c, volatile 
     char errstr[512];
     while (jd_insights_flush(e->insights, errstr, sizeof errstr) != 0 ||
            jd_store_flush(e->store, e->rs, one, 1, errstr, sizeof errstr) != 0) {
-        redis_failed(e, "flush", errstr);
+        jd_engine_redis_failed(e, "flush", errstr);
         if ((stop && *stop) || fenced(e))
             return -1;
     }
@@ -397,7 +407,7 @@ void jd_engine_process_batch(struct jd_engine *e)
         }
         e->load[e->nload++] = c;
     }
-    if (load_customers(e, stop) != 0)
+    if (jd_engine_load(e, stop) != 0)
         goto abandon;
     if (load_stats_offsets(e, stop) != 0)
         goto abandon;
@@ -410,6 +420,7 @@ void jd_engine_process_batch(struct jd_engine *e)
         if (!p)
             continue;
         jd_engine_ckpt_open(p);
+        jd_engine_timers_seen(e, p, m->offset);
         if (e->metrics)
             jd_metrics_add(e->metrics, JD_C_EVENTS_CONSUMED, 1);
         if (!m->key || m->key_len == 0) {

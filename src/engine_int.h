@@ -41,6 +41,10 @@ struct jd_part {
     struct jd_ckpt *open; /* checkpoint of the batch in progress, NULL none */
     uint32_t gen;         /* bumped at each release: acknowledgements of an older
                              ownership must not touch the (freed) checkpoints */
+    /* timers (engine_timers.c) */
+    int64_t consumed;      /* offset after the last message processed; < 0 unknown */
+    int64_t idle_since_ns; /* monotonic: last message, assignment, or not caught up */
+    int recover;           /* its outbox index is still to be loaded */
 };
 
 /* What a produced message is waiting for (the rd_kafka msg_opaque). */
@@ -65,6 +69,7 @@ struct jd_engine {
     struct jd_cache *cache;
     struct jd_policy *policy;
     struct jd_insights *insights; /* program health and trigger outcomes */
+    struct jd_timers *timers;     /* engine_timers.c */
     rd_kafka_t *consumer;
     rd_kafka_t *producer;
 
@@ -134,6 +139,44 @@ int jd_engine_persist_due(struct jd_engine *e, int idle, volatile sig_atomic_t *
 /* Produces c's outbox entries not yet produced. */
 void jd_engine_produce_customer(struct jd_engine *e, struct jd_customer *c);
 
+/* Shared with engine_timers.c: */
+/* Loads e->load[0..nload) (retrying while Redis fails, unless stopping);
+ * customers with an outbox are pushed dirty so that it is produced. */
+int jd_engine_load(struct jd_engine *e, volatile sig_atomic_t *stop);
+/* Turns one fired rule into an outbox entry if the policy lets it out; ev
+ * NULL for a timer (fired_at and the trigger id then come from now). */
+void jd_engine_emit(struct jd_engine *e, struct jd_customer *c, const struct jd_event *ev,
+                    const struct jd_fired *f, int64_t now, int64_t src_ts);
+void jd_engine_record_transitions(struct jd_engine *e, const struct jd_eval_result *res);
+void jd_engine_redis_failed(struct jd_engine *e, const char *what, const char *err);
+void jd_engine_redis_succeeded(struct jd_engine *e);
+
+/* engine_timers.c — timers (docs/time.md) */
+struct jd_timers *jd_engine_timers_new(void);
+void jd_engine_timers_destroy(struct jd_timers *t);
+/* The partition's timer clock: wall time, or under the event clock its
+ * watermark minus processing.allowed_lateness (-1 before any event). A
+ * customer's timer (c->next_timer) fires when it reaches it. */
+int64_t jd_engine_clock(const struct jd_engine *e, const struct jd_part *p);
+/* The clock deferred outbox entries are released by: wall time, or the
+ * partition's watermark (-1 before any event). */
+int64_t jd_engine_send_clock(const struct jd_engine *e, const struct jd_part *p);
+/* Fires c's timers that are due by p's clock, earliest first (before an
+ * event of c is applied, and from the tick). Returns how many fired. */
+int jd_engine_timers_fire(struct jd_engine *e, struct jd_part *p, struct jd_customer *c);
+/* After an evaluation at `now`: c's next due time (rules, deferred outbox
+ * entries) into c->next_timer; c is marked dirty when it changed. */
+void jd_engine_timers_schedule(struct jd_engine *e, struct jd_part *p, struct jd_customer *c,
+                               int64_t now);
+/* A message of p at `offset` is being processed. */
+void jd_engine_timers_seen(struct jd_engine *e, struct jd_part *p, int64_t offset);
+/* p was just assigned: its outbox index is to be loaded. */
+void jd_engine_timers_assigned(struct jd_engine *e, struct jd_part *p);
+/* From the main loop: at most every processing.timer_tick, recovers newly
+ * assigned partitions' outboxes, advances idle partitions' watermarks,
+ * fires the due timers of every owned partition, persists and produces. */
+void jd_engine_timers_tick(struct jd_engine *e);
+
 /* engine_out.c */
 struct jd_part *jd_engine_part(struct jd_engine *e, const char *topic, int32_t partition,
                                int create);
@@ -152,6 +195,7 @@ void jd_engine_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
 void jd_engine_apply_acks(struct jd_engine *e);
 /* Adds c to the list of customers to write back (once). */
 void jd_engine_push_dirty(struct jd_engine *e, struct jd_customer *c);
+void jd_engine_queue_write(struct jd_engine *e, struct jd_customer *c);
 /* Removes from the write-back list the customers whose partition is in parts. */
 void jd_engine_forget_dirty(struct jd_engine *e, const rd_kafka_topic_partition_list_t *parts);
 /* Waits (serving delivery reports) until nothing is in flight or timeout. */

@@ -213,10 +213,21 @@ void jd_engine_produce_dlq(struct jd_engine *e, const rd_kafka_message_t *m, con
 
 void jd_engine_produce_pending(struct jd_engine *e, struct jd_customer *c, struct jd_ckpt *ck)
 {
+    int64_t clock = INT64_MIN; /* computed when an entry is deferred */
     for (size_t i = 0; i < c->npending; i++) {
         struct jd_pending_trigger *pt = &c->pending[i];
         if (pt->produced)
             continue;
+        if (pt->not_before > 0) {
+            /* deferred (quiet hours): produced when the customer's timer,
+             * which includes not_before, fires (engine_timers.c) */
+            if (clock == INT64_MIN) {
+                struct jd_part *p = jd_engine_part_by_source(e, c->partition);
+                clock = p ? jd_engine_send_clock(e, p) : -1;
+            }
+            if (pt->not_before > clock)
+                continue;
+        }
         const char *topic = pt->topic && *pt->topic ? pt->topic : e->cfg->topics[pt->kind];
         struct jd_inflight *f =
             inflight_new(e, ck, c->partition, c->id, 1, pt->trigger_id, pt->src_ts);
@@ -283,7 +294,7 @@ void jd_engine_apply_acks(struct jd_engine *e)
         struct jd_inflight *f = e->acks[i];
         struct jd_customer *c = jd_cache_get(e->cache, f->customer_id, strlen(f->customer_id));
         if (c && jd_customer_ack(c, f->trigger_id) == 0)
-            jd_engine_push_dirty(e, c);
+            jd_engine_queue_write(e, c); /* the HDEL only, not the state */
         free(f);
     }
     e->nacks = 0;

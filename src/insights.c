@@ -3,7 +3,9 @@
  * partition and written to Redis idempotently (insights.h,
  * docs/outcomes.md).
  *
- * Owns: its Redis connection, the field layout of the rule set (every
+ * Owns: its Redis connection (a struct jd_redis of its own, opened on first
+ * use from all of redis.addresses: one node or a cluster, every command
+ * routed by its key), the field layout of the rule set (every
  * counter's name and index), and per owned partition the deltas of the
  * batch in progress and the partition's stats offset: the highest input
  * offset whose effects are in the partition's hash. An event at or below it
@@ -15,6 +17,18 @@
  *   sup:TRIGGER:REASON  out:TRIGGER:FIELD  @offset
  * Every partition hash is listed in the set PREFIX:{stats}:partitions so
  * that readers (the gauges, journeyctl) find them without a scan.
+ *
+ * Why not share the store's jd_redis: the stats must be written in a round
+ * trip of their own BEFORE the customers' (a crash between the two replays
+ * events the offset then skips), and a pipeline is one buffer: an exec here
+ * would send (and a later append clear) commands that other modules append
+ * to the store's connection to ride along with its next load or flush. The
+ * cost is one more connection per master.
+ *
+ * The script is sent with EVAL, not EVALSHA: no NOSCRIPT to handle after a
+ * failover, a restart or SCRIPT FLUSH (Redis caches the compiled script by
+ * its SHA either way), for ~400 bytes per partition and batch. It touches
+ * KEYS[1] only, so it runs on the one slot of its partition.
  */
 #include "journeyd/insights.h"
 
@@ -23,10 +37,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
 #include "journeyd/log.h"
 #include "journeyd/outcomes.h"
+#include "journeyd/redis_conn.h"
 
 #define MOD "insights"
 
@@ -157,15 +171,15 @@ struct ipart {
     int64_t offset;  /* stats offset in Redis; -1 none */
     int64_t pending; /* highest offset counted in the unwritten deltas */
     int64_t *d;      /* [layout.n] */
+    /* reply indices in the pipeline at hand; SIZE_MAX: no such command */
+    size_t q_hget, q_sadd, q_eval;
 };
 
 struct jd_insights {
     const struct jd_config *cfg;
     const struct jd_ruleset *rs;
     struct layout lay;
-    redisContext *ctx;
-    char host[256];
-    int port;
+    struct jd_redis *rd; /* NULL until first use */
     int timeout_ms;
     char *registry; /* PREFIX:{stats}:partitions */
 
@@ -195,11 +209,6 @@ struct jd_insights *jd_insights_new(const struct jd_config *cfg, const struct jd
     ins->cfg = cfg;
     ins->rs = rs;
     layout_build(&ins->lay, rs);
-    const char *addr = cfg->nredis_addresses ? cfg->redis_addresses[0] : "127.0.0.1:6379";
-    if (jd_parse_hostport(addr, ins->host, sizeof ins->host, &ins->port) != 0) {
-        snprintf(ins->host, sizeof ins->host, "127.0.0.1");
-        ins->port = 6379;
-    }
     ins->timeout_ms = cfg->redis_timeout_ms > 0 ? cfg->redis_timeout_ms : 2000;
     const char *prefix = cfg->key_prefix ? cfg->key_prefix : "j";
     ins->registry = fmt("%s:{stats}:partitions", prefix, NULL);
@@ -222,8 +231,7 @@ void jd_insights_destroy(struct jd_insights *ins)
     }
     free(ins->parts);
     free(ins->nparts);
-    if (ins->ctx)
-        redisFree(ins->ctx);
+    jd_redis_destroy(ins->rd);
     layout_free(&ins->lay);
     free(ins->registry);
     free(ins->argv);
@@ -313,32 +321,24 @@ void jd_insights_want(struct jd_insights *ins, int32_t source, const char *topic
 
 /* ---- Redis ---- */
 
+/* The connection, opened (or, after a lost connection, re-opened) here:
+ * the engine retries a failed call after a backoff, so a call finding no
+ * connection is the moment to make one. */
 static int conn(struct jd_insights *ins, char *errstr, size_t errsize)
 {
-    if (ins->ctx)
+    if (ins->rd && jd_redis_connected(ins->rd))
         return 0;
-    struct timeval tv = {ins->timeout_ms / 1000, (ins->timeout_ms % 1000) * 1000};
-    redisContext *ctx = redisConnectWithTimeout(ins->host, ins->port, tv);
-    if (!ctx || ctx->err) {
-        snprintf(errstr, errsize, "Redis %s:%d: %s", ins->host, ins->port,
-                 ctx ? ctx->errstr : "cannot allocate a connection");
-        if (ctx)
-            redisFree(ctx);
-        return -1;
+    if (ins->rd)
+        return jd_redis_reconnect(ins->rd, errstr, errsize);
+    static const char *const fallback[1] = {"127.0.0.1:6379"};
+    const char *const *seeds = fallback;
+    size_t nseeds = 1;
+    if (ins->cfg->nredis_addresses) {
+        seeds = (const char *const *)ins->cfg->redis_addresses;
+        nseeds = ins->cfg->nredis_addresses;
     }
-    redisSetTimeout(ctx, tv);
-    ins->ctx = ctx;
-    return 0;
-}
-
-static int io_fail(struct jd_insights *ins, const char *what, char *errstr, size_t errsize)
-{
-    snprintf(errstr, errsize, "%s: Redis %s:%d: %s", what, ins->host, ins->port,
-             ins->ctx && ins->ctx->errstr[0] ? ins->ctx->errstr : "I/O error");
-    if (ins->ctx)
-        redisFree(ins->ctx);
-    ins->ctx = NULL;
-    return -1;
+    ins->rd = jd_redis_new(seeds, nseeds, ins->timeout_ms, errstr, errsize);
+    return ins->rd ? 0 : -1;
 }
 
 static void arg(struct jd_insights *ins, size_t i, const char *p, size_t len)
@@ -354,54 +354,70 @@ static void arg(struct jd_insights *ins, size_t i, const char *p, size_t len)
     ins->argvlen[i] = len;
 }
 
-static int append(struct jd_insights *ins, size_t argc)
+/* Appends argv[0..argc) routed by argv[key_arg]; its reply index. */
+static size_t append(struct jd_insights *ins, int key_arg, size_t argc)
 {
-    return redisAppendCommandArgv(ins->ctx, (int)argc, ins->argv, ins->argvlen) == REDIS_OK ? 0
-                                                                                            : -1;
+    return jd_redis_append(ins->rd, key_arg, (int)argc, ins->argv, ins->argvlen);
 }
 
-static void want_cmd(struct jd_insights *ins, struct ipart *ip, void *ud)
+/* 0 when command i has a reply that is not an error; -1 otherwise, with
+ * errstr set for an error reply (no reply: the exec's errstr says why). */
+static int reply_ok(struct jd_insights *ins, size_t i, const char *what, const char *key,
+                    char *errstr, size_t errsize)
 {
-    size_t *n = ud;
-    if (!ip->want || ip->known)
-        return;
-    arg(ins, 0, "HGET", 4);
-    arg(ins, 1, ip->key, strlen(ip->key));
-    arg(ins, 2, "@offset", 7);
-    if (append(ins, 3) == 0)
-        (*n)++;
-    else
-        *n = (size_t)-1 / 2; /* I/O error: noticed when reading */
+    const redisReply *r = jd_redis_reply(ins->rd, i);
+    if (!r)
+        return -1; /* not executed: errstr has the exec's reason */
+    if (r->type != REDIS_REPLY_ERROR)
+        return 0;
+    snprintf(errstr, errsize, "%s %s: Redis %s: %s", what, key, jd_redis_reply_node(ins->rd, i),
+             r->str);
+    return -1;
 }
 
-struct reader {
+/* The outcome of a pipeline, gathered over the partitions. */
+struct outcome {
     int rc;
     char *errstr;
     size_t errsize;
 };
 
+static void want_cmd(struct jd_insights *ins, struct ipart *ip, void *ud)
+{
+    (void)ud;
+    ip->q_hget = SIZE_MAX;
+    if (ip->want && !ip->known) {
+        arg(ins, 0, "HGET", 4);
+        arg(ins, 1, ip->key, strlen(ip->key));
+        arg(ins, 2, "@offset", 7);
+        ip->q_hget = append(ins, 1, 3);
+    }
+}
+
 static void want_reply(struct jd_insights *ins, struct ipart *ip, void *ud)
 {
-    struct reader *rd = ud;
-    if (!ip->want || ip->known || rd->rc)
+    struct outcome *ld = ud;
+    size_t i = ip->q_hget;
+    if (i == SIZE_MAX)
         return;
-    redisReply *r = NULL;
-    if (redisGetReply(ins->ctx, (void **)&r) != REDIS_OK || !r) {
-        rd->rc = io_fail(ins, "stats offsets", rd->errstr, rd->errsize);
+    char err[512];
+    if (reply_ok(ins, i, "stats offset of", ip->key, err, sizeof err) != 0) {
+        if (!ld->rc && jd_redis_reply(ins->rd, i))
+            snprintf(ld->errstr, ld->errsize, "%s", err);
+        ld->rc = -1;
         return;
     }
+    const redisReply *r = jd_redis_reply(ins->rd, i);
     if (r->type == REDIS_REPLY_STRING) {
         ip->offset = strtoll(r->str, NULL, 10);
     } else if (r->type == REDIS_REPLY_NIL) {
         ip->offset = -1;
     } else {
-        snprintf(rd->errstr, rd->errsize, "stats offset of %s: %s", ip->key,
-                 r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-        rd->rc = -1;
-        freeReplyObject(r);
+        if (!ld->rc)
+            snprintf(ld->errstr, ld->errsize, "stats offset of %s: unexpected reply", ip->key);
+        ld->rc = -1;
         return;
     }
-    freeReplyObject(r);
     ip->known = 1;
     ip->want = 0;
     ip->pending = ip->offset;
@@ -417,11 +433,13 @@ int jd_insights_load_offsets(struct jd_insights *ins, char *errstr, size_t errsi
         return 0;
     if (conn(ins, errstr, errsize) != 0)
         return -1;
-    n = 0;
-    each_part(ins, want_cmd, &n);
-    struct reader rd = {0, errstr, errsize};
-    each_part(ins, want_reply, &rd);
-    return rd.rc;
+    struct outcome ld = {0, errstr, errsize};
+    each_part(ins, want_cmd, NULL);
+    /* partitions whose offset came back are known even when others failed */
+    ld.rc = jd_redis_exec(ins->rd, 0, errstr, errsize);
+    each_part(ins, want_reply, &ld);
+    jd_redis_clear(ins->rd);
+    return ld.rc;
 }
 
 /* ---- counting ---- */
@@ -547,43 +565,34 @@ void jd_insights_suppressed(struct jd_insights *ins, struct jd_customer *c, size
 
 /* ---- writing ---- */
 
-struct flush_ctx {
-    size_t nreplies;
-    int io_error;
-};
-
 static void flush_cmd(struct jd_insights *ins, struct ipart *ip, void *ud)
 {
-    struct flush_ctx *fc = ud;
-    if (!ip->dirty || !ip->known || fc->io_error)
+    (void)ud;
+    ip->q_sadd = ip->q_eval = SIZE_MAX;
+    if (!ip->dirty || !ip->known)
         return;
     if (!ip->registered) {
+        /* on the registry's slot, apart from the script (another slot) */
         arg(ins, 0, "SADD", 4);
         arg(ins, 1, ins->registry, strlen(ins->registry));
         arg(ins, 2, ip->key, strlen(ip->key));
-        if (append(ins, 3) != 0) {
-            fc->io_error = 1;
-            return;
-        }
-        fc->nreplies++;
+        ip->q_sadd = append(ins, 1, 3);
     }
     /* numbers first (the buffer may move), then the pointers into it */
     jd_buf_reset(&ins->nums);
     if (ip->pending > ip->offset)
         jd_buf_printf(&ins->nums, "%" PRId64, ip->pending);
     size_t marker_len = ins->nums.len;
-    size_t nf = 0;
     for (size_t i = 0; i < ins->lay.n; i++)
         if (ip->d[i]) {
             jd_buf_printf(&ins->nums, "%" PRId64, ip->d[i]);
             jd_buf_append(&ins->nums, "", 1);
-            nf++;
         }
     const char *p = ins->nums.data ? ins->nums.data : "";
     arg(ins, 0, "EVAL", 4);
     arg(ins, 1, FLUSH_SCRIPT, sizeof FLUSH_SCRIPT - 1);
     arg(ins, 2, "1", 1);
-    arg(ins, 3, ip->key, strlen(ip->key));
+    arg(ins, 3, ip->key, strlen(ip->key)); /* KEYS[1]: the script's slot */
     arg(ins, 4, p, marker_len);
     size_t a = 5;
     const char *q = p + marker_len;
@@ -595,39 +604,41 @@ static void flush_cmd(struct jd_insights *ins, struct ipart *ip, void *ud)
         arg(ins, a++, q, len);
         q += len + 1;
     }
-    (void)nf;
-    if (append(ins, a) != 0) {
-        fc->io_error = 1;
-        return;
-    }
-    fc->nreplies++;
+    /* jd_redis_append copies the arguments: nums is free again */
+    ip->q_eval = append(ins, 3, a);
 }
 
 static void flush_reply(struct jd_insights *ins, struct ipart *ip, void *ud)
 {
-    struct reader *rd = ud;
-    if (!ip->dirty || !ip->known || rd->rc)
+    struct outcome *fl = ud;
+    size_t sadd = ip->q_sadd, eval = ip->q_eval;
+    if (eval == SIZE_MAX)
         return;
-    for (int k = ip->registered ? 1 : 0; k < 2; k++) {
-        redisReply *r = NULL;
-        if (redisGetReply(ins->ctx, (void **)&r) != REDIS_OK || !r) {
-            rd->rc = io_fail(ins, "stats flush", rd->errstr, rd->errsize);
-            return;
-        }
-        if (r->type == REDIS_REPLY_ERROR) {
-            snprintf(rd->errstr, rd->errsize, "stats flush %s: %s", ip->key, r->str);
-            rd->rc = -1;
-        } else if (k == 1 && r->type == REDIS_REPLY_INTEGER && r->integer == 0) {
-            /* only a zombie owner gets here: someone counted past us */
-            jd_warn(MOD, "%s: stats offset already past %" PRId64 "; deltas skipped", ip->key,
-                    ip->pending);
-        }
-        freeReplyObject(r);
-        if (rd->rc)
-            return;
-        if (k == 0)
+    char err[512];
+    if (sadd != SIZE_MAX) {
+        if (reply_ok(ins, sadd, "stats registry", ins->registry, err, sizeof err) == 0)
             ip->registered = 1;
+        else if (jd_redis_reply(ins->rd, sadd)) {
+            if (!fl->rc)
+                snprintf(fl->errstr, fl->errsize, "%s", err);
+            fl->rc = -1;
+        }
     }
+    if (reply_ok(ins, eval, "stats flush", ip->key, err, sizeof err) != 0) {
+        /* a script error (or no reply): the deltas stay for the retry */
+        if (!fl->rc && jd_redis_reply(ins->rd, eval))
+            snprintf(fl->errstr, fl->errsize, "%s", err);
+        fl->rc = -1;
+        return;
+    }
+    const redisReply *r = jd_redis_reply(ins->rd, eval);
+    if (r->type == REDIS_REPLY_INTEGER && r->integer == 0)
+        /* someone counted past us: a zombie owner, or our own write whose
+         * reply was lost (then re-sent) */
+        jd_warn(MOD, "%s: stats offset already past %" PRId64 "; deltas skipped", ip->key,
+                ip->pending);
+    /* written: a partition's deltas are never sent twice, even when another
+     * partition's write failed */
     memset(ip->d, 0, ins->lay.n * sizeof *ip->d);
     ip->dirty = 0;
     if (ip->pending > ip->offset)
@@ -644,18 +655,14 @@ int jd_insights_flush(struct jd_insights *ins, char *errstr, size_t errsize)
         return 0;
     if (conn(ins, errstr, errsize) != 0)
         return -1;
-    struct flush_ctx fc = {0, 0};
-    each_part(ins, flush_cmd, &fc);
-    if (fc.io_error)
-        return io_fail(ins, "stats flush", errstr, errsize);
-    struct reader rd = {0, errstr, errsize};
-    each_part(ins, flush_reply, &rd);
-    if (rd.rc && ins->ctx) {
-        /* replies left unread would be taken for the next command's */
-        redisFree(ins->ctx);
-        ins->ctx = NULL;
-    }
-    return rd.rc;
+    struct outcome fl = {0, errstr, errsize};
+    each_part(ins, flush_cmd, NULL);
+    /* replicated like the customers' writes: the stats offset must not be
+     * lost in a failover that keeps the customers written after it */
+    fl.rc = jd_redis_exec(ins->rd, JD_REDIS_REPLICATED, errstr, errsize);
+    each_part(ins, flush_reply, &fl);
+    jd_redis_clear(ins->rd);
+    return fl.rc;
 }
 
 static void discard_part(struct jd_insights *ins, struct ipart *ip, void *ud)
@@ -699,47 +706,60 @@ int jd_insights_read(struct jd_insights *ins, struct jd_program *out, char *errs
     memset(out, 0, sizeof *out);
     if (conn(ins, errstr, errsize) != 0)
         return -1;
-    redisReply *set = redisCommand(ins->ctx, "SMEMBERS %s", ins->registry);
-    if (!set)
-        return io_fail(ins, "stats read", errstr, errsize);
-    if (set->type != REDIS_REPLY_ARRAY) {
-        snprintf(errstr, errsize, "stats read %s: %s", ins->registry,
-                 set->type == REDIS_REPLY_ERROR ? set->str : "unexpected reply");
-        freeReplyObject(set);
+    arg(ins, 0, "SMEMBERS", 8);
+    arg(ins, 1, ins->registry, strlen(ins->registry));
+    size_t si = append(ins, 1, 2);
+    if (jd_redis_exec(ins->rd, 0, errstr, errsize) != 0 ||
+        reply_ok(ins, si, "stats read", ins->registry, errstr, errsize) != 0) {
+        jd_redis_clear(ins->rd);
         return -1;
     }
-    for (size_t i = 0; i < set->elements; i++) {
+    const redisReply *set = jd_redis_reply(ins->rd, si);
+    if (set->type != REDIS_REPLY_ARRAY) {
+        snprintf(errstr, errsize, "stats read %s: unexpected reply", ins->registry);
+        jd_redis_clear(ins->rd);
+        return -1;
+    }
+    /* the member names outlive the SMEMBERS reply (the next append clears it) */
+    struct jd_buf names;
+    jd_buf_init(&names);
+    size_t nparts = set->elements;
+    for (size_t i = 0; i < nparts; i++)
+        jd_buf_append(&names, set->element[i]->str, set->element[i]->len + 1);
+    jd_redis_clear(ins->rd);
+    const char *name = names.data;
+    for (size_t i = 0; i < nparts; i++) {
+        size_t len = strlen(name);
         arg(ins, 0, "HGETALL", 7);
-        arg(ins, 1, set->element[i]->str, set->element[i]->len);
-        if (append(ins, 2) != 0) {
-            freeReplyObject(set);
-            return io_fail(ins, "stats read", errstr, errsize);
-        }
+        arg(ins, 1, name, len);
+        (void)append(ins, 1, 2); /* index i */
+        name += len + 1;
     }
     struct jd_program p;
     program_shape(&p, l);
-    int rc = 0;
-    for (size_t i = 0; i < set->elements; i++) {
-        redisReply *r = NULL;
-        if (redisGetReply(ins->ctx, (void **)&r) != REDIS_OK || !r) {
-            rc = io_fail(ins, "stats read", errstr, errsize);
+    int rc = nparts ? jd_redis_exec(ins->rd, 0, errstr, errsize) : 0;
+    name = names.data;
+    for (size_t i = 0; i < nparts && rc == 0; i++) {
+        if (reply_ok(ins, i, "stats read", name, errstr, errsize) != 0) {
+            rc = -1;
             break;
         }
-        if (r->type == REDIS_REPLY_ARRAY) {
-            for (size_t k = 0; k + 1 < r->elements; k += 2) {
-                long j = layout_find(l, r->element[k]->str);
-                if (j >= 0)
-                    p.v[j] += strtoll(r->element[k + 1]->str, NULL, 10);
-            }
-        } else if (rc == 0) {
-            snprintf(errstr, errsize, "stats read: %s",
-                     r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-            rc = -1; /* read the remaining replies all the same */
+        const redisReply *r = jd_redis_reply(ins->rd, i);
+        if (r->type != REDIS_REPLY_ARRAY) {
+            snprintf(errstr, errsize, "stats read %s: unexpected reply", name);
+            rc = -1;
+            break;
         }
-        freeReplyObject(r);
+        for (size_t k = 0; k + 1 < r->elements; k += 2) {
+            long j = layout_find(l, r->element[k]->str);
+            if (j >= 0)
+                p.v[j] += strtoll(r->element[k + 1]->str, NULL, 10);
+        }
+        name += strlen(name) + 1;
     }
-    p.npartitions = set->elements;
-    freeReplyObject(set);
+    jd_redis_clear(ins->rd);
+    jd_buf_free(&names);
+    p.npartitions = nparts;
     if (rc) {
         jd_program_free(&p);
         return -1;

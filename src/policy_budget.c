@@ -15,17 +15,20 @@
  * returned (that would need a second round trip and a way to tell a
  * returned token from a reserved one when instances race).
  *
- * Owns: its own Redis connection (opened on first use; a budget key is one
- * key, fine on a Redis Cluster node that owns its slot) and the local
- * token pools.
+ * Owns: its own Redis connection (a struct jd_redis opened on first use
+ * from all of redis.addresses: one node or a cluster; INCRBY and PEXPIRE
+ * are one group routed by the budget key, hash-tagged on the trigger) and
+ * the local token pools. Not the store's connection: a reservation happens
+ * in the middle of a batch, while other modules may have commands waiting
+ * in the store's pipeline for its next round trip.
  */
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
+#include "journeyd/redis_conn.h"
 #include "policy_int.h"
 
 #define RETRY_AFTER_NS (1000LL * 1000000LL) /* after a failure, fail fast for 1 s */
@@ -39,12 +42,12 @@ struct pool {
 };
 
 struct jd_budget {
-    char host[256];
-    int port;
+    char **seeds;
+    size_t nseeds;
     int timeout_ms;
     char *prefix;
-    redisContext *ctx;
-    int64_t failed_at_ns; /* last connection failure, 0 none */
+    struct jd_redis *rd;  /* NULL until first use */
+    int64_t failed_at_ns; /* last failure, 0 none */
     struct pool *pools;
 };
 
@@ -60,11 +63,10 @@ int64_t jd_policy_budget_chunk(int64_t budget)
 struct jd_budget *jd_budget_new(const struct jd_config *cfg)
 {
     struct jd_budget *b = jd_xcalloc(1, sizeof *b);
-    const char *addr = cfg->nredis_addresses ? cfg->redis_addresses[0] : "127.0.0.1:6379";
-    if (jd_parse_hostport(addr, b->host, sizeof b->host, &b->port) != 0) {
-        snprintf(b->host, sizeof b->host, "127.0.0.1");
-        b->port = 6379;
-    }
+    b->nseeds = cfg->nredis_addresses ? cfg->nredis_addresses : 1;
+    b->seeds = jd_xcalloc(b->nseeds, sizeof *b->seeds);
+    for (size_t i = 0; i < b->nseeds; i++)
+        b->seeds[i] = jd_strdup(cfg->nredis_addresses ? cfg->redis_addresses[i] : "127.0.0.1:6379");
     b->timeout_ms = cfg->redis_timeout_ms > 0 ? cfg->redis_timeout_ms : 2000;
     b->prefix = jd_strdup(cfg->key_prefix ? cfg->key_prefix : "j");
     return b;
@@ -74,8 +76,10 @@ void jd_budget_destroy(struct jd_budget *b)
 {
     if (!b)
         return;
-    if (b->ctx)
-        redisFree(b->ctx);
+    jd_redis_destroy(b->rd);
+    for (size_t i = 0; i < b->nseeds; i++)
+        free(b->seeds[i]);
+    free(b->seeds);
     while (b->pools) {
         struct pool *next = b->pools->next;
         free(b->pools->trigger);
@@ -86,25 +90,28 @@ void jd_budget_destroy(struct jd_budget *b)
     free(b);
 }
 
+/* Opens (or, after a lost connection, re-opens) the connection; after a
+ * failure, fails fast for a while rather than stall every decision on it. */
 static int connect_redis(struct jd_budget *b, char *errstr, size_t errsize)
 {
-    if (b->ctx)
-        return 0;
     if (b->failed_at_ns && jd_monotonic_ns() - b->failed_at_ns < RETRY_AFTER_NS) {
-        snprintf(errstr, errsize, "Redis %s:%d unreachable a moment ago", b->host, b->port);
+        snprintf(errstr, errsize, "Redis %s failed a moment ago",
+                 b->rd ? jd_redis_describe(b->rd) : b->seeds[0]);
         return -1;
     }
-    struct timeval tv = {b->timeout_ms / 1000, (b->timeout_ms % 1000) * 1000};
-    redisContext *ctx = redisConnectWithTimeout(b->host, b->port, tv);
-    if (!ctx || ctx->err || redisSetTimeout(ctx, tv) != REDIS_OK) {
-        snprintf(errstr, errsize, "Redis %s:%d: %s", b->host, b->port,
-                 ctx ? ctx->errstr : "cannot allocate a connection");
-        if (ctx)
-            redisFree(ctx);
+    if (b->rd && jd_redis_connected(b->rd))
+        return 0;
+    if (!b->rd)
+        b->rd =
+            jd_redis_new((const char *const *)b->seeds, b->nseeds, b->timeout_ms, errstr, errsize);
+    else if (jd_redis_reconnect(b->rd, errstr, errsize) != 0) {
         b->failed_at_ns = jd_monotonic_ns();
         return -1;
     }
-    b->ctx = ctx;
+    if (!b->rd) {
+        b->failed_at_ns = jd_monotonic_ns();
+        return -1;
+    }
     b->failed_at_ns = 0;
     return 0;
 }
@@ -122,7 +129,9 @@ static struct pool *find_pool(struct jd_budget *b, const char *trigger)
     return p;
 }
 
-/* INCRBY + PEXPIRE in one round trip; *total is the counter after INCRBY. */
+/* INCRBY + PEXPIRE in one round trip, to the master of the key's slot;
+ * *total is the counter after INCRBY. A re-send after a lost reply reserves
+ * a chunk twice: tokens lost, the budget never exceeded. */
 static int reserve(struct jd_budget *b, const char *trigger, int64_t bucket, int64_t chunk,
                    int64_t ttl_ms, int64_t *total, char *errstr, size_t errsize)
 {
@@ -132,29 +141,29 @@ static int reserve(struct jd_budget *b, const char *trigger, int64_t bucket, int
     snprintf(ttl, sizeof ttl, "%" PRId64, ttl_ms);
     const char *a1[3] = {"INCRBY", key, n};
     const char *a2[3] = {"PEXPIRE", key, ttl};
-    redisReply *r1 = NULL, *r2 = NULL;
+    const size_t l1[3] = {6, strlen(key), strlen(n)};
+    const size_t l2[3] = {7, strlen(key), strlen(ttl)};
+    jd_redis_group_begin(b->rd);
+    size_t i1 = jd_redis_append(b->rd, 1, 3, a1, l1);
+    (void)jd_redis_append(b->rd, 1, 3, a2, l2);
+    jd_redis_group_end(b->rd);
+    /* replicated: a counter lost in a failover would hand its tokens out
+     * again; when no replica confirms in time, the tokens are given up */
     int rc = -1;
-    if (redisAppendCommandArgv(b->ctx, 3, a1, NULL) != REDIS_OK ||
-        redisAppendCommandArgv(b->ctx, 3, a2, NULL) != REDIS_OK ||
-        redisGetReply(b->ctx, (void **)&r1) != REDIS_OK ||
-        redisGetReply(b->ctx, (void **)&r2) != REDIS_OK) {
-        snprintf(errstr, errsize, "Redis %s:%d: %s", b->host, b->port, b->ctx->errstr);
-        redisFree(b->ctx);
-        b->ctx = NULL;
+    if (jd_redis_exec(b->rd, JD_REDIS_REPLICATED, errstr, errsize) != 0) {
+        b->failed_at_ns = jd_monotonic_ns();
         goto out;
     }
+    const redisReply *r1 = jd_redis_reply(b->rd, i1);
     if (r1->type != REDIS_REPLY_INTEGER) {
-        snprintf(errstr, errsize, "INCRBY %s: %s", key,
+        snprintf(errstr, errsize, "INCRBY %s: Redis %s: %s", key, jd_redis_reply_node(b->rd, i1),
                  r1->type == REDIS_REPLY_ERROR ? r1->str : "unexpected reply");
         goto out;
     }
     *total = r1->integer;
     rc = 0;
 out:
-    if (r1)
-        freeReplyObject(r1);
-    if (r2)
-        freeReplyObject(r2);
+    jd_redis_clear(b->rd);
     return rc;
 }
 

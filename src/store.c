@@ -21,34 +21,10 @@
 #include <string.h>
 
 #include "journeyd/redis_conn.h"
+#include "store_int.h"
 
 #define DEFAULT_ADDRESS "127.0.0.1:6379"
-
-/* Where one customer's commands are in the pipeline. */
-struct queued {
-    size_t first, n; /* n 0: nothing to write */
-    int multi;       /* MULTI ... EXEC (else single commands, see queue_customer) */
-};
-
-struct jd_store {
-    struct jd_redis *rd;
-    char *prefix;
-    int history_max;
-    uint64_t errors;
-    uint64_t redirects_taken;
-
-    /* per-batch scratch, reused */
-    const char **argv;
-    size_t *argvlen;
-    size_t argcap;
-    struct jd_buf keys[3]; /* state, outbox, history key of the customer at hand */
-    struct jd_buf enc;     /* encoded state */
-    struct jd_buf vals;    /* outbox values of the customer at hand */
-    size_t *valoff;
-    size_t valcap;
-    struct queued *q;
-    size_t qcap;
-};
+#define OUTBOX_NOT_BEFORE 0x80 /* kind byte flag: a not_before time follows */
 
 struct jd_store *jd_store_new(const struct jd_config *cfg, char *errstr, size_t errsize)
 {
@@ -62,6 +38,10 @@ struct jd_store *jd_store_new(const struct jd_config *cfg, char *errstr, size_t 
     }
     st->prefix = jd_strdup(cfg->key_prefix ? cfg->key_prefix : "j");
     st->history_max = cfg->history_max;
+    st->topics = cfg->input_topics;
+    st->ntopics = cfg->ninput_topics;
+    jd_buf_init(&st->pkey);
+    jd_due_list_init(&st->deferred);
     for (size_t i = 0; i < 3; i++)
         jd_buf_init(&st->keys[i]);
     jd_buf_init(&st->enc);
@@ -90,6 +70,9 @@ void jd_store_destroy(struct jd_store *st)
     jd_buf_free(&st->vals);
     free(st->valoff);
     free(st->q);
+    free(st->pre);
+    jd_buf_free(&st->pkey);
+    jd_due_list_free(&st->deferred);
     free(st);
 }
 
@@ -140,82 +123,43 @@ const char *jd_store_describe(const struct jd_store *st)
     return jd_redis_describe(st->rd);
 }
 
-/* -------- command building -------- */
-
-/* PREFIX:{ID}SUFFIX into keys[which]. */
-static void build_key(struct jd_store *st, int which, const char *id, size_t id_len,
-                      const char *suffix)
-{
-    struct jd_buf *b = &st->keys[which];
-    jd_buf_reset(b);
-    jd_buf_puts(b, st->prefix);
-    jd_buf_append(b, ":{", 2);
-    jd_buf_append(b, id, id_len);
-    jd_buf_append(b, "}", 1);
-    jd_buf_puts(b, suffix);
-}
-
-static void args_reserve(struct jd_store *st, size_t n)
-{
-    if (n <= st->argcap)
-        return;
-    size_t cap = st->argcap ? st->argcap : 16;
-    while (cap < n)
-        cap *= 2;
-    st->argv = jd_xrealloc(st->argv, cap * sizeof *st->argv);
-    st->argvlen = jd_xrealloc(st->argvlen, cap * sizeof *st->argvlen);
-    st->argcap = cap;
-}
-
-static void arg(struct jd_store *st, size_t i, const void *p, size_t len)
-{
-    args_reserve(st, i + 1);
-    st->argv[i] = p;
-    st->argvlen[i] = len;
-}
-
-static void arg_str(struct jd_store *st, size_t i, const char *s)
-{
-    arg(st, i, s, strlen(s));
-}
-
-/* Appends argv[0..argc) (argv[1] is the key when has_key) to the pipeline. */
-static size_t append(struct jd_store *st, size_t argc, int has_key)
-{
-    return jd_redis_append(st->rd, has_key ? 1 : 0, (int)argc, st->argv, st->argvlen);
-}
-
-/* The pipeline failed as a whole (nothing usable came back). */
-static int exec_fail(struct jd_store *st, const char *what, const char *why, char *errstr,
-                     size_t errsize)
-{
-    st->errors++;
-    snprintf(errstr, errsize, "%s: %s", what, why);
-    return -1;
-}
-
 /* -------- load -------- */
 
-/* kind byte, topic, NUL, value */
+/* kind byte [, not_before: 8 bytes big-endian when the kind byte has 0x80],
+ * topic, NUL, value */
 static int parse_outbox_entry(struct jd_customer *tmp, const redisReply *field,
                               const redisReply *value)
 {
     if (field->type != REDIS_REPLY_STRING || value->type != REDIS_REPLY_STRING || field->len == 0 ||
         field->len > 32 || value->len < 2)
         return -1;
-    const char *nul = memchr(value->str + 1, '\0', value->len - 1);
-    if (!nul || (uint8_t)value->str[0] >= JD_KIND_COUNT)
+    uint8_t kind = (uint8_t)value->str[0];
+    size_t start = 1;
+    int64_t not_before = 0;
+    if (kind & OUTBOX_NOT_BEFORE) {
+        if (value->len < 10)
+            return -1;
+        uint64_t nb = 0;
+        for (size_t k = 1; k < 9; k++)
+            nb = nb << 8 | (uint8_t)value->str[k];
+        not_before = (int64_t)nb;
+        kind &= (uint8_t)~OUTBOX_NOT_BEFORE;
+        start = 9;
+    }
+    const char *nul = memchr(value->str + start, '\0', value->len - start);
+    if (!nul || kind >= JD_KIND_COUNT)
         return -1;
     struct jd_pending_trigger *p = jd_customer_add_pending(tmp);
     memcpy(p->trigger_id, field->str, field->len);
     p->trigger_id[field->len] = '\0';
-    p->kind = (uint8_t)value->str[0];
-    size_t tlen = (size_t)(nul - (value->str + 1));
+    p->kind = kind;
+    p->not_before = not_before;
+    size_t tlen = (size_t)(nul - (value->str + start));
     if (tlen) {
         p->topic = jd_xmalloc(tlen + 1);
-        memcpy(p->topic, value->str + 1, tlen + 1);
+        memcpy(p->topic, value->str + start, tlen + 1);
     }
-    size_t off = 1 + tlen + 1;
+    size_t off = start + tlen + 1;
     jd_buf_append(&p->value, value->str + off, value->len - off);
     p->stored = 1;
     return 0;
@@ -304,6 +248,7 @@ int jd_store_load(struct jd_store *st, const struct jd_ruleset *rs, struct jd_cu
             if (cs[i]->partition < 0)
                 cs[i]->partition = tmps[i]->partition;
             jd_customer_take_state(cs[i], tmps[i]);
+            cs[i]->stored_timer = cs[i]->next_timer; /* what the timer set holds */
             cs[i]->exists = 1;
         } else {
             jd_customer_destroy(tmps[i]);
@@ -332,7 +277,8 @@ static int unstored_pending(const struct jd_customer *c)
 
 static int needs_write(const struct jd_customer *c)
 {
-    return c->dirty || c->nacked || c->nhistory || unstored_pending(c);
+    return c->dirty || c->nacked || c->nhistory || unstored_pending(c) ||
+           c->next_timer != c->stored_timer;
 }
 
 /* Outbox values of c not yet stored, into st->vals; returns how many. */
@@ -349,7 +295,12 @@ static size_t outbox_values(struct jd_store *st, const struct jd_customer *c)
         if (p->stored)
             continue;
         st->valoff[nvals++] = st->vals.len;
-        jd_buf_append(&st->vals, &p->kind, 1);
+        uint8_t kind = (uint8_t)(p->kind | (p->not_before ? OUTBOX_NOT_BEFORE : 0));
+        jd_buf_append(&st->vals, &kind, 1);
+        for (int sh = 56; p->not_before && sh >= 0; sh -= 8) {
+            uint8_t byte = (uint8_t)((uint64_t)p->not_before >> sh);
+            jd_buf_append(&st->vals, &byte, 1);
+        }
         if (p->topic)
             jd_buf_puts(&st->vals, p->topic);
         jd_buf_append(&st->vals, "", 1);
@@ -445,7 +396,7 @@ static struct queued queue_customer(struct jd_store *st, const struct jd_ruleset
         }
     }
 
-    if (c->dirty) {
+    if (c->dirty || c->next_timer != c->stored_timer) { /* nt is in the state */
         jd_buf_reset(&st->enc);
         jd_customer_encode(c, rs, &st->enc);
         arg_str(st, 0, "SET");
@@ -470,6 +421,7 @@ static void flushed(struct jd_customer *c)
 {
     c->dirty = 0;
     c->exists = 1;
+    c->stored_timer = c->next_timer;
     jd_customer_clear_acked(c);
     for (size_t k = 0; k < c->nhistory; k++)
         free(c->history[k]);
@@ -521,31 +473,76 @@ int jd_store_flush(struct jd_store *st, const struct jd_ruleset *rs, struct jd_c
         st->q = jd_xrealloc(st->q, n * sizeof *st->q);
         st->qcap = n;
     }
-    size_t base = jd_redis_pending(st->rd); /* commands riding along (store.h) */
-    size_t total = 0;
-    for (size_t i = 0; i < n; i++) {
-        st->q[i].n = 0;
-        if (!needs_write(cs[i]))
-            continue;
-        st->q[i] = queue_customer(st, rs, cs[i]);
-        total += st->q[i].n;
+    if (st->precap < n) {
+        st->pre = jd_xrealloc(st->pre, n * sizeof *st->pre);
+        st->precap = n;
     }
-    if (total == 0 && base == 0)
-        return 0;
-    /* written only once a replica has it, when the cluster has replicas:
-     * a failover must not lose what the engine then commits to Kafka */
+    size_t base = jd_redis_pending(st->rd); /* commands riding along (store.h) */
+    size_t total = 0, npre = 0;
+    /* On a cluster the partition keys live on other masters than the
+     * customers', and a pipeline serves the masters in parallel: the
+     * additions get a round of their own first (unless another module's
+     * commands ride along, whose replies that round would consume). */
+    int split = jd_redis_is_cluster(st->rd) && base == 0;
     char why[400];
     why[0] = '\0';
-    (void)jd_redis_exec(st->rd, JD_REDIS_REPLICATED, why, sizeof why);
+    /* per-partition removals and postponements of earlier flushes */
+    jd_store_queue_deferred(st);
+    for (size_t i = 0; i < n; i++) {
+        st->q[i].n = 0;
+        st->pre[i].n = 0;
+        st->pre[i].multi = 0; /* here: 1 when the additions failed */
+        if (!needs_write(cs[i]))
+            continue;
+        /* per-partition additions go before the transaction (store_int.h) */
+        st->pre[i] = jd_store_queue_pre(st, cs[i]);
+        npre += st->pre[i].n;
+        if (!split)
+            st->q[i] = queue_customer(st, rs, cs[i]);
+        total += st->q[i].n;
+    }
+    if (split && (npre || st->ndeferred_sent)) {
+        /* a customer whose additions failed is not written now */
+        (void)jd_redis_exec(st->rd, JD_REDIS_REPLICATED, why, sizeof why);
+        jd_store_deferred_sent(st);
+        for (size_t i = 0; i < n; i++) {
+            if (st->pre[i].n && jd_store_queued_error(st, &st->pre[i], why))
+                st->pre[i].multi = 1;
+            st->pre[i].n = 0; /* their replies go with the next append */
+        }
+        jd_redis_clear(st->rd);
+    }
+    if (split) {
+        for (size_t i = 0; i < n; i++) {
+            if (!needs_write(cs[i]) || st->pre[i].multi)
+                continue;
+            st->q[i] = queue_customer(st, rs, cs[i]);
+            total += st->q[i].n;
+        }
+    }
+    if (total || (!split && (npre || st->ndeferred_sent || base))) {
+        /* written only once a replica has it, when the cluster has
+         * replicas: a failover must not lose what the engine then commits
+         * to Kafka */
+        (void)jd_redis_exec(st->rd, JD_REDIS_REPLICATED, why, sizeof why);
+        jd_store_deferred_sent(st);
+    }
     /* customer by customer: what got through is done even if some did not */
 
     size_t failed = 0;
     for (size_t i = 0; i < n; i++) {
-        if (!st->q[i].n)
+        if (!st->q[i].n && !st->pre[i].multi)
             continue;
-        const char *node;
-        const char *e = customer_error(st, &st->q[i], why, &node);
+        const char *node = "(partition keys)";
+        const char *e = st->pre[i].multi ? (why[0] ? why : "timer set write failed") : NULL;
+        if (!e && st->pre[i].n) {
+            e = jd_store_queued_error(st, &st->pre[i], why);
+            node = jd_redis_reply_node(st->rd, st->pre[i].first);
+        }
+        if (!e)
+            e = customer_error(st, &st->q[i], why, &node);
         if (!e) {
+            jd_store_defer_post(st, cs[i]);
             flushed(cs[i]);
             continue;
         }

@@ -139,6 +139,11 @@ struct jd_config {
     int naive;       /* one synchronous Redis round trip per event (benchmark baseline) */
     int history_max; /* trigger history entries kept per customer */
 
+    /* timers (docs/time.md) */
+    int64_t timer_tick_ms;   /* how often due timers are fetched */
+    int64_t idle_advance_ms; /* event clock: an idle, caught-up partition's watermark follows
+                                the wall clock after this long; 0 = never */
+
     /* metrics, log */
     int metrics_port; /* 0: off */
     char *metrics_bind;

@@ -14,7 +14,8 @@
  * counts every event exactly once. jd_insights_tick reads every partition's
  * hash every few seconds and sets the program-wide gauges.
  *
- * Owns: a Redis connection of its own, the per-partition deltas and offsets.
+ * Owns: a Redis connection of its own (a struct jd_redis), the per-partition
+ * deltas and offsets.
  * Not thread-safe: the engine thread (or journeyctl) only.
  */
 #ifndef JOURNEYD_INSIGHTS_H
@@ -65,7 +66,8 @@ void jd_program_free(struct jd_program *p);
 
 struct jd_insights;
 
-/* Connects lazily (first use) to cfg->redis_addresses[0]. */
+/* Connects lazily (first use) to cfg->redis_addresses: one Redis node or a
+ * Redis Cluster (redis_conn.h), every command routed by its key. */
 struct jd_insights *jd_insights_new(const struct jd_config *cfg, const struct jd_ruleset *rs);
 void jd_insights_destroy(struct jd_insights *ins);
 /* After a rules reload (between batches). */

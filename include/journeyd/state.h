@@ -112,6 +112,8 @@ struct jd_customer {
     char *tz;              /* latest time zone attribute value; NULL: the default zone */
     uint8_t optout;        /* bit (1 << kind): the customer opted out of that kind */
     int64_t next_timer;    /* next due time registered for this customer; 0 none */
+    int64_t stored_timer;  /* the due time the partition's timer set holds for it (not
+                              persisted: taken from next_timer on load); 0 none */
     struct jd_goal *goals; /* open conversion goals (outcomes.h), oldest first */
     uint32_t ngoals, capgoals;
 

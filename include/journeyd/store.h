@@ -7,8 +7,10 @@
  *   j:{CID}        string  the encoded state (state.h), incl. applied offset
  *   j:{CID}:o      hash    outbox: trigger_id -> kind byte, topic, NUL, value
  *   j:{CID}:h      list    trigger history lines for journeyctl (capped)
- * Per-partition keys are hash-tagged on the partition:
+ * Per-partition keys are hash-tagged on the partition (store_timers.c):
  *   j:{p:TOPIC:PARTITION}:timers  sorted set of customer ids by due time (ms)
+ *   j:{p:TOPIC:PARTITION}:outbox  sorted set (all scores 0) of the customers
+ *                                 whose outbox is not empty
  *
  * A flush writes each dirty customer as one MULTI/EXEC on its own keys only
  * (a plain SET when only its state changed)
@@ -65,6 +67,57 @@ void jd_store_free_lines(char **lines, size_t nlines);
 /* Reads one customer (journeyctl). 0 found, 1 not found, -1 error. */
 int jd_store_get_customer(struct jd_store *st, const struct jd_ruleset *rs, const char *id,
                           struct jd_customer **out, char *errstr, size_t errsize);
+
+/* -------- per-partition timer sets and outbox index (store_timers.c) --------
+ * A partition is named by its source (jd_customer.partition: topic index
+ * << 16 | partition number; the topic is cfg->input_topics[index]). The
+ * flush keeps both sets in step with each customer's next_timer and outbox;
+ * these read them. */
+
+/* Customers found in a per-partition set. Reused across calls (the memory
+ * stays); ids live in `ids`, read them with jd_due_id. */
+struct jd_due {
+    int32_t source;
+    int64_t due; /* the score: due time (ms) in the timer set */
+    size_t id_off, id_len;
+};
+struct jd_due_list {
+    struct jd_due *v;
+    size_t n, cap;
+    struct jd_buf ids;
+};
+void jd_due_list_init(struct jd_due_list *l);
+void jd_due_list_free(struct jd_due_list *l);
+void jd_due_list_reset(struct jd_due_list *l);
+void jd_due_list_add(struct jd_due_list *l, int32_t source, int64_t due, const char *id,
+                     size_t id_len);
+static inline const char *jd_due_id(const struct jd_due_list *l, size_t i)
+{
+    return l->ids.data + l->v[i].id_off;
+}
+
+/* For each of the n partitions with upto[i] >= 0, the customers whose due
+ * time is <= upto[i], earliest first, at most `limit` per partition, all in
+ * one pipelined round trip (ZRANGEBYSCORE; O(log N + due), whatever the
+ * number N of customers scheduled). counts (may be NULL) receives each
+ * partition's number of scheduled customers (ZCARD) in the same round trip.
+ * Appends to out. 0, or -1 with errstr. */
+int jd_store_timers_due(struct jd_store *st, const int32_t *sources, const int64_t *upto, size_t n,
+                        size_t limit, int64_t *counts, struct jd_due_list *out, char *errstr,
+                        size_t errsize) JD_MUST_CHECK;
+
+/* Removes the listed entries (source, id) from their partitions' timer sets:
+ * entries of customers that do not belong to that partition (no flush would
+ * ever correct them). One round trip. 0 or -1. */
+int jd_store_timers_remove(struct jd_store *st, const struct jd_due_list *entries, char *errstr,
+                           size_t errsize) JD_MUST_CHECK;
+
+/* Up to `limit` customers of the partition's outbox index that sort after
+ * `after` (NULL: from the start), appended to out (due = 0). Page through by
+ * passing the last id returned. 0 or -1. */
+int jd_store_outbox_customers(struct jd_store *st, int32_t source, const char *after,
+                              size_t after_len, size_t limit, struct jd_due_list *out,
+                              char *errstr, size_t errsize) JD_MUST_CHECK;
 
 /* Counts round trips and errors, for metrics. */
 uint64_t jd_store_roundtrips(const struct jd_store *st);

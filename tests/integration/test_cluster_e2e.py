@@ -4,8 +4,11 @@
 journey-devbroker, triggers read back with a real consumer and the state
 with python3-redis's cluster client.
 
-- the scripted journeys give the same triggers and the same state as on a
-  single Redis (run side by side, each with its own broker);
+- the scripted journeys give the same triggers, the same state and the
+  same program stats (`journeyctl segments --json`, per-partition hashes
+  written by a script on each partition's slot) as on a single Redis (run
+  side by side, each with its own broker), and a trigger with a global
+  budget (a counter on its own slot) fires exactly its budget on both;
 - `redis-cli --cluster reshard` of 1000 slots while events flow: every
   event applied exactly once, every trigger exactly once by id, MOVED/ASK
   counted in journeyd_redis_redirects_total;
@@ -13,7 +16,10 @@ with python3-redis's cluster client.
   (not ready), resumes after the failover, and the state is exact.
 """
 
+import json
 import os
+import re
+import subprocess
 import threading
 import time
 
@@ -60,6 +66,40 @@ def journeys():
 
 CUSTOMERS = sorted({e["customer_id"] for e in journeys()})
 
+# the shipped triggers plus one with a global budget: 3 a day over 8 takers
+GIFT = ("""{ name = "app_gift"; kind = "REWARD"; budget = 3; budget_period = "1d";\n"""
+        """    on = "event: event.type == 'app_open' && event.attributes['gift'] == 'yes'"; }""")
+GIFT_TAKERS = [f"c-gift-{i}" for i in range(8)]
+GIFT_BUDGET = 3
+
+
+def gift_events():
+    # after every other event: the policy's clock is the partition's event
+    # clock, so these must be the latest of their partitions to fall in one
+    # budget period
+    return [tp(c, "app_open", 45, i, channel="app", attributes={"gift": "yes"})
+            for i, c in enumerate(GIFT_TAKERS)]
+
+
+def triggers_with_budget():
+    with open(jdtest.DEFAULT_CONFIG) as f:
+        text = f.read()
+    m = re.search(r"^triggers = (\(.*?^\));", text, re.S | re.M)
+    assert m, "no triggers list in the shipped config"
+    return jdtest.Raw(m.group(1)[:-1].rstrip() + ",\n  " + GIFT + "\n)")
+
+
+def journeyctl(config, redis_addr, *args):
+    r = subprocess.run([jdtest.binary("journeyctl"), "-c", config, "-r", redis_addr] + list(args),
+                       capture_output=True, text=True, timeout=jdtest.scaled(30))
+    assert r.returncode == 0, f"journeyctl {args}: rc {r.returncode}\n{r.stdout}\n{r.stderr}"
+    return r.stdout
+
+
+def suppressed(metrics, reason):
+    return sum(v for k, v in metrics.items() if k.startswith("journeyd_triggers_suppressed_total{")
+               and f'reason="{reason}"' in k)
+
 
 def trigger_view(records):
     """What must not depend on where the state lives."""
@@ -91,14 +131,17 @@ def run_to_end(journeyd_factory, config, bootstrap, redis_addr, group="journeyd"
 
 def test_journeys_same_as_single_redis(tmp_path, devbroker, redis_server, cluster, write_config,
                                        journeyd_factory):
-    events = journeys()
-    config = write_config()
+    events = journeys() + gift_events()
+    config = write_config({"triggers": triggers_with_budget()})
+    n_triggers = 65 + GIFT_BUDGET
 
     # a single Redis, on the fixture's broker
     jdtest.produce(devbroker.bootstrap, "touchpoints", events)
     jd1 = run_to_end(journeyd_factory, config, devbroker.bootstrap, redis_server.address)
+    m1 = jd1.metrics()
     assert jd1.stop() == 0, jd1.log_text()[-3000:]
-    single = jdtest.consume_all(devbroker.bootstrap, [REWARDS, REENGAGEMENT], expect_n=65)
+    single = jdtest.consume_all(devbroker.bootstrap, [REWARDS, REENGAGEMENT], expect_n=n_triggers)
+    segments1 = json.loads(journeyctl(config, redis_server.address, "segments", "--json"))
 
     # the cluster, on a broker of its own, the same events in the same order
     broker2 = jdtest.DevBroker(str(tmp_path / "devbroker2")).start()
@@ -106,10 +149,40 @@ def test_journeys_same_as_single_redis(tmp_path, devbroker, redis_server, cluste
         jdtest.produce(broker2.bootstrap, "touchpoints", events)
         jd2 = run_to_end(journeyd_factory, config, broker2.bootstrap, cluster.seeds(2))
         assert "cluster of 3 masters" in jd2.log_text()
+        m2 = jd2.metrics()
+        log2 = jd2.log_text()
         assert jd2.stop() == 0, jd2.log_text()[-3000:]
-        clustered = jdtest.consume_all(broker2.bootstrap, [REWARDS, REENGAGEMENT], expect_n=65)
+        clustered = jdtest.consume_all(broker2.bootstrap, [REWARDS, REENGAGEMENT],
+                                       expect_n=n_triggers)
     finally:
         broker2.stop()
+    # the stats and budget keys live on other masters than the first seed:
+    # not one Redis error (a MOVED used to stall the stats flush for good)
+    assert jdtest.metric_sum(m2, "journeyd_redis_errors_total") == 0, log2[-3000:]
+    assert "stats" not in "".join(l for l in log2.splitlines() if "failed" in l), log2[-3000:]
+
+    # the global budget: exactly its size on both, the rest suppressed
+    for records, m in ((single, m1), (clustered, m2)):
+        gifts = [r.trigger for r in records if r.trigger["trigger"] == "app_gift"]
+        assert len(gifts) == GIFT_BUDGET, gifts
+        assert {g["customer_id"] for g in gifts} <= set(GIFT_TAKERS)
+        assert suppressed(m, "budget") == len(GIFT_TAKERS) - GIFT_BUDGET
+    budget_keys = {i: cluster.node(i).keys("j:budget:*") for i in cluster.masters()}
+    owner = cluster.master_of_slot(cluster.keyslot("app_gift"))
+    assert [k for keys in budget_keys.values() for k in keys] == budget_keys[owner], budget_keys
+    assert len(budget_keys[owner]) == 1 and "{app_gift}" in budget_keys[owner][0], budget_keys
+    assert int(cluster.node(owner).get(budget_keys[owner][0])) >= GIFT_BUDGET
+    # which takers got the gift depends on the order partitions are processed
+    single = [r for r in single if r.trigger["trigger"] != "app_gift"]
+    clustered = [r for r in clustered if r.trigger["trigger"] != "app_gift"]
+
+    # the program stats: summed over partition hashes on every master
+    segments2 = json.loads(journeyctl(config, cluster.seeds(2), "segments", "--json"))
+    assert segments2 == segments1
+    assert segments1["partitions"] > 1 and sum(segments1["stages"].values()) > 0, segments1
+    stats_masters = {cluster.master_of_slot(cluster.keyslot(k))
+                     for k in cluster.client().smembers("j:{stats}:partitions")}
+    assert len(stats_masters) > 1, stats_masters
 
     got = {c: jdtest.names(t) for c, t in jdtest.by_customer(clustered).items()
            if not c.startswith("c-many-")}

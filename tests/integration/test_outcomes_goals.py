@@ -119,7 +119,10 @@ def test_goal_counts_program_health_and_metrics(write_config, journeyd_factory, 
     tr = json.loads(journeyctl(cfg, redis_server.address, "triggers", "A", "--json"))
     assert [(g["trigger"], g["group"], g["deadline"]) for g in tr["open_goals"]] == \
         [("first", "treated", t0 + 7 * DAY + 30 * DAY)]
-    assert sorted(t["trigger"] for t in tr["triggers"]) == ["first", "recover_t"]
+    assert sorted(t["trigger"] for t in tr["triggers"] if not t["suppressed"]) == \
+        ["first", "recover_t"]
+    held = [t for t in tr["triggers"] if t["suppressed"]]
+    assert all(t["suppression"] == "holdout" for t in held), held
     assert all(t["reason"] for t in tr["triggers"])
     text = journeyctl(cfg, redis_server.address, "triggers", "C")
     assert "recover_t" in text and "why:" in text

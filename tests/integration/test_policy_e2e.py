@@ -241,9 +241,6 @@ def next_local(ms, zone, hour):
     return int(end.timestamp() * 1000)
 
 
-@pytest.mark.skip(reason="needs the timers work (issue 4): the engine must hold an outbox entry "
-                         "until its not_before (set here by quiet hours) and schedule the "
-                         "customer's timer for it; unskip once the timers branch is merged")
 def test_deferral_across_quiet_hours_in_event_time(devbroker, redis_server, write_config,
                                                    journeyd_factory):
     # 22:30 in Paris, the night after BASE

@@ -175,6 +175,8 @@ static void test_shipped_config(void **state)
     assert_int_equal(cfg->cache_max_customers, 1000000);
     assert_int_equal(cfg->naive, 0);
     assert_int_equal(cfg->history_max, 20);
+    assert_int_equal(cfg->timer_tick_ms, 100);
+    assert_int_equal(cfg->idle_advance_ms, 30000);
     assert_int_equal(cfg->metrics_port, 9464);
     assert_string_equal(cfg->metrics_bind, "0.0.0.0");
     assert_int_equal(cfg->log_level, JD_LOG_INFO);
@@ -194,17 +196,17 @@ static void test_shipped_config(void **state)
                         "count('purchase') >= 1 && days_since_any() >= 60");
     assert_string_equal(cfg->rules.stages[6].expr, "true");
 
-    /* Segments: the timer-driven ones parse but are disabled (issue 2, point 7). */
+    /* Segments: all enabled, the timer-driven ones included (issue 4). */
     assert_int_equal(cfg->rules.nsegments, 4);
     const struct jd_rule_src *seg;
     assert_non_null(seg = find_rule(cfg->rules.segments, 4, "vip"));
     assert_true(seg->enabled);
     assert_string_equal(seg->expr, "count('purchase', 30d) >= 3");
     assert_non_null(seg = find_rule(cfg->rules.segments, 4, "cart_abandoner"));
-    assert_false(seg->enabled);
+    assert_true(seg->enabled);
     assert_string_equal(seg->expr, "not_followed_by('add_to_cart', 'purchase', 1h)");
     assert_non_null(seg = find_rule(cfg->rules.segments, 4, "lapsed"));
-    assert_false(seg->enabled);
+    assert_true(seg->enabled);
     assert_non_null(seg = find_rule(cfg->rules.segments, 4, "detractor"));
     assert_true(seg->enabled);
     for (size_t i = 0; i < 4; i++)
@@ -240,12 +242,12 @@ static void test_shipped_config(void **state)
     assert_non_null(t = find_trigger(cfg, "cart_reminder"));
     assert_int_equal(t->kind, JD_KIND_REENGAGEMENT);
     assert_string_equal(t->on.expr, "enter:cart_abandoner");
-    assert_false(t->on.enabled);
+    assert_true(t->on.enabled);
 
     assert_non_null(t = find_trigger(cfg, "winback"));
     assert_string_equal(t->on.expr, "enter:lapsed");
     assert_true(t->holdout > 0.0999 && t->holdout < 0.1001);
-    assert_false(t->on.enabled);
+    assert_true(t->on.enabled);
     for (size_t i = 0; i < 5; i++)
         assert_at(&cfg->rules.triggers[i].on);
 
@@ -289,6 +291,8 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->batch_max_events, 5000);
     assert_int_equal(cfg->batch_max_wait_ms, 5);
     assert_int_equal(cfg->history_max, 20);
+    assert_int_equal(cfg->timer_tick_ms, 100);
+    assert_int_equal(cfg->idle_advance_ms, 30000);
     assert_int_equal(cfg->metrics_port, 9464);
     assert_int_equal(cfg->rules.nstages + cfg->rules.nsegments + cfg->rules.ntriggers, 0);
     assert_false(cfg->policy.quiet_enabled);
@@ -396,6 +400,30 @@ static void test_error_bounds(void **state)
                   ":1: error: kafka.input_topics: one input topic is supported (a customer's "
                   "applied offset is tracked per partition of one topic); merge the sources into "
                   "one topic keyed by customer_id");
+}
+
+/* The timer keys (issue 4): values, "0" turning the idle advance off, bounds. */
+static void test_timer_keys(void **state)
+{
+    struct jd_errors errs;
+    struct jd_config *cfg =
+        load_text("processing = { timer_tick = \"250ms\"; idle_advance = \"2m\"; };\n", &errs);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->timer_tick_ms, 250);
+    assert_int_equal(cfg->idle_advance_ms, 120000);
+    jd_config_destroy(cfg);
+    jd_errors_free(&errs);
+    cfg = load_text("processing = { idle_advance = \"0\"; };\n", &errs);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->idle_advance_ms, 0);
+    jd_config_destroy(cfg);
+    jd_errors_free(&errs);
+    expect_errors("processing = { timer_tick = \"0\"; };\n", 1,
+                  ":1: error: processing.timer_tick: 0 is out of bounds (1ms..1m)");
+    expect_errors("processing = { timer_tick = \"2m\"; };\n", 1,
+                  ":1: error: processing.timer_tick: 2m is out of bounds (1ms..1m)");
+    expect_errors("processing = { idle_advance = \"31d\"; };\n", 1,
+                  ":1: error: processing.idle_advance: 31d is out of bounds (0ms..30d)");
 }
 
 static void test_error_enum(void **state)
@@ -812,6 +840,7 @@ int main(void)
         cmocka_unit_test(test_rule_include),         cmocka_unit_test(test_cli_overrides),
         cmocka_unit_test(test_property_passthrough), cmocka_unit_test(test_kind_names),
         cmocka_unit_test(test_reference_rows),       cmocka_unit_test(test_reference_in_docs),
+        cmocka_unit_test(test_timer_keys),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

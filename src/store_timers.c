@@ -1,0 +1,356 @@
+/*
+ * store_timers — the per-partition keys of the store (layout in store.h):
+ * the timer set, which lets the engine find the customers whose time has
+ * come without ever scanning customers, and the outbox index, which lets a
+ * new owner of a partition find every trigger still waiting for Kafka
+ * (timer-fired and deferred triggers are tied to no input offset, so no
+ * replay would bring them back).
+ *
+ * Neither set can join a customer's MULTI/EXEC (another Redis Cluster
+ * slot), so each write is ordered around that transaction for crash safety:
+ * additions before it, removals and postponements after it. A crash in
+ * between leaves an entry too many (a timer that finds nothing due, an index
+ * entry with an empty outbox: both no-ops), never one too few.
+ */
+#include <inttypes.h>
+
+#include "store_int.h"
+
+/* PREFIX:{p:TOPIC:PARTITION}SUFFIX into st->pkey; -1 for an unknown source. */
+static int build_pkey(struct jd_store *st, int32_t source, const char *suffix)
+{
+    int32_t ti = source >> 16;
+    if (source < 0 || (size_t)ti >= st->ntopics)
+        return -1;
+    jd_buf_reset(&st->pkey);
+    jd_buf_printf(&st->pkey, "%s:{p:%s:%" PRId32 "}%s", st->prefix, st->topics[ti], source & 0xffff,
+                  suffix);
+    return 0;
+}
+
+static int unstored(const struct jd_customer *c)
+{
+    for (size_t k = 0; k < c->npending; k++)
+        if (!c->pending[k].stored)
+            return 1;
+    return 0;
+}
+
+static size_t queue_zadd(struct jd_store *st, int64_t score, const char *id, size_t id_len)
+{
+    char num[24];
+    snprintf(num, sizeof num, "%" PRId64, score);
+    arg_str(st, 0, "ZADD");
+    arg(st, 1, st->pkey.data, st->pkey.len);
+    arg_str(st, 2, num);
+    arg(st, 3, id, id_len);
+    return append(st, 4, 1);
+}
+
+static size_t queue_zrem(struct jd_store *st, const char *id, size_t id_len)
+{
+    arg_str(st, 0, "ZREM");
+    arg(st, 1, st->pkey.data, st->pkey.len);
+    arg(st, 2, id, id_len);
+    return append(st, 3, 1);
+}
+
+struct queued jd_store_queue_pre(struct jd_store *st, const struct jd_customer *c)
+{
+    struct queued q = {0, 0, 0};
+    int64_t want = c->next_timer, have = c->stored_timer;
+    /* a new or earlier due time: firing early finds nothing, firing late
+     * would be wrong */
+    if (want && (!have || want < have) && build_pkey(st, c->partition, ":timers") == 0) {
+        q.first = queue_zadd(st, want, c->id, c->id_len);
+        q.n++;
+    }
+    /* the outbox gets entries: index the customer first (a deferred ZREM of
+     * it goes at the head of the same pipeline, so before this) */
+    if (unstored(c) && build_pkey(st, c->partition, ":outbox") == 0) {
+        size_t i = queue_zadd(st, 0, c->id, c->id_len);
+        if (q.n++ == 0)
+            q.first = i;
+    }
+    return q;
+}
+
+const char *jd_store_queued_error(struct jd_store *st, const struct queued *q, const char *why)
+{
+    for (size_t k = 0; k < q->n; k++) {
+        const redisReply *r = jd_redis_reply(st->rd, q->first + k);
+        if (!r)
+            return why && why[0] ? why : "not executed";
+        if (r->type == REDIS_REPLY_ERROR)
+            return r->str;
+    }
+    return NULL;
+}
+
+void jd_store_defer_post(struct jd_store *st, const struct jd_customer *c)
+{
+    int64_t want = c->next_timer, have = c->stored_timer;
+    if (build_pkey(st, c->partition, "") != 0)
+        return; /* no partition key: nothing was added either */
+    /* later or none: only once the state that says so is written */
+    if (have && want != have)
+        jd_due_list_add(&st->deferred, c->partition, want, c->id, c->id_len);
+    /* the last entries have left the outbox: unindex it */
+    if (c->npending == 0 && c->nacked > 0)
+        jd_due_list_add(&st->deferred, c->partition, -1, c->id, c->id_len);
+}
+
+void jd_store_queue_deferred(struct jd_store *st)
+{
+    const struct jd_due_list *l = &st->deferred;
+    for (size_t i = 0; i < l->n; i++) {
+        const struct jd_due *d = &l->v[i];
+        (void)build_pkey(st, d->source,
+                         d->due < 0 ? ":outbox" : ":timers"); /* checked when added */
+        if (d->due > 0)
+            (void)queue_zadd(st, d->due, jd_due_id(l, i), d->id_len);
+        else
+            (void)queue_zrem(st, jd_due_id(l, i), d->id_len);
+    }
+    st->ndeferred_sent = l->n;
+}
+
+/* Drops the first k entries of l (those sent), keeping the later ones. */
+static void drop_front(struct jd_due_list *l, size_t k)
+{
+    if (k >= l->n) {
+        jd_due_list_reset(l);
+        return;
+    }
+    size_t base = l->v[k].id_off;
+    memmove(l->ids.data, l->ids.data + base, l->ids.len - base);
+    l->ids.len -= base;
+    for (size_t i = k; i < l->n; i++) {
+        l->v[i - k] = l->v[i];
+        l->v[i - k].id_off -= base;
+    }
+    l->n -= k;
+}
+
+void jd_store_deferred_sent(struct jd_store *st)
+{
+    /* Executed or not, they are dropped: a lost one leaves an entry too many
+     * in a set (harmless: a timer that finds nothing due is corrected when
+     * it fires). */
+    drop_front(&st->deferred, st->ndeferred_sent);
+    st->ndeferred_sent = 0;
+}
+
+/* -------- due lists -------- */
+
+void jd_due_list_init(struct jd_due_list *l)
+{
+    memset(l, 0, sizeof *l);
+    jd_buf_init(&l->ids);
+}
+
+void jd_due_list_free(struct jd_due_list *l)
+{
+    free(l->v);
+    jd_buf_free(&l->ids);
+    memset(l, 0, sizeof *l);
+}
+
+void jd_due_list_reset(struct jd_due_list *l)
+{
+    l->n = 0;
+    jd_buf_reset(&l->ids);
+}
+
+void jd_due_list_add(struct jd_due_list *l, int32_t source, int64_t due, const char *id,
+                     size_t id_len)
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 64;
+        l->v = jd_xrealloc(l->v, l->cap * sizeof *l->v);
+    }
+    struct jd_due *d = &l->v[l->n++];
+    d->source = source;
+    d->due = due;
+    d->id_off = l->ids.len;
+    d->id_len = id_len;
+    jd_buf_append(&l->ids, id, id_len);
+    jd_buf_append(&l->ids, "", 1); /* ids read as C strings too */
+}
+
+/* -------- reads -------- */
+
+static int parse_score(const redisReply *r, int64_t *out)
+{
+    if (!r || r->type != REDIS_REPLY_STRING || r->len == 0 || r->len > 30)
+        return -1;
+    char buf[32], *end;
+    memcpy(buf, r->str, r->len);
+    buf[r->len] = '\0';
+    /* scores are written as integers; Redis answers them as such */
+    long long v = strtoll(buf, &end, 10);
+    if (*end != '\0')
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* A reply that is missing or an error: errstr, -1. */
+static int bad_reply(struct jd_store *st, size_t i, const char *what, const char *why, char *errstr,
+                     size_t errsize)
+{
+    const redisReply *r = jd_redis_reply(st->rd, i);
+    if (r && r->type != REDIS_REPLY_ERROR)
+        return 0;
+    st->errors++;
+    if (!r)
+        snprintf(errstr, errsize, "%s: %s", what, why[0] ? why : "not executed");
+    else
+        snprintf(errstr, errsize, "%s: Redis %s: %s", what, jd_redis_reply_node(st->rd, i), r->str);
+    return -1;
+}
+
+int jd_store_timers_due(struct jd_store *st, const int32_t *sources, const int64_t *upto, size_t n,
+                        size_t limit, int64_t *counts, struct jd_due_list *out, char *errstr,
+                        size_t errsize)
+{
+    if (jd_redis_pending(st->rd))
+        return exec_fail(st, "timers", "commands of another module are pending", errstr, errsize);
+    jd_store_queue_deferred(st);
+    size_t nd = st->ndeferred_sent, ncmd = nd;
+    char maxs[24], lims[24], why[400];
+    why[0] = '\0';
+    snprintf(lims, sizeof lims, "%zu", limit);
+    for (size_t i = 0; i < n; i++) {
+        if (build_pkey(st, sources[i], ":timers") != 0)
+            continue;
+        if (upto[i] >= 0) {
+            snprintf(maxs, sizeof maxs, "%" PRId64, upto[i]);
+            arg_str(st, 0, "ZRANGEBYSCORE");
+            arg(st, 1, st->pkey.data, st->pkey.len);
+            arg_str(st, 2, "-inf");
+            arg_str(st, 3, maxs);
+            arg_str(st, 4, "WITHSCORES");
+            arg_str(st, 5, "LIMIT");
+            arg_str(st, 6, "0");
+            arg_str(st, 7, lims);
+            (void)append(st, 8, 1);
+            ncmd++;
+        }
+        if (counts) {
+            arg_str(st, 0, "ZCARD");
+            arg(st, 1, st->pkey.data, st->pkey.len);
+            (void)append(st, 2, 1);
+            ncmd++;
+        }
+    }
+    if (ncmd == 0)
+        return 0;
+    (void)jd_redis_exec(st->rd, 0, why, sizeof why);
+    jd_store_deferred_sent(st);
+    int rc = -1;
+    if (ncmd == nd) { /* only the deferred writes: their loss is harmless */
+        rc = 0;
+        goto out;
+    }
+    size_t pos = nd;
+    for (size_t i = 0; i < n; i++) {
+        if (build_pkey(st, sources[i], ":timers") != 0)
+            continue;
+        if (upto[i] >= 0) {
+            size_t ri = pos++;
+            if (bad_reply(st, ri, "timers", why, errstr, errsize) != 0)
+                goto out;
+            const redisReply *r = jd_redis_reply(st->rd, ri);
+            if (r->type != REDIS_REPLY_ARRAY || r->elements % 2) {
+                snprintf(errstr, errsize, "timers of %s: unexpected Redis reply", st->pkey.data);
+                goto out;
+            }
+            for (size_t k = 0; k < r->elements; k += 2) {
+                const redisReply *m = r->element[k];
+                int64_t due;
+                if (m->type != REDIS_REPLY_STRING || parse_score(r->element[k + 1], &due) != 0) {
+                    snprintf(errstr, errsize, "timers of %s: bad entry", st->pkey.data);
+                    goto out;
+                }
+                jd_due_list_add(out, sources[i], due, m->str, m->len);
+            }
+        }
+        if (counts) {
+            const redisReply *r = jd_redis_reply(st->rd, pos++);
+            counts[i] = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+        }
+    }
+    rc = 0;
+out:
+    jd_redis_clear(st->rd);
+    return rc;
+}
+
+int jd_store_timers_remove(struct jd_store *st, const struct jd_due_list *entries, char *errstr,
+                           size_t errsize)
+{
+    if (jd_redis_pending(st->rd))
+        return exec_fail(st, "timers", "commands of another module are pending", errstr, errsize);
+    size_t ncmd = 0, first = 0;
+    for (size_t i = 0; i < entries->n; i++) {
+        if (build_pkey(st, entries->v[i].source, ":timers") != 0)
+            continue;
+        size_t k = queue_zrem(st, jd_due_id(entries, i), entries->v[i].id_len);
+        if (ncmd++ == 0)
+            first = k;
+    }
+    if (ncmd == 0)
+        return 0;
+    char why[400];
+    why[0] = '\0';
+    (void)jd_redis_exec(st->rd, 0, why, sizeof why);
+    int rc = 0;
+    for (size_t k = 0; k < ncmd && rc == 0; k++)
+        rc = bad_reply(st, first + k, "timers", why, errstr, errsize);
+    jd_redis_clear(st->rd);
+    return rc;
+}
+
+int jd_store_outbox_customers(struct jd_store *st, int32_t source, const char *after,
+                              size_t after_len, size_t limit, struct jd_due_list *out, char *errstr,
+                              size_t errsize)
+{
+    if (jd_redis_pending(st->rd))
+        return exec_fail(st, "outbox index", "commands of another module are pending", errstr,
+                         errsize);
+    if (build_pkey(st, source, ":outbox") != 0)
+        return 0;
+    struct jd_buf min;
+    jd_buf_init(&min);
+    if (after) {
+        jd_buf_append(&min, "(", 1);
+        jd_buf_append(&min, after, after_len);
+    } else {
+        jd_buf_append(&min, "-", 1);
+    }
+    char lims[24], why[400];
+    why[0] = '\0';
+    snprintf(lims, sizeof lims, "%zu", limit);
+    arg_str(st, 0, "ZRANGEBYLEX");
+    arg(st, 1, st->pkey.data, st->pkey.len);
+    arg(st, 2, min.data, min.len);
+    arg_str(st, 3, "+");
+    arg_str(st, 4, "LIMIT");
+    arg_str(st, 5, "0");
+    arg_str(st, 6, lims);
+    size_t i = append(st, 7, 1);
+    (void)jd_redis_exec(st->rd, 0, why, sizeof why);
+    jd_buf_free(&min);
+    int rc = bad_reply(st, i, "outbox index", why, errstr, errsize);
+    const redisReply *r = jd_redis_reply(st->rd, i);
+    if (rc == 0 && r->type != REDIS_REPLY_ARRAY) {
+        snprintf(errstr, errsize, "outbox index %s: unexpected Redis reply", st->pkey.data);
+        rc = -1;
+    }
+    for (size_t k = 0; rc == 0 && k < r->elements; k++)
+        if (r->element[k]->type == REDIS_REPLY_STRING)
+            jd_due_list_add(out, source, 0, r->element[k]->str, r->element[k]->len);
+    jd_redis_clear(st->rd);
+    return rc;
+}

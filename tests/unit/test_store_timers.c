@@ -1,0 +1,482 @@
+/*
+ * Unit tests for the per-partition keys of the store (store_timers.c)
+ * against a real redis-server: the timer set follows each customer's
+ * next_timer through flushes (new, earlier, later, none), due customers are
+ * fetched per partition in one round trip, the outbox index follows the
+ * outbox, deferred outbox entries keep their not_before, and the order of
+ * the writes around a customer's transaction is the crash-safe one: a
+ * transaction that fails (here: refused by an ACL, as a crash between the
+ * writes would leave it) leaves an entry too many, never one too few.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "journeyd/redis_conn.h"
+#include "journeyd/store.h"
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function" /* the fixture's other helpers */
+#include "redis_cluster_fixture.c"
+#pragma GCC diagnostic pop
+#include "redis_fixture.c"
+
+#define T0 1700000000000LL
+#define TKEY0 "j:{p:touchpoints:0}:timers"
+#define TKEY3 "j:{p:touchpoints:3}:timers"
+#define TKEYO "j:{p:orders:1}:timers"
+#define OKEY0 "j:{p:touchpoints:0}:outbox"
+#define TKEY1C "j:{p:touchpoints:1}:timers"
+
+struct env {
+    struct redis_fixture redis;
+    char addr[64];
+    char *addrs[1];
+    char *topics[2];
+    struct jd_config cfg;
+    struct jd_store *st;
+    struct jd_due_list due;
+    char err[512];
+};
+
+static int setup(void **state)
+{
+    struct env *e = calloc(1, sizeof *e);
+    if (redis_fixture_start(&e->redis) != 0) {
+        fprintf(stderr, "cannot start redis-server\n");
+        free(e);
+        return -1;
+    }
+    snprintf(e->addr, sizeof e->addr, "127.0.0.1:%d", e->redis.port);
+    e->addrs[0] = e->addr;
+    e->topics[0] = "touchpoints";
+    e->topics[1] = "orders";
+    e->cfg.redis_addresses = e->addrs;
+    e->cfg.nredis_addresses = 1;
+    e->cfg.input_topics = e->topics;
+    e->cfg.ninput_topics = 2;
+    e->cfg.key_prefix = "j";
+    e->cfg.redis_timeout_ms = 2000;
+    e->cfg.history_max = 3;
+    e->st = jd_store_new(&e->cfg, e->err, sizeof e->err);
+    if (!e->st) {
+        fprintf(stderr, "%s\n", e->err);
+        redis_fixture_stop(&e->redis);
+        free(e);
+        return -1;
+    }
+    jd_due_list_init(&e->due);
+    *state = e;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct env *e = *state;
+    jd_due_list_free(&e->due);
+    jd_store_destroy(e->st);
+    redis_fixture_stop(&e->redis);
+    free(e);
+    return 0;
+}
+
+/* ZSCORE as an integer; -1 when the member is absent. */
+static long long zscore(struct env *e, const char *key, const char *member)
+{
+    redisReply *r = redis_fixture_cmd(&e->redis, "ZSCORE %s %s", key, member);
+    assert_non_null(r);
+    long long v = r->type == REDIS_REPLY_STRING ? atoll(r->str) : -1;
+    assert_true(r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_NIL);
+    freeReplyObject(r);
+    return v;
+}
+
+static void flush1(struct env *e, struct jd_customer *c, int want_rc)
+{
+    struct jd_customer *cs[1] = {c};
+    assert_int_equal(jd_store_flush(e->st, NULL, cs, 1, e->err, sizeof e->err), want_rc);
+}
+
+/* Any round trip: removals and postponements go out at the head of the
+ * next one after their customer's transaction succeeded. */
+static void next_roundtrip(struct env *e)
+{
+    int32_t src = 0;
+    int64_t upto = -1;
+    assert_int_equal(
+        jd_store_timers_due(e->st, &src, &upto, 1, 1, NULL, &e->due, e->err, sizeof e->err), 0);
+}
+
+/* The default user may touch only the per-partition keys: every customer
+ * transaction is refused (EXECABORT), the writes around it go through. */
+static void restrict_to_partition_keys(struct env *e, int on)
+{
+    redisReply *r = on ? redis_fixture_cmd(&e->redis, "ACL SETUSER default resetkeys ~j:{p:*")
+                       : redis_fixture_cmd(&e->redis, "ACL SETUSER default allkeys");
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_STATUS);
+    freeReplyObject(r);
+}
+
+static void test_timer_follows_next_timer(void **state)
+{
+    struct env *e = *state;
+    struct jd_customer *c = jd_customer_new("c1", 2, 0, NULL);
+    c->next_timer = T0 + 3600000;
+    c->dirty = 1;
+    flush1(e, c, 0);
+    assert_int_equal(zscore(e, TKEY0, "c1"), T0 + 3600000);
+    assert_int_equal(c->stored_timer, T0 + 3600000);
+
+    c->next_timer = T0 + 60000; /* earlier */
+    c->dirty = 1;
+    flush1(e, c, 0);
+    assert_int_equal(zscore(e, TKEY0, "c1"), T0 + 60000);
+
+    c->next_timer = T0 + 86400000; /* later: once the state is written */
+    c->dirty = 1;
+    flush1(e, c, 0);
+    assert_int_equal(zscore(e, TKEY0, "c1"), T0 + 60000);
+    next_roundtrip(e);
+    assert_int_equal(zscore(e, TKEY0, "c1"), T0 + 86400000);
+
+    /* a changed timer alone is reason enough to write */
+    c->next_timer = T0 + 2 * 86400000LL;
+    uint64_t rt = jd_store_roundtrips(e->st);
+    flush1(e, c, 0);
+    assert_int_equal(jd_store_roundtrips(e->st), rt + 1);
+    redisReply *r = redis_fixture_cmd(&e->redis, "GET j:{c1}");
+    assert_non_null(strstr(r->str, "|nt=1700172800000"));
+    freeReplyObject(r);
+    /* the flush carried the deferred write of the previous one */
+    next_roundtrip(e);
+    assert_int_equal(zscore(e, TKEY0, "c1"), T0 + 2 * 86400000LL);
+
+    c->next_timer = 0; /* nothing due any more */
+    c->dirty = 1;
+    flush1(e, c, 0);
+    assert_int_equal(zscore(e, TKEY0, "c1"), T0 + 2 * 86400000LL);
+    next_roundtrip(e);
+    assert_int_equal(zscore(e, TKEY0, "c1"), -1);
+    assert_int_equal(c->stored_timer, 0);
+
+    /* the state carries nt; a load takes the timer set to agree with it */
+    c->next_timer = T0 + 5000;
+    c->dirty = 1;
+    flush1(e, c, 0);
+    struct jd_customer *d = jd_customer_new("c1", 2, 0, NULL);
+    struct jd_customer *ds[1] = {d};
+    assert_int_equal(jd_store_load(e->st, NULL, ds, 1, e->err, sizeof e->err), 0);
+    assert_int_equal(d->next_timer, T0 + 5000);
+    assert_int_equal(d->stored_timer, T0 + 5000);
+
+    /* a customer of another topic: its own partition key */
+    struct jd_customer *o = jd_customer_new("o1", 2, (1 << 16) | 1, NULL);
+    o->next_timer = T0;
+    o->dirty = 1;
+    flush1(e, o, 0);
+    assert_int_equal(zscore(e, TKEYO, "o1"), T0);
+    jd_customer_destroy(c);
+    jd_customer_destroy(d);
+    jd_customer_destroy(o);
+}
+
+/* A transaction that does not happen (as after a crash between the writes,
+ * or a Redis error): new and earlier due times are already in the set,
+ * later ones and removals are not even queued; either way the set holds a
+ * due time no later than the one the stored state implies. */
+static void test_crash_order(void **state)
+{
+    struct env *e = *state;
+    struct jd_customer *c = jd_customer_new("c2", 2, 0, NULL);
+    c->next_timer = T0 + 1000;
+    c->dirty = 1;
+    flush1(e, c, 0);
+
+    restrict_to_partition_keys(e, 1);
+    c->next_timer = T0 + 500; /* earlier: added before the transaction */
+    c->dirty = 1;
+    flush1(e, c, -1);
+    assert_non_null(strstr(e->err, "c2"));
+    assert_int_equal(zscore(e, TKEY0, "c2"), T0 + 500);
+    assert_true(c->dirty);
+    assert_int_equal(c->stored_timer, T0 + 1000); /* not known to be written */
+
+    restrict_to_partition_keys(e, 0);
+    flush1(e, c, 0);
+    assert_int_equal(c->stored_timer, T0 + 500);
+
+    restrict_to_partition_keys(e, 1);
+    c->next_timer = T0 + 9000; /* later: postponed only after the transaction */
+    c->dirty = 1;
+    flush1(e, c, -1);
+    next_roundtrip(e);
+    assert_int_equal(zscore(e, TKEY0, "c2"), T0 + 500);
+    c->next_timer = 0; /* none: removed only after the transaction */
+    flush1(e, c, -1);
+    next_roundtrip(e);
+    assert_int_equal(zscore(e, TKEY0, "c2"), T0 + 500);
+
+    /* the outbox index: entries coming are indexed before they are written */
+    struct jd_pending_trigger *p = jd_customer_add_pending(c);
+    snprintf(p->trigger_id, sizeof p->trigger_id, "t1");
+    jd_buf_append(&p->value, "v", 1);
+    flush1(e, c, -1);
+    assert_int_equal(zscore(e, OKEY0, "c2"), 0);
+
+    restrict_to_partition_keys(e, 0);
+    flush1(e, c, 0);
+    next_roundtrip(e);
+    assert_int_equal(zscore(e, TKEY0, "c2"), -1);
+    assert_int_equal(zscore(e, OKEY0, "c2"), 0);
+
+    /* the last entry leaves: unindexed only after the transaction */
+    assert_int_equal(jd_customer_ack(c, "t1"), 0);
+    restrict_to_partition_keys(e, 1);
+    flush1(e, c, -1);
+    next_roundtrip(e);
+    assert_int_equal(zscore(e, OKEY0, "c2"), 0);
+    restrict_to_partition_keys(e, 0);
+    flush1(e, c, 0);
+    assert_int_equal(zscore(e, OKEY0, "c2"), 0);
+    next_roundtrip(e);
+    assert_int_equal(zscore(e, OKEY0, "c2"), -1);
+
+    /* a deferred removal followed, before it went out, by new entries: the
+     * removal is sent first, the new index entry after it */
+    struct jd_pending_trigger *q = jd_customer_add_pending(c);
+    snprintf(q->trigger_id, sizeof q->trigger_id, "t2");
+    jd_buf_append(&q->value, "v", 1);
+    flush1(e, c, 0);
+    assert_int_equal(jd_customer_ack(c, "t2"), 0);
+    flush1(e, c, 0); /* defers the ZREM */
+    q = jd_customer_add_pending(c);
+    snprintf(q->trigger_id, sizeof q->trigger_id, "t3");
+    jd_buf_append(&q->value, "v", 1);
+    flush1(e, c, 0); /* ZREM, then ZADD */
+    assert_int_equal(zscore(e, OKEY0, "c2"), 0);
+    jd_customer_destroy(c);
+}
+
+static void test_due_fetch(void **state)
+{
+    struct env *e = *state;
+    /* 50 customers in partition 0 due at T0 + i s, 3 in partition 3 */
+    struct jd_customer *cs[53];
+    char id[16];
+    for (int i = 0; i < 53; i++) {
+        snprintf(id, sizeof id, "d%02d", i);
+        int32_t src = i < 50 ? 0 : 3;
+        cs[i] = jd_customer_new(id, strlen(id), src, NULL);
+        cs[i]->next_timer = T0 + (i < 50 ? i : i - 50) * 1000LL;
+        cs[i]->dirty = 1;
+    }
+    assert_int_equal(jd_store_flush(e->st, NULL, cs, 53, e->err, sizeof e->err), 0);
+
+    int32_t src[3] = {0, 3, (1 << 16) | 1};
+    int64_t upto[3] = {T0 + 9500, T0 + 100000, -1};
+    int64_t counts[3] = {0, 0, 0};
+    uint64_t rt = jd_store_roundtrips(e->st);
+    jd_due_list_reset(&e->due);
+    assert_int_equal(
+        jd_store_timers_due(e->st, src, upto, 3, 100, counts, &e->due, e->err, sizeof e->err), 0);
+    assert_int_equal(jd_store_roundtrips(e->st), rt + 1);
+    assert_int_equal(e->due.n, 10 + 3);
+    for (size_t i = 0; i < 10; i++) {
+        snprintf(id, sizeof id, "d%02zu", i);
+        assert_string_equal(jd_due_id(&e->due, i), id); /* earliest first */
+        assert_int_equal(e->due.v[i].due, T0 + (int64_t)i * 1000);
+        assert_int_equal(e->due.v[i].source, 0);
+    }
+    assert_int_equal(e->due.v[10].source, 3);
+    assert_int_equal(counts[0], 50);
+    assert_int_equal(counts[1], 3);
+    assert_int_equal(counts[2], 0);
+
+    /* the limit bounds one partition's page */
+    jd_due_list_reset(&e->due);
+    assert_int_equal(
+        jd_store_timers_due(e->st, src, upto, 1, 4, NULL, &e->due, e->err, sizeof e->err), 0);
+    assert_int_equal(e->due.n, 4);
+    assert_string_equal(jd_due_id(&e->due, 3), "d03");
+
+    /* removing strays */
+    assert_int_equal(jd_store_timers_remove(e->st, &e->due, e->err, sizeof e->err), 0);
+    assert_int_equal(zscore(e, TKEY0, "d00"), -1);
+    assert_int_equal(zscore(e, TKEY0, "d04"), T0 + 4000);
+    assert_int_equal(zscore(e, TKEY3, "d50"), T0);
+    for (int i = 0; i < 53; i++)
+        jd_customer_destroy(cs[i]);
+}
+
+static void test_outbox_index_and_not_before(void **state)
+{
+    struct env *e = *state;
+    struct jd_customer *cs[5];
+    char id[16];
+    for (int i = 0; i < 5; i++) {
+        snprintf(id, sizeof id, "ob%d", i);
+        cs[i] = jd_customer_new(id, strlen(id), 0, NULL);
+        struct jd_pending_trigger *p = jd_customer_add_pending(cs[i]);
+        snprintf(p->trigger_id, sizeof p->trigger_id, "t%d", i);
+        p->kind = JD_KIND_REENGAGEMENT;
+        p->not_before = i == 2 ? T0 + 8 * 3600000LL : 0;
+        jd_buf_append(&p->value, "\0body", 5);
+        cs[i]->dirty = 1;
+    }
+    assert_int_equal(jd_store_flush(e->st, NULL, cs, 5, e->err, sizeof e->err), 0);
+
+    /* pages of 2 */
+    jd_due_list_reset(&e->due);
+    assert_int_equal(
+        jd_store_outbox_customers(e->st, 0, NULL, 0, 2, &e->due, e->err, sizeof e->err), 0);
+    assert_int_equal(e->due.n, 2);
+    assert_int_equal(jd_store_outbox_customers(e->st, 0, jd_due_id(&e->due, 1), e->due.v[1].id_len,
+                                               2, &e->due, e->err, sizeof e->err),
+                     0);
+    assert_int_equal(jd_store_outbox_customers(e->st, 0, jd_due_id(&e->due, 3), e->due.v[3].id_len,
+                                               2, &e->due, e->err, sizeof e->err),
+                     0);
+    assert_int_equal(e->due.n, 5);
+    for (size_t i = 0; i < 5; i++) {
+        snprintf(id, sizeof id, "ob%zu", i);
+        assert_string_equal(jd_due_id(&e->due, i), id);
+    }
+
+    /* not_before survives; an entry without one keeps the old layout */
+    redisReply *r = redis_fixture_cmd(&e->redis, "HGET j:{ob1}:o t1");
+    assert_int_equal(r->type, REDIS_REPLY_STRING);
+    assert_int_equal(r->len, 1 + 1 + 5);
+    assert_memory_equal(r->str, "\x01\0\0body", 7);
+    freeReplyObject(r);
+    r = redis_fixture_cmd(&e->redis, "HGET j:{ob2}:o t2");
+    assert_int_equal(r->len, 1 + 8 + 1 + 5);
+    assert_int_equal((unsigned char)r->str[0], 0x81);
+    freeReplyObject(r);
+    struct jd_customer *d = jd_customer_new("ob2", 3, 0, NULL);
+    struct jd_customer *ds[1] = {d};
+    assert_int_equal(jd_store_load(e->st, NULL, ds, 1, e->err, sizeof e->err), 0);
+    assert_int_equal(d->npending, 1);
+    assert_int_equal(d->pending[0].not_before, T0 + 8 * 3600000LL);
+    assert_int_equal(d->pending[0].kind, JD_KIND_REENGAGEMENT);
+    assert_null(d->pending[0].topic);
+    assert_int_equal(d->pending[0].value.len, 5);
+    assert_memory_equal(d->pending[0].value.data, "\0body", 5);
+    jd_customer_destroy(d);
+
+    /* acknowledged: out of the index */
+    assert_int_equal(jd_customer_ack(cs[2], "t2"), 0);
+    flush1(e, cs[2], 0);
+    next_roundtrip(e);
+    assert_int_equal(zscore(e, OKEY0, "ob2"), -1);
+    assert_int_equal(zscore(e, OKEY0, "ob3"), 0);
+    for (int i = 0; i < 5; i++)
+        jd_customer_destroy(cs[i]);
+}
+
+static void test_unconnected(void **state)
+{
+    struct env *e = *state;
+    redis_fixture_kill(&e->redis);
+    int32_t src = 0;
+    int64_t upto = T0;
+    jd_due_list_reset(&e->due);
+    assert_int_equal(
+        jd_store_timers_due(e->st, &src, &upto, 1, 10, NULL, &e->due, e->err, sizeof e->err), -1);
+    assert_non_null(strstr(e->err, "timers"));
+    assert_int_equal(
+        jd_store_timers_due(e->st, &src, &upto, 1, 10, NULL, &e->due, e->err, sizeof e->err), -1);
+    assert_non_null(strstr(e->err, "not connected"));
+    assert_int_equal(redis_fixture_start(&e->redis), 0);
+    assert_int_equal(jd_store_reconnect(e->st, e->err, sizeof e->err), 0);
+    assert_int_equal(
+        jd_store_timers_due(e->st, &src, &upto, 1, 10, NULL, &e->due, e->err, sizeof e->err), 0);
+}
+
+/* On a Redis Cluster the partition keys and the customer's keys are on
+ * different masters: the additions are executed in a round of their own
+ * before the transactions, due customers are read from the partition's
+ * master, and the postponement goes out with the next round. */
+static void test_cluster(void **state)
+{
+    (void)state;
+    struct redis_cluster rc;
+    memset(&rc, 0, sizeof rc);
+    if (rc_start(&rc, 3, 0, 2000) != 0)
+        fail_msg("cannot start a Redis Cluster");
+    char addr[64], err[512];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", rc.port[0]);
+    char *addrs[1] = {addr}, *topics[1] = {"touchpoints"};
+    struct jd_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.redis_addresses = addrs;
+    cfg.nredis_addresses = 1;
+    cfg.input_topics = topics;
+    cfg.ninput_topics = 1;
+    cfg.key_prefix = "j";
+    cfg.redis_timeout_ms = 2000;
+    cfg.history_max = 3;
+    struct jd_store *st = jd_store_new(&cfg, err, sizeof err);
+    assert_non_null(st);
+    assert_true(jd_redis_is_cluster(jd_store_redis(st)));
+
+    enum { N = 200 };
+    struct jd_customer *cs[N];
+    char id[16];
+    for (int i = 0; i < N; i++) {
+        snprintf(id, sizeof id, "k%03d", i);
+        cs[i] = jd_customer_new(id, strlen(id), i % 2, NULL);
+        cs[i]->next_timer = T0 + i;
+        cs[i]->dirty = 1;
+    }
+    uint64_t rt = jd_store_roundtrips(st);
+    assert_int_equal(jd_store_flush(st, NULL, cs, N, err, sizeof err), 0);
+    assert_int_equal(jd_store_roundtrips(st), rt + 2); /* additions, then transactions */
+    int owner = rc_master_of_slot(&rc, jd_redis_key_slot("p:touchpoints:1", 15));
+    redisReply *r = rc_cmd(&rc, owner, "ZCARD " TKEY1C);
+    assert_int_equal(r->integer, N / 2);
+    freeReplyObject(r);
+
+    struct jd_due_list due;
+    jd_due_list_init(&due);
+    int32_t src[2] = {0, 1};
+    int64_t upto[2] = {T0 + 9, T0 + 9};
+    assert_int_equal(jd_store_timers_due(st, src, upto, 2, 100, NULL, &due, err, sizeof err), 0);
+    assert_int_equal(due.n, 10);
+
+    cs[1]->next_timer = T0 + 86400000; /* later: after the transaction, next round */
+    assert_int_equal(jd_store_flush(st, NULL, cs, N, err, sizeof err), 0);
+    r = rc_cmd(&rc, owner, "ZSCORE " TKEY1C " k001");
+    assert_string_equal(r->str, "1700000000001");
+    freeReplyObject(r);
+    jd_due_list_reset(&due);
+    assert_int_equal(jd_store_timers_due(st, src, upto, 2, 100, NULL, &due, err, sizeof err), 0);
+    assert_int_equal(due.n, 9);
+    r = rc_cmd(&rc, owner, "ZSCORE " TKEY1C " k001");
+    assert_string_equal(r->str, "1700086400000");
+    freeReplyObject(r);
+
+    jd_due_list_free(&due);
+    for (int i = 0; i < N; i++)
+        jd_customer_destroy(cs[i]);
+    jd_store_destroy(st);
+    rc_stop(&rc);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_timer_follows_next_timer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_crash_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_due_fetch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_outbox_index_and_not_before, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unconnected, setup, teardown),
+        cmocka_unit_test(test_cluster),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
