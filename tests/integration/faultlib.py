@@ -310,7 +310,11 @@ class TriggerCheck:
         for r in records:
             t = r.trigger
             self.by_id[t["trigger_id"]] = self.by_id.get(t["trigger_id"], 0) + 1
-            key = (t["trigger"], t["customer_id"], t["source_event_id"])
+            # a logical trigger: its source event, or for a timer-driven one
+            # (no source event) its deadline, which is its fired_at
+            key = (t["trigger"], t["customer_id"],
+                   t["source_event_id"] if t["source_event_id"] is not None
+                   else ("deadline", t["fired_at"]))
             self.ids_by_key.setdefault(key, set()).add(t["trigger_id"])
         self.expected_welcome = {
             trigger_id("welcome_first_purchase", version, c, e): (c, e)
