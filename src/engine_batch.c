@@ -335,7 +335,7 @@ static void apply_event(struct jd_engine *e, struct jd_part *p, struct jd_custom
         return;
     }
     /* timers due before this event's time fire first (engine_timers.c) */
-    jd_engine_timers_fire(e, p, c);
+    jd_engine_timers_fire(e, p, c, ev->offset);
     c->partition = p->source;
     c->applied_offset = ev->offset;
     jd_engine_push_dirty(e, c);

@@ -163,7 +163,8 @@ int64_t jd_engine_clock(const struct jd_engine *e, const struct jd_part *p);
 int64_t jd_engine_send_clock(const struct jd_engine *e, const struct jd_part *p);
 /* Fires c's timers that are due by p's clock, earliest first (before an
  * event of c is applied, and from the tick). Returns how many fired. */
-int jd_engine_timers_fire(struct jd_engine *e, struct jd_part *p, struct jd_customer *c);
+int jd_engine_timers_fire(struct jd_engine *e, struct jd_part *p, struct jd_customer *c,
+                          int64_t offset);
 /* After an evaluation at `now`: c's next due time (rules, deferred outbox
  * entries) into c->next_timer; c is marked dirty when it changed. */
 void jd_engine_timers_schedule(struct jd_engine *e, struct jd_part *p, struct jd_customer *c,

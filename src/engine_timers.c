@@ -24,7 +24,10 @@
 #include <string.h>
 
 #include "engine_int.h"
+#include "journeyd/insights.h"
 #include "journeyd/log.h"
+#include "journeyd/outcomes.h"
+#include "journeyd/policy.h"
 
 #define MOD "timers"
 #define DUE_PER_PARTITION 1000 /* per tick: bounds the work between two batches */
@@ -91,6 +94,9 @@ static int64_t next_due(const struct jd_engine *e, const struct jd_part *p,
                         const struct jd_customer *c, int64_t now)
 {
     int64_t d = jd_rules_next_change(e->rs, c, now);
+    int64_t goal = jd_outcomes_next_due(c); /* an open goal's window closes */
+    if (goal < d)
+        d = goal;
     int64_t send = jd_engine_send_clock(e, p);
     int64_t lag = e->cfg->clock == JD_CLOCK_EVENT ? e->cfg->allowed_lateness_ms : 0;
     for (size_t i = 0; i < c->npending; i++) {
@@ -101,7 +107,8 @@ static int64_t next_due(const struct jd_engine *e, const struct jd_part *p,
     return d == INT64_MAX || d <= 0 ? 0 : d;
 }
 
-int jd_engine_timers_fire(struct jd_engine *e, struct jd_part *p, struct jd_customer *c)
+int jd_engine_timers_fire(struct jd_engine *e, struct jd_part *p, struct jd_customer *c,
+                          int64_t offset)
 {
     if (c->next_timer <= 0)
         return 0;
@@ -119,12 +126,17 @@ int jd_engine_timers_fire(struct jd_engine *e, struct jd_part *p, struct jd_cust
             break;
         }
         struct jd_eval_result res;
+        size_t order[JD_MAX_FIRED];
         /* `now` is the due time: the same transitions, fired_at and ids
-         * whenever (and however late) the timer is processed */
+         * whenever (and however late) the timer is processed; insights
+         * closes the goals whose window ended and counts what changed */
+        jd_insights_begin_timer(e->insights, c, offset, due);
         jd_rules_on_time(e->rs, c, due, &res);
         jd_engine_record_transitions(e, &res);
+        jd_policy_order(e->rs, &res, order);
         for (size_t i = 0; i < res.nfired; i++)
-            jd_engine_emit(e, c, NULL, &res.fired[i], due, 0);
+            jd_engine_emit(e, c, NULL, &res.fired[order[i]], due, 0);
+        jd_insights_end(e->insights, c);
         if (e->metrics && e->cfg->clock == JD_CLOCK_WALL) {
             int64_t late = jd_now_ms() - due;
             jd_metrics_observe(e->metrics, JD_H_TIMER_LATENESS, late > 0 ? late / 1000.0 : 0);
@@ -292,7 +304,7 @@ static void fire_due(struct jd_engine *e)
             jd_due_list_add(&t->strays, d->source, d->due, id, d->id_len);
             continue;
         }
-        if (jd_engine_timers_fire(e, p, c) == 0 && c->next_timer != d->due) {
+        if (jd_engine_timers_fire(e, p, c, -1) == 0 && c->next_timer != d->due) {
             /* an entry left by a crash between two writes (store_timers.c):
              * nothing was due; the flush puts the right time back */
             c->stored_timer = d->due;
@@ -359,7 +371,17 @@ void jd_engine_timers_tick(struct jd_engine *e)
             t->again = 1;
     }
 
-    /* 3. load who is not cached (one round trip), fire, persist, produce */
+    /* 3. load who is not cached (one round trip), fire, persist, produce;
+     * insights needs the stats offsets of the partitions that fire */
+    for (size_t i = 0; i < t->due.n; i++) {
+        struct jd_part *p = jd_engine_part_by_source(e, t->due.v[i].source);
+        if (p && p->assigned)
+            jd_insights_want(e->insights, p->source, p->topic, p->partition, p->gen);
+    }
+    if (jd_insights_load_offsets(e->insights, errstr, sizeof errstr) != 0) {
+        jd_engine_redis_failed(e, "stats offsets", errstr);
+        return;
+    }
     e->nload = 0;
     for (size_t i = 0; i < t->due.n; i++)
         get_or_queue(e, t->due.v[i].source, jd_due_id(&t->due, i), t->due.v[i].id_len);

@@ -481,18 +481,20 @@ static void goal_resolved(void *ud, const struct jd_goal *g, int converted)
     }
 }
 
-void jd_insights_begin(struct jd_insights *ins, struct jd_customer *c, const struct jd_event *ev,
-                       int64_t now)
+/* offset: the input offset the change is tied to (an event's, or the event
+ * a timer fired just before), -1 for none (a timer tick: not guarded). */
+static void begin(struct jd_insights *ins, struct jd_customer *c, const struct jd_event *ev,
+                  int64_t offset, int64_t now)
 {
     struct ipart *ip = part_of(ins, c->partition);
     ins->cur = NULL;
     if (ip && ip->known) {
-        if (!ev) {
+        if (offset < 0) {
             ins->cur = ip;
-        } else if (ev->offset > ip->offset) {
+        } else if (offset > ip->offset) {
             ins->cur = ip;
-            if (ev->offset > ip->pending)
-                ip->pending = ev->offset;
+            if (offset > ip->pending)
+                ip->pending = offset;
         }
     }
     ins->c = c;
@@ -503,6 +505,18 @@ void jd_insights_begin(struct jd_insights *ins, struct jd_customer *c, const str
         int64_t t_goal = ev && ins->cfg->clock == JD_CLOCK_EVENT ? ev->occurred_at : now;
         jd_outcomes_resolve(ins->rs, c, ev, t_goal, now, goal_resolved, ins);
     }
+}
+
+void jd_insights_begin(struct jd_insights *ins, struct jd_customer *c, const struct jd_event *ev,
+                       int64_t now)
+{
+    begin(ins, c, ev, ev ? ev->offset : -1, now);
+}
+
+void jd_insights_begin_timer(struct jd_insights *ins, struct jd_customer *c, int64_t offset,
+                             int64_t now)
+{
+    begin(ins, c, NULL, offset, now);
 }
 
 void jd_insights_end(struct jd_insights *ins, const struct jd_customer *c)

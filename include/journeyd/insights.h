@@ -86,6 +86,11 @@ int jd_insights_load_offsets(struct jd_insights *ins, char *errstr, size_t errsi
  * below the partition's stats offset changes c but is not counted. */
 void jd_insights_begin(struct jd_insights *ins, struct jd_customer *c, const struct jd_event *ev,
                        int64_t now);
+/* _begin for a timer that fires just before the event at input `offset`
+ * (counted once, like that event: a replay skips it), or for a timer tick
+ * (offset -1: not tied to an offset, see docs/outcomes.md). */
+void jd_insights_begin_timer(struct jd_insights *ins, struct jd_customer *c, int64_t offset,
+                             int64_t now);
 void jd_insights_end(struct jd_insights *ins, const struct jd_customer *c);
 /* Between _begin and _end: a trigger decision. */
 void jd_insights_sent(struct jd_insights *ins, struct jd_customer *c, size_t trigger, int64_t now);
