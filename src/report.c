@@ -85,6 +85,8 @@ static void bars(struct jd_buf *b, size_t n, const char *(*label)(const void *, 
     for (size_t i = 0; i < n; i++) {
         int y = 4 + (int)i * rowh;
         double w = m > 0 ? (double)(width - lw - 70) * (double)v[i] / (double)m : 0;
+        if (w < 0)
+            w = 0; /* a count below zero is a counting error, shown as its number */
         jd_buf_printf(b, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\" font-size=\"13\">", lw - 8,
                       y + 16);
         esc(b, label(ud, i));
