@@ -105,12 +105,14 @@ static const char *kind_of(const struct jd_ruleset *rs, const char *trigger)
     return t >= 0 ? jd_kind_name(jd_rules_trigger(rs, (size_t)t)->kind) : "";
 }
 
-static int show_customer(const struct jd_config *cfg, const struct jd_ruleset *rs,
-                         struct jd_store *st, const char *id, int json)
+/* Reads customer `id` and its trigger history. 0, or the exit code to
+ * return (1: no such customer, 2: Redis failed) after saying why. */
+static int load_customer(const struct jd_config *cfg, const struct jd_ruleset *rs,
+                         struct jd_store *st, const char *id, struct jd_customer **c, char ***lines,
+                         size_t *nlines)
 {
-    char errstr[512], t1[32], t2[32];
-    struct jd_customer *c = NULL;
-    int r = jd_store_get_customer(st, rs, id, &c, errstr, sizeof errstr);
+    char errstr[512];
+    int r = jd_store_get_customer(st, rs, id, c, errstr, sizeof errstr);
     if (r < 0) {
         fprintf(stderr, "journeyctl: %s\n", errstr);
         return 2;
@@ -119,13 +121,27 @@ static int show_customer(const struct jd_config *cfg, const struct jd_ruleset *r
         fprintf(stderr, "journeyctl: no customer %s\n", id);
         return 1;
     }
-    char **lines = NULL;
-    size_t nlines = 0;
-    if (jd_store_history(st, id, (size_t)cfg->history_max, &lines, &nlines, errstr,
-                         sizeof errstr) != 0) {
+    *lines = NULL;
+    *nlines = 0;
+    if (jd_store_history(st, id, (size_t)cfg->history_max, lines, nlines, errstr, sizeof errstr) !=
+        0) {
         fprintf(stderr, "journeyctl: history: %s\n", errstr);
-        nlines = 0;
+        jd_customer_destroy(*c);
+        return 2;
     }
+    return 0;
+}
+
+static int show_customer(const struct jd_config *cfg, const struct jd_ruleset *rs,
+                         struct jd_store *st, const char *id, int json)
+{
+    char t1[32], t2[32];
+    struct jd_customer *c = NULL;
+    char **lines;
+    size_t nlines;
+    int rc = load_customer(cfg, rs, st, id, &c, &lines, &nlines);
+    if (rc)
+        return rc;
     const char *stage = c->stage >= 0 ? jd_rules_stage_name(rs, (size_t)c->stage) : "";
     if (json) {
         printf("{\"customer_id\":");
@@ -289,25 +305,13 @@ static void json_num(FILE *out, double v)
 static int show_triggers(const struct jd_config *cfg, const struct jd_ruleset *rs,
                          struct jd_store *st, const char *id, int json)
 {
-    char errstr[512], t1[32];
+    char t1[32];
     struct jd_customer *c = NULL;
-    int r = jd_store_get_customer(st, rs, id, &c, errstr, sizeof errstr);
-    if (r < 0) {
-        fprintf(stderr, "journeyctl: %s\n", errstr);
-        return 2;
-    }
-    if (r == 1) {
-        fprintf(stderr, "journeyctl: no customer %s\n", id);
-        return 1;
-    }
-    char **lines = NULL;
-    size_t nlines = 0;
-    if (jd_store_history(st, id, (size_t)cfg->history_max, &lines, &nlines, errstr,
-                         sizeof errstr) != 0) {
-        fprintf(stderr, "journeyctl: history: %s\n", errstr);
-        jd_customer_destroy(c);
-        return 2;
-    }
+    char **lines;
+    size_t nlines;
+    int rc = load_customer(cfg, rs, st, id, &c, &lines, &nlines);
+    if (rc)
+        return rc;
     if (json) {
         printf("{\"customer_id\":");
         json_str(stdout, id);
