@@ -183,6 +183,18 @@ static int show_customer(const struct jd_config *cfg, const struct jd_ruleset *r
                 json_str(stdout, jd_kind_name((enum jd_trigger_kind)k));
             }
         printf("]");
+        /* the rule set's aggregates and when each last saw an event (null:
+         * none yet — an aggregate a reload added starts empty then) */
+        printf(",\"aggregates\":{");
+        for (size_t i = 0; i < c->naggs && i < jd_rules_naggs(rs); i++) {
+            printf(i ? "," : "");
+            json_str(stdout, jd_rules_agg_key(rs, i));
+            if (c->aggs[i].t > 0)
+                printf(":%" PRId64, c->aggs[i].t);
+            else
+                printf(":null");
+        }
+        printf("}");
         printf(",\"outbox_pending\":%zu,\"triggers\":[", c->npending);
         for (size_t i = 0; i < nlines; i++) {
             struct hist h;
@@ -225,6 +237,11 @@ static int show_customer(const struct jd_config *cfg, const struct jd_ruleset *r
         for (size_t i = 0; i < c->ncounts; i++)
             printf(" %s=%" PRId64, c->counts[i].type, c->counts[i].n);
         printf("\n");
+        printf("aggregates (the rules' inputs, last event seen):\n");
+        for (size_t i = 0; i < c->naggs && i < jd_rules_naggs(rs); i++)
+            printf("  %-36s %s\n", jd_rules_agg_key(rs, i),
+                   c->aggs[i].t > 0 ? fmt_time(c->aggs[i].t, t1, sizeof t1)
+                                    : "no data yet (an aggregate added by a reload starts empty)");
         if (c->tz)
             printf("time zone     %s\n", c->tz);
         if (c->optout) {

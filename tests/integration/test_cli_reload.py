@@ -92,6 +92,9 @@ def test_customer_and_explain(devbroker, redis_server, write_config, journeyd_fa
     fired = sorted(t["trigger"] for t in doc["triggers"])
     assert fired == ["service_recovery", "vip_welcome", "welcome_first_purchase"]
     assert all(len(t["trigger_id"]) == 32 and t["reason"] for t in doc["triggers"])
+    # the rules' aggregates and their last update: purchases seen, lateness none
+    assert doc["aggregates"]["count:purchase:30d"] == events[3]["occurred_at"]
+    assert "nfb:add_to_cart:purchase:1h" in doc["aggregates"]
 
     r = journeyctl("-c", config, "-r", redis_server.address, "customer", "ctl-1")
     assert r.returncode == 0 and "vip_welcome" in r.stdout and "why:" in r.stdout
