@@ -240,8 +240,7 @@ static int show_customer(const struct jd_config *cfg, const struct jd_ruleset *r
         printf("aggregates (the rules' inputs, last event seen):\n");
         for (size_t i = 0; i < c->naggs && i < jd_rules_naggs(rs); i++)
             printf("  %-36s %s\n", jd_rules_agg_key(rs, i),
-                   c->aggs[i].t > 0 ? fmt_time(c->aggs[i].t, t1, sizeof t1)
-                                    : "no data yet (an aggregate added by a reload starts empty)");
+                   c->aggs[i].t > 0 ? fmt_time(c->aggs[i].t, t1, sizeof t1) : "no event yet");
         if (c->tz)
             printf("time zone     %s\n", c->tz);
         if (c->optout) {
