@@ -84,7 +84,8 @@ const struct jd_cfg_key jd_cfg_keys[] = {
      C_OFF(session_timeout_ms), 0, C_SZ(session_timeout_ms),
      "How long a silent instance keeps its partitions before the group reassigns them."},
     {"kafka.input_topics", JD_CFG_STRLIST, "touchpoints", NONEMPTY, 0, 0, NULL, C_OFF(input_topics),
-     C_OFF(ninput_topics), 0, "The topic carrying `Touchpoint` events (one topic: see docs/guarantees.md)."},
+     C_OFF(ninput_topics), 0,
+     "The topic carrying `Touchpoint` events (one topic: see docs/guarantees.md)."},
     {"kafka.dead_letter_topic", JD_CFG_STRING, "touchpoints.dlq", NONEMPTY, 0, 0, NULL,
      C_OFF(dead_letter_topic), 0, 0,
      "Where undecodable or invalid input goes, unchanged, with `journeyd.error` and "

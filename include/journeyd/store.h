@@ -116,8 +116,8 @@ int jd_store_timers_remove(struct jd_store *st, const struct jd_due_list *entrie
  * `after` (NULL: from the start), appended to out (due = 0). Page through by
  * passing the last id returned. 0 or -1. */
 int jd_store_outbox_customers(struct jd_store *st, int32_t source, const char *after,
-                              size_t after_len, size_t limit, struct jd_due_list *out,
-                              char *errstr, size_t errsize) JD_MUST_CHECK;
+                              size_t after_len, size_t limit, struct jd_due_list *out, char *errstr,
+                              size_t errsize) JD_MUST_CHECK;
 
 /* Counts round trips and errors, for metrics. */
 uint64_t jd_store_roundtrips(const struct jd_store *st);
