@@ -87,7 +87,8 @@ int jd_engine_persist(struct jd_engine *e, volatile sig_atomic_t *stop)
      * does not change under this loop) */
     for (size_t i = 0; i < n; i++)
         jd_engine_produce_customer(e, e->dirty[i]);
-    memmove(e->dirty, e->dirty + n, (e->ndirty - n) * sizeof *e->dirty);
+    if (e->ndirty > n) /* (e->dirty may be NULL when it never held anyone) */
+        memmove(e->dirty, e->dirty + n, (e->ndirty - n) * sizeof *e->dirty);
     e->ndirty -= n;
     e->last_persist_ns = jd_monotonic_ns();
     jd_engine_ckpt_seal_closed(e);
