@@ -26,6 +26,7 @@
 #include "journeyd/outcomes.h"
 #include "journeyd/report.h"
 #include "journeyd/rules.h"
+#include "journeyd/setup.h"
 #include "journeyd/state.h"
 #include "journeyd/store.h"
 
@@ -594,31 +595,15 @@ int main(int argc, char **argv)
     }
     const char *cmd = argv[optind];
 
-    struct jd_errors errs;
-    jd_errors_init(&errs);
+    struct jd_config *cfg = NULL;
     struct jd_ruleset *rs = NULL;
-    struct jd_config *cfg = jd_config_load(path, &errs);
-    if (cfg && jd_rules_compile(&cfg->rules, &rs, &errs) != 0)
-        rs = NULL;
-    char errstr[512];
-    if (cfg && redis && jd_config_set_redis(cfg, redis, errstr, sizeof errstr) != 0)
-        jd_errors_add(&errs, NULL, 0, 0, "-r %s: %s", redis, errstr);
-    if (!cfg || !rs || errs.n) {
-        jd_errors_print(&errs, stderr);
-        fprintf(stderr, "%s: %zu error(s)\n", path, errs.n);
-        jd_errors_free(&errs);
-        if (rs)
-            jd_rules_destroy(rs);
-        jd_config_destroy(cfg);
+    if (jd_setup_load(path, NULL, redis, NULL, &cfg, &rs) != 0)
         return 1;
-    }
-    jd_errors_free(&errs);
+    char errstr[512];
 
     int rc;
     if (strcmp(cmd, "check") == 0) {
-        printf("%s: OK (%zu stages, %zu segments, %zu triggers, rule version %s)\n", path,
-               jd_rules_nstages(rs), jd_rules_nsegments(rs), jd_rules_ntriggers(rs),
-               jd_rules_version(rs));
+        jd_setup_print_ok(path, rs);
         rc = 0;
     } else if ((strcmp(cmd, "customer") == 0 && optind + 2 == argc) ||
                (strcmp(cmd, "explain") == 0 && optind + 3 == argc)) {

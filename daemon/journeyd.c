@@ -17,6 +17,7 @@
 #include "journeyd/log.h"
 #include "journeyd/metrics.h"
 #include "journeyd/rules.h"
+#include "journeyd/setup.h"
 
 static volatile sig_atomic_t g_stop;
 static volatile sig_atomic_t g_reload;
@@ -100,35 +101,13 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    struct jd_errors errs;
-    jd_errors_init(&errs);
+    struct jd_config *cfg = NULL;
     struct jd_ruleset *rs = NULL;
-    struct jd_config *cfg = jd_config_load(path, &errs);
-    char errstr[512];
-    if (cfg) {
-        if (brokers)
-            (void)jd_config_set_brokers(cfg, brokers);
-        if (redis && jd_config_set_redis(cfg, redis, errstr, sizeof errstr) != 0)
-            jd_errors_add(&errs, NULL, 0, 0, "-r %s: %s", redis, errstr);
-        if (mport && jd_config_set_metrics_port(cfg, mport, errstr, sizeof errstr) != 0)
-            jd_errors_add(&errs, NULL, 0, 0, "--metrics-port %s: %s", mport, errstr);
-        if (jd_rules_compile(&cfg->rules, &rs, &errs) != 0)
-            rs = NULL;
-    }
-    if (!cfg || !rs || errs.n > 0) {
-        jd_errors_print(&errs, stderr);
-        fprintf(stderr, "%s: %zu error(s)\n", path, errs.n);
-        jd_errors_free(&errs);
-        if (rs)
-            jd_rules_destroy(rs);
-        jd_config_destroy(cfg);
+    if (jd_setup_load(path, brokers, redis, mport, &cfg, &rs) != 0)
         return 1;
-    }
-    jd_errors_free(&errs);
+    char errstr[512];
     if (check) {
-        printf("%s: OK (%zu stages, %zu segments, %zu triggers, rule version %s)\n", path,
-               jd_rules_nstages(rs), jd_rules_nsegments(rs), jd_rules_ntriggers(rs),
-               jd_rules_version(rs));
+        jd_setup_print_ok(path, rs);
         jd_rules_destroy(rs);
         jd_config_destroy(cfg);
         return 0;
