@@ -4,8 +4,9 @@
  * file alone interprets its fields:
  *
  *   windowed count/sum/avg/min/max: a ring of `nb` buckets of `width` ms;
- *     slot i holds the bucket starting at base + i * width; buckets[i] is
- *     its value (sum, min or max), buckets[nb + i] its event count;
+ *     slot i holds the bucket starting at base + i * width, with its value
+ *     (sum, min or max) and event count; the ring (state.h) lists only the
+ *     buckets that hold something;
  *     t = latest event time added (0 = never); v and n = the totals of the
  *     ring's values and counts (count/sum/avg), so that reading a window
  *     whose buckets are all current touches no bucket. A count keeps its
@@ -97,7 +98,7 @@ void jd_agg_shape(const struct jd_aggspec *sp, struct jd_agg *a)
     memset(a, 0, sizeof *a);
     /* the ring is allocated by the first event in the window (ring_add):
      * most customers never fill most windows (a customer without purchases
-     * has empty purchase windows), and each ring is 2 x nb doubles */
+     * has empty purchase windows) */
     a->nbuckets = sp->nb;
 }
 
@@ -105,7 +106,7 @@ void jd_agg_free(struct jd_agg *a)
 {
     if (!a)
         return;
-    free(a->buckets);
+    free(a->ring);
     free(a->s);
     memset(a, 0, sizeof *a);
 }
@@ -153,21 +154,21 @@ static void ring_add(const struct jd_aggspec *sp, struct jd_agg *a, int64_t t, d
 {
     int64_t w = sp->width;
     int64_t K = sp->nb;
-    if (a->nbuckets != sp->nb || !a->buckets) {
+    if (a->nbuckets != sp->nb || !a->ring) {
         /* not allocated yet, or a slot from another shape (corrupt or
          * foreign): start over */
-        free(a->buckets);
+        free(a->ring);
         a->nbuckets = sp->nb;
-        a->buckets = jd_xcalloc(2 * (size_t)sp->nb, sizeof(double));
+        a->ring = jd_ring_new();
         a->t = 0;
     }
     int64_t kt = floordiv(t, w);
     if (kt <= floordiv(now, w) - K)
         return; /* older than the window: ignored */
-    double *val = a->buckets, *cnt = a->buckets + K;
+    struct jd_ring *r = a->ring;
     int64_t kb0;
     if (a->t == 0) {
-        memset(a->buckets, 0, 2 * (size_t)K * sizeof(double));
+        r->len = 0;
         a->v = 0;
         a->n = 0;
         kb0 = kt - K + 1;
@@ -177,46 +178,45 @@ static void ring_add(const struct jd_aggspec *sp, struct jd_agg *a, int64_t t, d
             return; /* before the ring (a newer event moved it on) */
         if (kt > kb0 + K - 1) {
             int64_t d = kt - (kb0 + K - 1);
-            if (d >= K) {
-                memset(a->buckets, 0, 2 * (size_t)K * sizeof(double));
-            } else {
-                size_t keep = (size_t)(K - d);
-                if (sp->kind != AGG_COUNT) {
-                    memmove(val, val + d, keep * sizeof(double));
-                    memset(val + keep, 0, (size_t)d * sizeof(double));
-                }
-                memmove(cnt, cnt + d, keep * sizeof(double));
-                memset(cnt + keep, 0, (size_t)d * sizeof(double));
+            /* the ring moves on by d slots: buckets below d leave it */
+            uint32_t drop = 0, j = 0;
+            while (drop < r->len && (int64_t)r->b[drop].i < d)
+                drop++;
+            for (uint32_t k = drop; k < r->len; k++) {
+                r->b[j] = r->b[k];
+                r->b[j++].i -= (uint32_t)d;
             }
+            r->len = j;
             kb0 += d;
             /* totals recomputed from the buckets, in order, so that sums
-             * never drift and a replay computes the same doubles */
+             * never drift and a replay computes the same doubles (the
+             * buckets not listed are zeros, which add nothing) */
             a->v = 0;
             a->n = 0;
-            for (int64_t i = 0; i < K; i++) {
+            for (uint32_t k = 0; k < r->len; k++) {
                 if (sp->kind != AGG_COUNT)
-                    a->v += val[i];
-                a->n += cnt[i];
+                    a->v += r->b[k].v;
+                a->n += r->b[k].n;
             }
         }
     }
     a->base = kb0 * w;
-    size_t i = (size_t)(kt - kb0);
+    struct jd_ring_bucket *bk = jd_ring_at(&a->ring, (uint32_t)(kt - kb0));
     if (sp->kind == AGG_COUNT) {
-        /* a count needs no values: its value half stays zero (one cache
-         * line less per event, and stored compactly) */
-    } else if (cnt[i] == 0) {
-        val[i] = x;
+        /* a count needs no values: they stay zero */
+    } else if (bk->n == 0) {
+        bk->v = x;
     } else if (sp->kind == AGG_MIN) {
-        if (x < val[i])
-            val[i] = x;
+        if (x < bk->v)
+            bk->v = x;
     } else if (sp->kind == AGG_MAX) {
-        if (x > val[i])
-            val[i] = x;
+        if (x > bk->v)
+            bk->v = x;
     } else {
-        val[i] += x;
+        bk->v += x;
     }
-    cnt[i] += 1;
+    if (bk->n < UINT32_MAX)
+        bk->n++;
     if (sp->kind != AGG_COUNT)
         a->v += x;
     a->n += 1;
@@ -315,11 +315,11 @@ struct jd_val jd_agg_value(const struct jd_aggspec *sp, const struct jd_agg *a, 
     case AGG_MAX:
         if (sp->nb) {
             double sum = 0, n = 0, best = 0;
-            if (a->t != 0 && a->nbuckets == sp->nb && a->buckets) {
+            if (a->t != 0 && a->nbuckets == sp->nb && a->ring) {
                 int64_t w = sp->width, K = sp->nb;
                 int64_t lo = floordiv(now, w) - K + 1;
                 int64_t kb0 = floordiv(a->base, w);
-                const double *val = a->buckets, *cnt = a->buckets + K;
+                const struct jd_ring *r = a->ring;
                 int64_t from = lo > kb0 ? lo - kb0 : 0;
                 if (from >= K) {
                     /* the whole ring has left the window */
@@ -327,23 +327,24 @@ struct jd_val jd_agg_value(const struct jd_aggspec *sp, const struct jd_agg *a, 
                     /* the total, less the buckets that left the window
                      * (whole numbers: exact) */
                     n = a->n;
-                    for (int64_t i = 0; i < from; i++)
-                        n -= cnt[i];
+                    for (uint32_t k = 0; k < r->len && (int64_t)r->b[k].i < from; k++)
+                        n -= r->b[k].n;
                 } else if (from == 0 && sp->kind != AGG_MIN && sp->kind != AGG_MAX) {
                     sum = a->v;
                     n = a->n;
                 } else {
-                    for (int64_t i = from; i < K; i++) {
-                        if (cnt[i] == 0)
+                    for (uint32_t k = 0; k < r->len; k++) {
+                        const struct jd_ring_bucket *bk = &r->b[k];
+                        if ((int64_t)bk->i < from || bk->n == 0)
                             continue;
                         if (n == 0)
-                            best = val[i];
-                        else if (sp->kind == AGG_MIN && val[i] < best)
-                            best = val[i];
-                        else if (sp->kind == AGG_MAX && val[i] > best)
-                            best = val[i];
-                        sum += val[i];
-                        n += cnt[i];
+                            best = bk->v;
+                        else if (sp->kind == AGG_MIN && bk->v < best)
+                            best = bk->v;
+                        else if (sp->kind == AGG_MAX && bk->v > best)
+                            best = bk->v;
+                        sum += bk->v;
+                        n += bk->n;
                     }
                 }
             }
@@ -386,15 +387,16 @@ struct jd_val jd_agg_value(const struct jd_aggspec *sp, const struct jd_agg *a, 
 int64_t jd_agg_next_change(const struct jd_aggspec *sp, const struct jd_agg *a, int64_t now)
 {
     if (sp->nb) {
-        if (a->t == 0 || a->nbuckets != sp->nb || !a->buckets)
+        if (a->t == 0 || a->nbuckets != sp->nb || !a->ring)
             return INT64_MAX;
         int64_t w = sp->width, K = sp->nb;
         int64_t lo = floordiv(now, w) - K + 1;
         int64_t kb0 = floordiv(a->base, w);
-        const double *cnt = a->buckets + K;
-        for (int64_t i = lo > kb0 ? lo - kb0 : 0; i < K; i++)
-            if (cnt[i] != 0)
-                return (kb0 + i + K) * w; /* the oldest live bucket leaves the window */
+        int64_t from = lo > kb0 ? lo - kb0 : 0;
+        const struct jd_ring *r = a->ring;
+        for (uint32_t k = 0; k < r->len; k++)
+            if ((int64_t)r->b[k].i >= from && r->b[k].n != 0)
+                return (kb0 + r->b[k].i + K) * w; /* the oldest live bucket leaves the window */
         return INT64_MAX;
     }
     if (sp->kind == AGG_NFB) {

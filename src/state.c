@@ -392,3 +392,51 @@ struct jd_times *jd_customer_trigger_sends(struct jd_customer *c, size_t t)
         c->trigger_sends = jd_xcalloc(c->ntriggers, sizeof *c->trigger_sends);
     return &c->trigger_sends[t];
 }
+
+struct jd_ring *jd_ring_new(void)
+{
+    /* 8 + 16 bytes: malloc's smallest chunk holds the header and a bucket */
+    struct jd_ring *r = jd_xmalloc(sizeof *r + sizeof r->b[0]);
+    r->len = 0;
+    r->cap = 1;
+    return r;
+}
+
+/* Index of the first bucket with slot >= i. Buckets are added mostly at
+ * the newest end, so the search starts there. */
+static uint32_t ring_lower(const struct jd_ring *r, uint32_t i)
+{
+    uint32_t k = r->len;
+    while (k > 0 && r->b[k - 1].i >= i)
+        k--;
+    return k;
+}
+
+struct jd_ring_bucket *jd_ring_at(struct jd_ring **rp, uint32_t i)
+{
+    struct jd_ring *r = *rp;
+    if (!r)
+        r = *rp = jd_ring_new();
+    uint32_t k = ring_lower(r, i);
+    if (k < r->len && r->b[k].i == i)
+        return &r->b[k];
+    if (r->len == r->cap) {
+        /* small rings grow by one (most hold a handful of buckets) */
+        r->cap = r->cap < 4 ? r->cap + 1 : r->cap + r->cap / 2;
+        r = *rp = jd_xrealloc(r, sizeof *r + r->cap * sizeof r->b[0]);
+    }
+    memmove(&r->b[k + 1], &r->b[k], (r->len - k) * sizeof r->b[0]);
+    r->len++;
+    r->b[k].i = i;
+    r->b[k].n = 0;
+    r->b[k].v = 0;
+    return &r->b[k];
+}
+
+const struct jd_ring_bucket *jd_ring_find(const struct jd_ring *r, uint32_t i)
+{
+    if (!r)
+        return NULL;
+    uint32_t k = ring_lower(r, i);
+    return k < r->len && r->b[k].i == i ? &r->b[k] : NULL;
+}

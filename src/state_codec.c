@@ -133,11 +133,44 @@ static int is_pos_zero(double x)
     return same_double(x, 0.0);
 }
 
+/* The ring as the text form sees it: 2 x nbuckets doubles (the values,
+ * then the counts; only the counts when `dup`), walked in ascending order
+ * over the entries that are not +0. */
+struct ring_walk {
+    const struct jd_ring *r;
+    uint32_t nb, k;
+    int half, halves;
+};
+
+static int ring_next(struct ring_walk *w, uint64_t *pos, double *x)
+{
+    while (w->r && w->half < w->halves) {
+        if (w->k >= w->r->len) {
+            w->half++;
+            w->k = 0;
+            continue;
+        }
+        const struct jd_ring_bucket *bk = &w->r->b[w->k++];
+        if (w->half == 0 && !is_pos_zero(bk->v)) {
+            *pos = bk->i;
+            *x = bk->v;
+            return 1;
+        }
+        if (w->half == 1 && bk->n != 0) {
+            *pos = (uint64_t)w->nb + bk->i;
+            *x = bk->n;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static void put_agg(struct jd_buf *b, const struct jd_agg *a, const char *key)
 {
+    const struct jd_ring *r = a->ring;
     int nonzero = a->v != 0 || a->n != 0 || a->t != 0 || a->s != NULL;
-    for (uint32_t i = 0; !nonzero && a->buckets && i < 2 * a->nbuckets; i++)
-        nonzero = a->buckets[i] != 0;
+    for (uint32_t k = 0; !nonzero && r && k < r->len; k++)
+        nonzero = r->b[k].v != 0 || r->b[k].n != 0;
     if (!nonzero)
         return;
     jd_buf_puts(b, "|a.");
@@ -154,31 +187,31 @@ static void put_agg(struct jd_buf *b, const struct jd_agg *a, const char *key)
         if (a->base)
             put_i64(b, a->base);
         /* Count windows hold the same numbers in both halves: write one. */
-        int dup =
-            a->nbuckets > 0 && a->buckets &&
-            memcmp(a->buckets, a->buckets + a->nbuckets, a->nbuckets * sizeof *a->buckets) == 0;
+        int dup = a->nbuckets > 0 && r;
+        for (uint32_t k = 0; dup && r && k < r->len; k++)
+            dup = same_double(r->b[k].v, (double)r->b[k].n);
         jd_buf_append(b, ",", 1);
         put_u64(b, a->nbuckets);
         if (dup)
             jd_buf_append(b, "c", 1);
-        uint32_t end = !a->buckets ? 0 : dup ? a->nbuckets : 2 * a->nbuckets;
-        for (uint32_t i = 0; i < end;) {
-            if (is_pos_zero(a->buckets[i])) {
-                i++;
-                continue;
-            }
-            uint32_t j = i + 1; /* a run of equal values is written once */
-            while (j < end && same_double(a->buckets[j], a->buckets[i]))
-                j++;
+        struct ring_walk w = {r, a->nbuckets, 0, 0, dup ? 1 : 2};
+        uint64_t i = 0, j = 0;
+        double x = 0, y = 0;
+        int more = ring_next(&w, &i, &x);
+        while (more) {
+            uint64_t last = i; /* a run of equal values is written once */
+            while ((more = ring_next(&w, &j, &y)) && j == last + 1 && same_double(y, x))
+                last = j;
             jd_buf_append(b, ",", 1);
             put_u64(b, i);
-            if (j - i > 1) {
+            if (last > i) {
                 jd_buf_append(b, "-", 1);
-                put_u64(b, j - 1);
+                put_u64(b, last);
             }
             jd_buf_append(b, ":", 1);
-            put_double(b, a->buckets[i]);
+            put_double(b, x);
             i = j;
+            x = y;
         }
     }
     if (a->s) {
@@ -479,6 +512,18 @@ static int find_agg(const struct dec *d, const char *key)
     return -1;
 }
 
+/* A bucket count as the ring holds it: the whole number it always is when
+ * journeyd wrote it; anything else (a corrupt value) is rounded into
+ * 0..UINT32_MAX rather than failing the whole customer. */
+static uint32_t count_of(double x)
+{
+    if (!(x > 0))
+        return 0; /* also NaN */
+    if (x >= 4294967295.0)
+        return UINT32_MAX;
+    return (uint32_t)nearbyint(x);
+}
+
 /* v,n,t[,base,nb[,i:val...]] — parsed fully (so corruption is caught even
  * for a slot the rule set no longer has), stored only into a slot of the
  * same shape. */
@@ -517,10 +562,10 @@ static int dec_agg(struct dec *d, struct span key, struct span val)
         a->n = n;
         a->t = t;
         a->base = base;
-        if (a->buckets)
-            memset(a->buckets, 0, 2 * (size_t)nb * sizeof *a->buckets);
+        if (a->ring)
+            a->ring->len = 0;
         else if (more && nb > 0) /* else the ring stays unallocated (all zero) */
-            a->buckets = jd_xcalloc(2 * (size_t)nb, sizeof *a->buckets);
+            a->ring = jd_ring_new();
     }
     int64_t end = dup ? nb : 2 * nb;
     while (more) {
@@ -540,11 +585,22 @@ static int dec_agg(struct dec *d, struct span key, struct span val)
         }
         if (lo < 0 || hi < lo || hi >= end)
             return fail(d, "aggregate bucket out of range", val);
-        for (int64_t i = lo; a && i <= hi; i++)
-            a->buckets[i] = bv;
+        for (int64_t i = lo; a && i <= hi; i++) {
+            /* entry i < nb is the value of bucket i, else the count of
+             * bucket i - nb; zeros are what an absent bucket holds */
+            uint32_t bi = (uint32_t)(i < nb ? i : i - nb);
+            if (is_pos_zero(bv) && !jd_ring_find(a->ring, bi))
+                continue;
+            struct jd_ring_bucket *bk = jd_ring_at(&a->ring, bi);
+            if (i < nb)
+                bk->v = bv;
+            else
+                bk->n = count_of(bv);
+        }
     }
-    if (a && dup && a->buckets)
-        memcpy(a->buckets + nb, a->buckets, (size_t)nb * sizeof *a->buckets);
+    if (a && dup && a->ring)
+        for (uint32_t k = 0; k < a->ring->len; k++)
+            a->ring->b[k].n = count_of(a->ring->b[k].v);
     return 0;
 }
 

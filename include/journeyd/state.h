@@ -30,19 +30,41 @@ struct jd_type_count {
     int64_t n;
 };
 
+/* A windowed aggregate's ring, sparse: only the buckets holding something,
+ * ascending by slot i (slot 0 starts at jd_agg.base); a bucket not listed
+ * has value and count 0. Most windows hold a few buckets of their 30 or
+ * more, so this is a fraction of the dense 2 x nbuckets doubles. */
+struct jd_ring_bucket {
+    uint32_t i; /* slot, < nbuckets */
+    uint32_t n; /* events counted */
+    double v;   /* value (sum, min or max); 0 for a count */
+};
+
+struct jd_ring {
+    uint32_t len, cap;
+    struct jd_ring_bucket b[];
+};
+
 /* One aggregate slot; what the fields mean is defined by the rule set's
  * aggregate spec for that slot (rules.c), so that state.c can store any slot
  * without knowing its meaning. */
 struct jd_agg {
-    double v;          /* scalar: lifetime count / sum / min / max / last value */
-    double n;          /* secondary scalar (e.g. the count behind an average) */
-    int64_t t;         /* a time in ms (last occurrence, pending deadline...); 0 = none */
-    int64_t base;      /* windowed: start (ms) of the bucket in ring slot 0 */
-    uint32_t nbuckets; /* windowed: buckets in the ring; 0 = not windowed */
-    double *buckets;   /* windowed: 2 * nbuckets doubles: values, then counts; NULL
-                          until the first event lands in the window (all zero) */
-    char *s;           /* a string value (last attribute value); NULL = none */
+    double v;             /* scalar: lifetime count / sum / min / max / last value */
+    double n;             /* secondary scalar (e.g. the count behind an average) */
+    int64_t t;            /* a time in ms (last occurrence, pending deadline...); 0 = none */
+    int64_t base;         /* windowed: start (ms) of the bucket in ring slot 0 */
+    struct jd_ring *ring; /* windowed: NULL until the first event in the window */
+    char *s;              /* a string value (last attribute value); NULL = none */
+    uint32_t nbuckets;    /* windowed: buckets in the ring; 0 = not windowed */
 };
+
+/* An empty ring (room for one bucket). */
+struct jd_ring *jd_ring_new(void);
+/* The bucket of slot i in *r, inserted (zero) in its place if absent; the
+ * ring may move. */
+struct jd_ring_bucket *jd_ring_at(struct jd_ring **r, uint32_t i);
+/* The bucket of slot i, or NULL. */
+const struct jd_ring_bucket *jd_ring_find(const struct jd_ring *r, uint32_t i);
 
 /* A trigger that has been decided and encoded but not yet acknowledged by
  * Kafka. It is persisted with the customer (the outbox) in the same atomic

@@ -117,9 +117,9 @@ static void test_windows(void **state)
     struct jd_agg a;
     jd_rules_agg_init(rs, 0, &a);
     assert_int_equal(a.nbuckets, 30);
-    assert_null(a.buckets); /* allocated by the first event in the window */
+    assert_null(a.ring); /* allocated by the first event in the window */
     jd_agg_free(&a);
-    assert_null(a.buckets);
+    assert_null(a.ring);
 
     struct jd_customer *c = tc_new(rs);
     struct jd_ectx;
@@ -198,7 +198,8 @@ static void test_foreign_slot_shape(void **state)
     /* a slot stored with another bucket count (corrupt or foreign): restarts */
     jd_agg_free(&c->aggs[0]);
     c->aggs[0].nbuckets = 3;
-    c->aggs[0].buckets = calloc(6, sizeof(double));
+    c->aggs[0].ring = jd_ring_new();
+    jd_ring_at(&c->aggs[0].ring, 2)->n = 1;
     c->aggs[0].t = T0;
     ev_at(rs, c, "x", T0, -1);
     assert_int_equal(c->aggs[0].nbuckets, 30);
