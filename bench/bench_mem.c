@@ -131,12 +131,11 @@ int main(int argc, char **argv)
     double heap = (double)(m1.uordblks - m0.uordblks) + (double)(m1.hblkhd - m0.hblkhd);
 
     /* where it goes */
-    size_t s_struct = 0, s_id = 0, s_counts = 0, s_aggs = 0, s_rings = 0, s_strs = 0, s_trig = 0,
+    size_t s_struct = 0, s_counts = 0, s_aggs = 0, s_rings = 0, s_strs = 0, s_trig = 0,
            s_policy = 0, s_outbox = 0, nrings = 0;
     for (size_t i = 0; i < nall; i++) {
         const struct jd_customer *c = all[i];
         s_struct += chunk(c);
-        s_id += chunk(c->id);
         s_counts += chunk(c->counts);
         s_aggs += chunk(c->aggs);
         for (size_t k = 0; k < c->naggs; k++) {
@@ -146,7 +145,7 @@ int main(int argc, char **argv)
             }
             s_strs += chunk(c->aggs[k].s);
         }
-        s_trig += chunk(c->last_fired) + chunk(c->fired_count) + chunk(c->trigger_sends);
+        s_trig += chunk(c->trigger_sends); /* last_fired, fired_count: in aggs */
         s_policy += chunk(c->tz) + chunk(c->goals);
         for (size_t k = 0; k < JD_KIND_COUNT; k++)
             s_policy += chunk(c->kind_sends[k].t);
@@ -156,13 +155,13 @@ int main(int argc, char **argv)
     printf("bench_mem: %s: %zu customers, %llu events, %llu triggers: heap %.0f bytes/customer "
            "(mallinfo2)\n",
            path, n, (unsigned long long)nev, (unsigned long long)nfired, heap / d);
-    printf("  struct %.0f (sizeof %zu), id %.0f, counts %.0f, agg slots %.0f, rings %.0f "
-           "(%.2f/customer), agg strings %.0f, trigger arrays %.0f, policy %.0f, outbox %.0f, "
+    printf("  struct+id %.0f (sizeof %zu), counts %.0f, agg slots+trigger arrays %.0f, rings %.0f "
+           "(%.2f/customer), agg strings %.0f, trigger_sends %.0f, policy %.0f, outbox %.0f, "
            "cache rest %.0f\n",
-           s_struct / d, sizeof(struct jd_customer), s_id / d, s_counts / d, s_aggs / d,
-           s_rings / d, (double)nrings / d, s_strs / d, s_trig / d, s_policy / d, s_outbox / d,
-           heap / d - (double)(s_struct + s_id + s_counts + s_aggs + s_rings + s_strs + s_trig +
-                               s_policy + s_outbox) /
+           s_struct / d, sizeof(struct jd_customer), s_counts / d, s_aggs / d, s_rings / d,
+           (double)nrings / d, s_strs / d, s_trig / d, s_policy / d, s_outbox / d,
+           heap / d - (double)(s_struct + s_counts + s_aggs + s_rings + s_strs + s_trig + s_policy +
+                               s_outbox) /
                           d);
 
     jd_cache_destroy(cache);

@@ -196,7 +196,7 @@ static int show_customer(const struct jd_config *cfg, const struct jd_ruleset *r
                 printf(":null");
         }
         printf("}");
-        printf(",\"outbox_pending\":%zu,\"triggers\":[", c->npending);
+        printf(",\"outbox_pending\":%zu,\"triggers\":[", (size_t)c->npending);
         for (size_t i = 0; i < nlines; i++) {
             struct hist h;
             split_hist(lines[i], &h);
@@ -252,7 +252,8 @@ static int show_customer(const struct jd_config *cfg, const struct jd_ruleset *r
             printf("\n");
         }
         if (c->npending)
-            printf("outbox        %zu trigger(s) awaiting Kafka acknowledgement\n", c->npending);
+            printf("outbox        %zu trigger(s) awaiting Kafka acknowledgement\n",
+                   (size_t)c->npending);
         printf("triggers, fired and suppressed (newest first):\n");
         if (nlines == 0)
             printf("  none\n");

@@ -53,26 +53,30 @@ void jd_state_unintern(char *s)
 struct jd_customer *jd_customer_new(const char *id, size_t id_len, int32_t partition,
                                     const struct jd_ruleset *rs)
 {
-    struct jd_customer *c = jd_xcalloc(1, sizeof *c);
-    c->id = jd_xmalloc(id_len + 1);
+    /* the id lives at the end of the struct: one allocation less per customer */
+    struct jd_customer *c = jd_xcalloc(1, sizeof *c + id_len + 1);
+    c->id = c->id_buf;
     memcpy(c->id, id, id_len);
-    c->id[id_len] = '\0';
-    c->id_len = id_len;
+    c->id_len = (uint32_t)id_len;
     c->partition = partition;
     c->applied_offset = -1;
     c->last_score = -1;
     c->stage = -1;
     if (rs) {
-        c->naggs = jd_rules_naggs(rs);
-        if (c->naggs) {
-            c->aggs = jd_xcalloc(c->naggs, sizeof *c->aggs);
+        c->naggs = (uint32_t)jd_rules_naggs(rs);
+        c->ntriggers = (uint32_t)jd_rules_ntriggers(rs);
+        if (c->naggs || c->ntriggers) {
+            /* the slots and the trigger arrays share one allocation, owned
+             * through c->aggs */
+            size_t sz = c->naggs * sizeof *c->aggs +
+                        c->ntriggers * (sizeof *c->last_fired + sizeof *c->fired_count);
+            c->aggs = jd_xcalloc(1, sz);
             for (size_t i = 0; i < c->naggs; i++)
                 jd_rules_agg_init(rs, i, &c->aggs[i]);
-        }
-        c->ntriggers = jd_rules_ntriggers(rs);
-        if (c->ntriggers) {
-            c->last_fired = jd_xcalloc(c->ntriggers, sizeof *c->last_fired);
-            c->fired_count = jd_xcalloc(c->ntriggers, sizeof *c->fired_count);
+            if (c->ntriggers) {
+                c->last_fired = (int64_t *)(c->aggs + c->naggs);
+                c->fired_count = (uint32_t *)(c->last_fired + c->ntriggers);
+            }
         }
     }
     return c;
@@ -90,7 +94,7 @@ static void free_persisted(struct jd_customer *c)
     c->ncounts = 0;
     for (size_t i = 0; i < c->naggs; i++)
         jd_agg_free(&c->aggs[i]);
-    free(c->aggs);
+    free(c->aggs); /* and the trigger arrays with it */
     c->aggs = NULL;
     c->naggs = 0;
     if (c->trigger_sends)
@@ -98,8 +102,6 @@ static void free_persisted(struct jd_customer *c)
             free(c->trigger_sends[i].t);
     free(c->trigger_sends);
     c->trigger_sends = NULL;
-    free(c->last_fired);
-    free(c->fired_count);
     c->last_fired = NULL;
     c->fired_count = NULL;
     c->ntriggers = 0;
@@ -135,7 +137,6 @@ void jd_customer_destroy(struct jd_customer *c)
     for (size_t i = 0; i < c->nhistory; i++)
         free(c->history[i]);
     free(c->history);
-    free(c->id);
     free(c);
 }
 
@@ -232,7 +233,7 @@ struct jd_pending_trigger *jd_customer_find_pending(struct jd_customer *c, const
     return NULL;
 }
 
-static void push_str(char ***arr, size_t *n, size_t *cap, char *s)
+static void push_str(char ***arr, uint32_t *n, uint32_t *cap, char *s)
 {
     if (*n == *cap) {
         *cap = *cap ? *cap * 2 : 2;
@@ -255,7 +256,11 @@ int jd_customer_ack(struct jd_customer *c, const char *trigger_id)
     pending_free(p);
     size_t i = (size_t)(p - c->pending);
     memmove(p, p + 1, (c->npending - i - 1) * sizeof *p);
-    c->npending--;
+    if (--c->npending == 0) {
+        free(c->pending);
+        c->pending = NULL;
+        c->cappending = 0;
+    }
     return 0;
 }
 
@@ -263,7 +268,9 @@ void jd_customer_clear_acked(struct jd_customer *c)
 {
     for (size_t i = 0; i < c->nacked; i++)
         free(c->acked[i]);
-    c->nacked = 0;
+    free(c->acked);
+    c->acked = NULL;
+    c->nacked = c->capacked = 0;
 }
 
 struct jd_goal *jd_customer_add_goal(struct jd_customer *c)

@@ -106,9 +106,11 @@ struct jd_goal {
     uint8_t control;  /* 1: held out by the policy (control group) */
 };
 
+/* Field order keeps the struct free of padding holes: it is the bulk of
+ * what a cached customer costs (docs/performance.md, "Memory"). */
 struct jd_customer {
-    char *id;
-    size_t id_len;
+    char *id; /* points at id_buf (same allocation) */
+    uint32_t id_len;
     int32_t partition;
     int64_t applied_offset; /* highest offset of `partition` applied; -1 none */
 
@@ -116,23 +118,29 @@ struct jd_customer {
     int64_t last_seen;
     char *last_channel;
     struct jd_type_count *counts;
-    size_t ncounts;
-    double spend;       /* lifetime: purchase amounts minus refund amounts */
+    uint32_t ncounts;
     int32_t last_score; /* last feedback score; -1 = none */
+    double spend;       /* lifetime: purchase amounts minus refund amounts */
 
-    int32_t stage;     /* index into the rule set's stages; -1 = none yet */
+    int32_t stage; /* index into the rule set's stages; -1 = none yet */
+    uint32_t naggs;
     uint64_t segments; /* bit i: member of the rule set's segment i */
+    /* aggs[naggs], then last_fired and fired_count, in one allocation */
     struct jd_agg *aggs;
-    size_t naggs;
     int64_t *last_fired;   /* per rule-set trigger: ms it was last sent (or, deferred by
                               quiet hours, will be sent); 0 never */
     uint32_t *fired_count; /* per rule-set trigger: how many times it fired */
-    size_t ntriggers;
+    uint32_t ntriggers;
     /* contact policy (policy.c) */
+    uint8_t optout; /* bit (1 << kind): the customer opted out of that kind */
+    uint8_t recent_pos;
+    unsigned dirty : 1;             /* must be written back */
+    unsigned exists : 1;            /* was found in Redis or written there */
+    unsigned queued : 1;            /* in the engine's write-back list (engine_flush.c) */
+    unsigned urgent : 1;            /* in the engine's list of customers to write at once */
     struct jd_times *trigger_sends; /* [ntriggers] for max_per_customer; NULL until needed */
     struct jd_times kind_sends[JD_KIND_COUNT]; /* for policy.caps */
     char *tz;              /* latest time zone attribute value; NULL: the default zone */
-    uint8_t optout;        /* bit (1 << kind): the customer opted out of that kind */
     int64_t next_timer;    /* next due time registered for this customer; 0 none */
     int64_t stored_timer;  /* the due time the partition's timer set holds for it (not
                               persisted: taken from next_timer on load); 0 none */
@@ -140,27 +148,25 @@ struct jd_customer {
     uint32_t ngoals, capgoals;
 
     uint64_t recent_ids[JD_RECENT_IDS]; /* hashes of the latest event_ids (duplicate guard) */
-    uint8_t recent_pos;
 
+    /* the outbox arrays are freed when they empty: most customers have no
+     * trigger in flight most of the time */
     struct jd_pending_trigger *pending;
-    size_t npending;
-    size_t cappending;
+    uint32_t npending;
+    uint32_t cappending;
     char **acked; /* trigger ids acknowledged since the last flush (to remove from Redis) */
-    size_t nacked;
-    size_t capacked;
+    uint32_t nacked;
+    uint32_t capacked;
     /* History lines of triggers acknowledged before their line was written:
      * the next flush writes them (owned; freed by the flush). */
     char **history;
-    size_t nhistory;
-    size_t caphistory;
+    uint32_t nhistory;
+    uint32_t caphistory;
 
     struct jd_customer *lru_prev; /* cache (store.h) bookkeeping: newer */
     struct jd_customer *lru_next; /* older */
 
-    unsigned dirty : 1;  /* must be written back */
-    unsigned exists : 1; /* was found in Redis or written there */
-    unsigned queued : 1; /* in the engine's write-back list (engine_flush.c) */
-    unsigned urgent : 1; /* in the engine's list of customers to write at once */
+    char id_buf[]; /* the id, NUL-terminated */
 };
 
 /* A fresh customer shaped for `rs` (aggs and trigger arrays sized). */
