@@ -282,6 +282,7 @@ int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig
             break;
         }
         jd_engine_timers_tick(e);
+        jd_engine_trim(e, idle);
         if (!e->notified_ready && e->assigned_count > 0 && e->redis_ok && !e->backpressured) {
             /* systemd Type=notify: ready once we own partitions and Redis answers */
             jd_notify("READY=1");

@@ -108,9 +108,16 @@ struct jd_engine {
     int64_t backoff_ms;
     int notified_ready;       /* READY=1 sent to systemd */
     int64_t last_watchdog_ns; /* last WATCHDOG=1 */
+    int trim_work;            /* batches processed since the last heap trim (engine_mem.c) */
+    int64_t last_trim_ns;     /* last heap trim; 0 never */
     volatile sig_atomic_t *stop;
     volatile sig_atomic_t *reload;
 };
+
+/* engine_mem.c: from the main loop after each batch; `idle`: the poll
+ * found nothing. Returns the heap's free pages to the system once the engine
+ * goes idle after work (at most every 30 s). */
+void jd_engine_trim(struct jd_engine *e, int idle);
 
 /* engine_batch.c */
 void jd_engine_process_batch(struct jd_engine *e);

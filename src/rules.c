@@ -524,6 +524,11 @@ const char *jd_rules_agg_key(const struct jd_ruleset *rs, size_t i)
     return i < rs->naggs ? rs->aggs[i].key : NULL;
 }
 
+uint32_t jd_rules_agg_nbuckets(const struct jd_ruleset *rs, size_t i)
+{
+    return i < rs->naggs ? rs->aggs[i].nb : 0;
+}
+
 void jd_rules_agg_init(const struct jd_ruleset *rs, size_t i, struct jd_agg *a)
 {
     if (i < rs->naggs)

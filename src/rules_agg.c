@@ -95,11 +95,11 @@ void jd_agg_make_key(const struct jd_aggspec *sp, char *buf, size_t size)
 
 void jd_agg_shape(const struct jd_aggspec *sp, struct jd_agg *a)
 {
-    memset(a, 0, sizeof *a);
+    (void)sp;
     /* the ring is allocated by the first event in the window (ring_add):
      * most customers never fill most windows (a customer without purchases
-     * has empty purchase windows) */
-    a->nbuckets = sp->nb;
+     * has empty purchase windows); its size is the spec's nb */
+    memset(a, 0, sizeof *a);
 }
 
 void jd_agg_free(struct jd_agg *a)
@@ -154,11 +154,8 @@ static void ring_add(const struct jd_aggspec *sp, struct jd_agg *a, int64_t t, d
 {
     int64_t w = sp->width;
     int64_t K = sp->nb;
-    if (a->nbuckets != sp->nb || !a->ring) {
-        /* not allocated yet, or a slot from another shape (corrupt or
-         * foreign): start over */
-        free(a->ring);
-        a->nbuckets = sp->nb;
+    if (!a->ring) {
+        /* not allocated yet: start over */
         a->ring = jd_ring_new();
         a->t = 0;
     }
@@ -315,7 +312,7 @@ struct jd_val jd_agg_value(const struct jd_aggspec *sp, const struct jd_agg *a, 
     case AGG_MAX:
         if (sp->nb) {
             double sum = 0, n = 0, best = 0;
-            if (a->t != 0 && a->nbuckets == sp->nb && a->ring) {
+            if (a->t != 0 && a->ring) {
                 int64_t w = sp->width, K = sp->nb;
                 int64_t lo = floordiv(now, w) - K + 1;
                 int64_t kb0 = floordiv(a->base, w);
@@ -387,7 +384,7 @@ struct jd_val jd_agg_value(const struct jd_aggspec *sp, const struct jd_agg *a, 
 int64_t jd_agg_next_change(const struct jd_aggspec *sp, const struct jd_agg *a, int64_t now)
 {
     if (sp->nb) {
-        if (a->t == 0 || a->nbuckets != sp->nb || !a->ring)
+        if (a->t == 0 || !a->ring)
             return INT64_MAX;
         int64_t w = sp->width, K = sp->nb;
         int64_t lo = floordiv(now, w) - K + 1;

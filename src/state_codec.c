@@ -165,7 +165,7 @@ static int ring_next(struct ring_walk *w, uint64_t *pos, double *x)
     return 0;
 }
 
-static void put_agg(struct jd_buf *b, const struct jd_agg *a, const char *key)
+static void put_agg(struct jd_buf *b, const struct jd_agg *a, const char *key, uint32_t nb)
 {
     const struct jd_ring *r = a->ring;
     int nonzero = a->v != 0 || a->n != 0 || a->t != 0 || a->s != NULL;
@@ -182,19 +182,19 @@ static void put_agg(struct jd_buf *b, const struct jd_agg *a, const char *key)
     jd_buf_puts(b, ",");
     if (a->t)
         put_i64(b, a->t);
-    if (a->nbuckets || a->base) {
+    if (nb || a->base) {
         jd_buf_puts(b, ",");
         if (a->base)
             put_i64(b, a->base);
         /* Count windows hold the same numbers in both halves: write one. */
-        int dup = a->nbuckets > 0 && r;
+        int dup = nb > 0 && r;
         for (uint32_t k = 0; dup && r && k < r->len; k++)
             dup = same_double(r->b[k].v, (double)r->b[k].n);
         jd_buf_append(b, ",", 1);
-        put_u64(b, a->nbuckets);
+        put_u64(b, nb);
         if (dup)
             jd_buf_append(b, "c", 1);
-        struct ring_walk w = {r, a->nbuckets, 0, 0, dup ? 1 : 2};
+        struct ring_walk w = {r, nb, 0, 0, dup ? 1 : 2};
         uint64_t i = 0, j = 0;
         double x = 0, y = 0;
         int more = ring_next(&w, &i, &x);
@@ -285,7 +285,7 @@ void jd_customer_encode(const struct jd_customer *c, const struct jd_ruleset *rs
     if (rs) {
         size_t naggs = jd_rules_naggs(rs);
         for (size_t i = 0; i < c->naggs && i < naggs; i++)
-            put_agg(out, &c->aggs[i], jd_rules_agg_key(rs, i));
+            put_agg(out, &c->aggs[i], jd_rules_agg_key(rs, i), jd_rules_agg_nbuckets(rs, i));
         size_t ntrig = jd_rules_ntriggers(rs);
         for (size_t i = 0; i < c->ntriggers && i < ntrig; i++) {
             if (!c->last_fired[i] && !c->fired_count[i])
@@ -555,7 +555,7 @@ static int dec_agg(struct dec *d, struct span key, struct span val)
         if (parse_i64(f, &nb) != 0 || nb < 0 || nb > 1000000)
             return fail(d, "bad aggregate bucket count", val);
     }
-    if (a && (uint32_t)nb != a->nbuckets)
+    if (a && (uint32_t)nb != jd_rules_agg_nbuckets(d->rs, (size_t)slot))
         a = NULL; /* the window's shape changed: start it afresh */
     if (a) {
         a->v = v;

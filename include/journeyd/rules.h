@@ -59,6 +59,8 @@ size_t jd_rules_naggs(const struct jd_ruleset *rs);
 const char *jd_rules_agg_key(const struct jd_ruleset *rs, size_t i);
 /* Shapes an empty slot i (allocates buckets for windowed aggregates). */
 void jd_rules_agg_init(const struct jd_ruleset *rs, size_t i, struct jd_agg *a);
+/* Buckets in slot i's ring; 0: not windowed. */
+uint32_t jd_rules_agg_nbuckets(const struct jd_ruleset *rs, size_t i);
 void jd_agg_free(struct jd_agg *a);
 
 struct jd_fired {

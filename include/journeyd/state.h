@@ -55,7 +55,6 @@ struct jd_agg {
     int64_t base;         /* windowed: start (ms) of the bucket in ring slot 0 */
     struct jd_ring *ring; /* windowed: NULL until the first event in the window */
     char *s;              /* a string value (last attribute value); NULL = none */
-    uint32_t nbuckets;    /* windowed: buckets in the ring; 0 = not windowed */
 };
 
 /* An empty ring (room for one bucket). */

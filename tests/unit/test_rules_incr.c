@@ -116,7 +116,7 @@ static void test_windows(void **state)
     assert_int_equal(jd_rules_naggs(rs), 5);
     struct jd_agg a;
     jd_rules_agg_init(rs, 0, &a);
-    assert_int_equal(a.nbuckets, 30);
+    assert_int_equal(jd_rules_agg_nbuckets(rs, 0), 30);
     assert_null(a.ring); /* allocated by the first event in the window */
     jd_agg_free(&a);
     assert_null(a.ring);
@@ -195,14 +195,16 @@ static void test_foreign_slot_shape(void **state)
     add_seg(&t, "s", "count('x', 30d) >= 2");
     struct jd_ruleset *rs = compile_ok(&t);
     struct jd_customer *c = tc_new(rs);
-    /* a slot stored with another bucket count (corrupt or foreign): restarts */
-    jd_agg_free(&c->aggs[0]);
-    c->aggs[0].nbuckets = 3;
-    c->aggs[0].ring = jd_ring_new();
-    jd_ring_at(&c->aggs[0].ring, 2)->n = 1;
-    c->aggs[0].t = T0;
+    /* a slot stored with another bucket count (corrupt or foreign): starts
+     * afresh */
+    char v[128], err[128];
+    int n = snprintf(v, sizeof v, "v1|a.count:x:30d=,5,%lld,%lld,3,3-5:1", (long long)T0,
+                     (long long)T0);
+    assert_int_equal(jd_customer_decode(c, rs, v, (size_t)n, err, sizeof err), 0);
+    assert_null(c->aggs[0].ring);
+    assert_true(c->aggs[0].n == 0);
     ev_at(rs, c, "x", T0, -1);
-    assert_int_equal(c->aggs[0].nbuckets, 30);
+    assert_int_equal(c->segments, 0);
     ev_at(rs, c, "x", T0 + 1, -1);
     assert_int_equal(c->segments, 1);
     tc_destroy(c);
