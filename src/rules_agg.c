@@ -106,8 +106,7 @@ void jd_agg_free(struct jd_agg *a)
 {
     if (!a)
         return;
-    free(a->ring);
-    free(a->s);
+    free(a->ring); /* or a->s: the same pointer */
     memset(a, 0, sizeof *a);
 }
 

@@ -167,8 +167,10 @@ static int ring_next(struct ring_walk *w, uint64_t *pos, double *x)
 
 static void put_agg(struct jd_buf *b, const struct jd_agg *a, const char *key, uint32_t nb)
 {
-    const struct jd_ring *r = a->ring;
-    int nonzero = a->v != 0 || a->n != 0 || a->t != 0 || a->s != NULL;
+    /* the ring and the string share their pointer: nb says which it is */
+    const struct jd_ring *r = nb ? a->ring : NULL;
+    const char *s = nb ? NULL : a->s;
+    int nonzero = a->v != 0 || a->n != 0 || a->t != 0 || s != NULL;
     for (uint32_t k = 0; !nonzero && r && k < r->len; k++)
         nonzero = r->b[k].v != 0 || r->b[k].n != 0;
     if (!nonzero)
@@ -214,11 +216,11 @@ static void put_agg(struct jd_buf *b, const struct jd_agg *a, const char *key, u
             x = y;
         }
     }
-    if (a->s) {
+    if (s) {
         jd_buf_puts(b, "|as.");
         put_escaped_str(b, key);
         jd_buf_puts(b, "=");
-        put_escaped_str(b, a->s);
+        put_escaped_str(b, s);
     }
 }
 
@@ -562,7 +564,7 @@ static int dec_agg(struct dec *d, struct span key, struct span val)
         a->n = n;
         a->t = t;
         a->base = base;
-        if (a->ring)
+        if (nb > 0 && a->ring) /* nb == 0: the pointer is the string's */
             a->ring->len = 0;
         else if (more && nb > 0) /* else the ring stays unallocated (all zero) */
             a->ring = jd_ring_new();
@@ -611,6 +613,8 @@ static int dec_agg_str(struct dec *d, struct span key, struct span val)
     int slot = find_agg(d, d->name.data);
     if (slot < 0)
         return 0;
+    if (jd_rules_agg_nbuckets(d->rs, (size_t)slot))
+        return 0; /* a windowed slot has no string (its pointer is the ring's) */
     struct jd_agg *a = &d->c->aggs[slot];
     free(a->s);
     a->s = jd_strdup(d->name2.data);

@@ -49,12 +49,17 @@ struct jd_ring {
  * aggregate spec for that slot (rules.c), so that state.c can store any slot
  * without knowing its meaning. */
 struct jd_agg {
-    double v;             /* scalar: lifetime count / sum / min / max / last value */
-    double n;             /* secondary scalar (e.g. the count behind an average) */
-    int64_t t;            /* a time in ms (last occurrence, pending deadline...); 0 = none */
-    int64_t base;         /* windowed: start (ms) of the bucket in ring slot 0 */
-    struct jd_ring *ring; /* windowed: NULL until the first event in the window */
-    char *s;              /* a string value (last attribute value); NULL = none */
+    double v;     /* scalar: lifetime count / sum / min / max / last value */
+    double n;     /* secondary scalar (e.g. the count behind an average) */
+    int64_t t;    /* a time in ms (last occurrence, pending deadline...); 0 = none */
+    int64_t base; /* windowed: start (ms) of the bucket in ring slot 0 */
+    /* A slot is windowed or not by its spec (jd_rules_agg_nbuckets), so it
+     * has a ring or a string, never both: they share the pointer, and
+     * jd_agg_free frees either. */
+    union {
+        struct jd_ring *ring; /* windowed: NULL until the first event in the window */
+        char *s;              /* not windowed: a string value (last attribute); NULL none */
+    };
 };
 
 /* An empty ring (room for one bucket). */
