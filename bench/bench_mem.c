@@ -139,11 +139,12 @@ int main(int argc, char **argv)
         s_counts += chunk(c->counts);
         s_aggs += chunk(c->aggs);
         for (size_t k = 0; k < c->naggs; k++) {
-            if (c->aggs[k].ring) {
+            if (!jd_rules_agg_nbuckets(rs, k)) {
+                s_strs += chunk(c->aggs[k].s);
+            } else if (c->aggs[k].ring) { /* the same pointer as s */
                 s_rings += chunk(c->aggs[k].ring);
                 nrings++;
             }
-            s_strs += chunk(c->aggs[k].s);
         }
         s_trig += chunk(c->trigger_sends); /* last_fired, fired_count: in aggs */
         s_policy += chunk(c->tz) + chunk(c->goals);
