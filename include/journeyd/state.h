@@ -135,10 +135,11 @@ struct jd_customer {
     struct jd_customer *lru_prev; /* cache (store.h) bookkeeping: newer */
     struct jd_customer *lru_next; /* older */
 
-    unsigned dirty : 1;  /* must be written back */
-    unsigned exists : 1; /* was found in Redis or written there */
-    unsigned queued : 1; /* in the engine's write-back list (engine_flush.c) */
-    unsigned urgent : 1; /* in the engine's list of customers to write at once */
+    unsigned dirty : 1;   /* must be written back */
+    unsigned exists : 1;  /* was found in Redis or written there */
+    unsigned queued : 1;  /* in the engine's write-back list (engine_flush.c) */
+    unsigned urgent : 1;  /* in the engine's list of customers to write at once */
+    unsigned writing : 1; /* in a write-back still on its way to Redis (store.h) */
 };
 
 /* A fresh customer shaped for `rs` (aggs and trigger arrays sized). */
