@@ -22,7 +22,8 @@
 # Environment: EVENTS (1000000), CUSTOMERS (100000), PARTITIONS (32), SEED (1),
 # NAIVE_EVENTS (200000), KCAT_RUNS (2), TIMEOUT per drain in s (600),
 # LAT_RATE (10000), LAT_EVENTS (30000), LAT_PARTITIONS (4),
-# BUILD_DIR (build-bench), CMAKE_ARGS (extra cmake -D options). The mock broker keeps only the newest ~60,000
+# BUILD_DIR (build-bench), CMAKE_ARGS (extra cmake -D options), PERF_OUT (a file:
+# `perf record -e cpu-clock -g` of journeyd during (b), for `perf report -i`). The mock broker keeps only the newest ~60,000
 # messages per partition: keep EVENTS <= PARTITIONS * 60000.
 set -euo pipefail
 
@@ -154,8 +155,14 @@ run_journeyd() {
     RUN_RSS0_KB=$(rss_kb "$PID_JD")
     local c0_jd c0_redis c0_broker
     c0_jd=$(cpu_ticks "$PID_JD") c0_redis=$(cpu_ticks "$PID_REDIS") c0_broker=$(cpu_ticks "$PID_BROKER")
+    local pid_perf=''
+    if [ -n "${PERF_OUT:-}" ] && [ "$name" = fast ]; then
+        perf record -e cpu-clock -g -p "$PID_JD" -o "$PERF_OUT" >"$WORK/perf.log" 2>&1 &
+        pid_perf=$!
+    fi
     result=$("$PY" "$ROOT/bench/kafka_probe.py" drain -b "$BOOTSTRAP" -t "$TOPIC" -g "$group" \
         --metrics "http://127.0.0.1:$mport/metrics" --events "$events" --timeout "$TIMEOUT") || true
+    [ -z "$pid_perf" ] || { kill -INT "$pid_perf" 2>/dev/null; wait "$pid_perf" 2>/dev/null || true; }
     log "journeyd ($name): $result"
     log "CPU seconds during the run ($name): journeyd $(ticks_s $(($(cpu_ticks "$PID_JD") - c0_jd)))" \
         "redis $(ticks_s $(($(cpu_ticks "$PID_REDIS") - c0_redis)))" \

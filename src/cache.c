@@ -192,9 +192,10 @@ void jd_cache_drop_partition(struct jd_cache *cache, int32_t partition)
 
 static int evictable(const struct jd_customer *c)
 {
-    /* queued/urgent: the engine's write-back lists still point at it */
-    return !c->dirty && !c->queued && !c->urgent && c->npending == 0 && c->nacked == 0 &&
-           c->nhistory == 0;
+    /* queued/urgent: the engine's write-back lists still point at it;
+     * writing: a reload could read Redis before that write lands */
+    return !c->dirty && !c->queued && !c->urgent && !c->writing && c->npending == 0 &&
+           c->nacked == 0 && c->nhistory == 0;
 }
 
 size_t jd_cache_evict(struct jd_cache *cache)

@@ -52,6 +52,8 @@ struct jd_engine *jd_engine_new(const struct jd_config *cfg, struct jd_ruleset *
         goto err;
     e->insights = jd_insights_new(cfg, rs);
     e->timers = jd_engine_timers_new();
+    if (jd_engine_wb_start(e, errstr, errsize) != 0)
+        goto err;
     if (!(e->producer = jd_kafka_producer_new(cfg, jd_engine_delivery, e, errstr, errsize)))
         goto err;
     if (!(e->consumer =
@@ -75,6 +77,7 @@ void jd_engine_destroy(struct jd_engine *e)
         return;
     for (size_t i = 0; i < e->nmsgs; i++)
         rd_kafka_message_destroy(e->msgs[i]);
+    jd_engine_wb_destroy(e); /* before the customers it may still hold */
     if (e->consumer)
         rd_kafka_destroy(e->consumer);
     if (e->producer) {

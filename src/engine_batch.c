@@ -181,6 +181,17 @@ static int load_stats_offsets(struct jd_engine *e, volatile sig_atomic_t *stop)
     return 0;
 }
 
+int jd_engine_flush_stats(struct jd_engine *e, volatile sig_atomic_t *stop)
+{
+    char errstr[512];
+    while (jd_insights_flush(e->insights, errstr, sizeof errstr) != 0) {
+        jd_engine_redis_failed(e, "stats flush", errstr);
+        if (stop && *stop)
+            return -1;
+    }
+    return 0;
+}
+
 /* Writes back cs[0..n) until it works or we are told to stop (or fenced),
  * at most FLUSH_CHUNK customers per round trip: that bounds the request
  * buffer and the stall of a large write-back. */
@@ -196,12 +207,8 @@ int jd_engine_flush_list(struct jd_engine *e, struct jd_customer **cs, size_t n,
         int64_t t0 = jd_monotonic_ns();
         /* the batch's stats first: a crash between the two writes replays
          * events whose stats are in, and insights skips them */
-        if (jd_insights_flush(e->insights, errstr, sizeof errstr) != 0) {
-            jd_engine_redis_failed(e, "stats flush", errstr);
-            if (stop && *stop)
-                return -1;
-            continue;
-        }
+        if (jd_engine_flush_stats(e, stop) != 0)
+            return -1;
         if (jd_store_flush(e->store, e->rs, cs + off, k, errstr, sizeof errstr) == 0) {
             if (e->metrics)
                 jd_metrics_observe(e->metrics, JD_H_REDIS_ROUNDTRIP,

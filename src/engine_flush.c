@@ -58,6 +58,9 @@ int jd_engine_flush_urgent(struct jd_engine *e, volatile sig_atomic_t *stop)
 {
     if (e->nurgent == 0)
         return 0;
+    /* never two writes of one customer at once (engine_wb.c); a failed
+     * write-back is back on the write-back list */
+    (void)jd_engine_wb_wait(e);
     /* they stay in the write-back list: with nothing left to write there,
      * the next write-back skips them */
     if (jd_engine_flush_list(e, e->urgent, e->nurgent, stop) != 0)
@@ -73,6 +76,7 @@ int jd_engine_flush_urgent(struct jd_engine *e, volatile sig_atomic_t *stop)
 
 int jd_engine_persist(struct jd_engine *e, volatile sig_atomic_t *stop)
 {
+    (void)jd_engine_wb_wait(e); /* what failed is back on the list */
     jd_engine_apply_acks(e);
     /* anything urgent first: it is produced with its batch's checkpoint */
     size_t n = 0;
@@ -101,6 +105,25 @@ failed:
     return 0;
 }
 
+/* The periodic write-back, sent on its way (engine_wb.c): the urgent
+ * customers and the stats synchronously first, as in jd_engine_persist. */
+static int persist_async(struct jd_engine *e, volatile sig_atomic_t *stop)
+{
+    if (jd_engine_wb_wait(e) != 0 || e->ndirty == 0)
+        return jd_engine_persist(e, stop); /* retries; or nothing to send */
+    jd_engine_apply_acks(e);
+    if (jd_engine_flush_urgent(e, stop) != 0 || jd_engine_flush_stats(e, stop) != 0 ||
+        jd_engine_fenced(e)) {
+        if (!jd_engine_fenced(e))
+            return -1;
+        jd_engine_drop_dirty(e); /* not ours any more: the new owner replays it */
+        return 0;
+    }
+    jd_engine_wb_submit(e);
+    e->last_persist_ns = jd_monotonic_ns();
+    return 0;
+}
+
 int jd_engine_persist_due(struct jd_engine *e, int idle, volatile sig_atomic_t *stop)
 {
     int64_t interval = e->cfg->naive ? 0 : e->cfg->flush_interval_ms;
@@ -109,7 +132,7 @@ int jd_engine_persist_due(struct jd_engine *e, int idle, volatile sig_atomic_t *
      * offsets of the last events move at once */
     if (now - e->last_persist_ns >= interval * 1000000 ||
         (idle && (e->ndirty > 0 || e->nacks > 0))) {
-        if (jd_engine_persist(e, stop) != 0)
+        if ((e->wb && !idle ? persist_async(e, stop) : jd_engine_persist(e, stop)) != 0)
             return -1;
     }
     /* Stored offsets are committed by librdkafka every auto.commit.interval.ms;

@@ -24,8 +24,9 @@
 struct jd_ckpt {
     int64_t next_offset;
     uint32_t outstanding;
-    int closed; /* its batch is over: no more events join (next_offset is final) */
-    int sealed; /* and every customer its batch changed is written back */
+    int closed;  /* its batch is over: no more events join (next_offset is final) */
+    int sealed;  /* and every customer its batch changed is written back */
+    int sealing; /* closed before the write-back on its way (engine_wb.c) was built */
     struct jd_ckpt *next;
 };
 
@@ -70,6 +71,7 @@ struct jd_engine {
     struct jd_policy *policy;
     struct jd_insights *insights; /* program health and trigger outcomes */
     struct jd_timers *timers;     /* engine_timers.c */
+    struct jd_wb *wb;             /* engine_wb.c; NULL: write-backs are synchronous */
     rd_kafka_t *consumer;
     rd_kafka_t *producer;
 
@@ -158,6 +160,22 @@ void jd_engine_record_transitions(struct jd_engine *e, const struct jd_eval_resu
 void jd_engine_redis_failed(struct jd_engine *e, const char *what, const char *err);
 void jd_engine_redis_succeeded(struct jd_engine *e);
 
+/* Writes the insights stats of what was applied so far (before any
+ * customer of it), retrying while Redis fails. 0, or -1 when stopping. */
+int jd_engine_flush_stats(struct jd_engine *e, volatile sig_atomic_t *stop);
+
+/* engine_wb.c — the write-back on its way (see the comment atop the file) */
+/* Starts the write-back thread and its connection (not on a Redis Cluster,
+ * nor in naive mode: e->wb stays NULL). 0, or -1 with errstr. */
+int jd_engine_wb_start(struct jd_engine *e, char *errstr, size_t errsize);
+void jd_engine_wb_destroy(struct jd_engine *e);
+/* Hands the write-back list to the thread (e->wb set, none on its way). */
+int jd_engine_wb_submit(struct jd_engine *e);
+/* Waits for the write-back on its way, if any, and records it: produces
+ * its customers' outbox, seals the checkpoints it covers. 0; -1 when it
+ * failed (its customers are back on the write-back list). */
+int jd_engine_wb_wait(struct jd_engine *e);
+
 /* engine_timers.c — timers (docs/time.md) */
 struct jd_timers *jd_engine_timers_new(void);
 void jd_engine_timers_destroy(struct jd_timers *t);
@@ -194,6 +212,10 @@ struct jd_ckpt *jd_engine_ckpt_open(struct jd_part *p);
 void jd_engine_ckpt_close(struct jd_part *p, int64_t next_offset);
 /* Everything closed so far is written back: seal and store what can be. */
 void jd_engine_ckpt_seal_closed(struct jd_engine *e);
+/* Marks the checkpoints closed so far (sealing), and later seals the
+ * marked ones: those a write-back on its way covers (engine_wb.c). */
+void jd_engine_ckpt_mark_closed(struct jd_engine *e);
+void jd_engine_ckpt_seal_marked(struct jd_engine *e);
 void jd_engine_ckpt_advance(struct jd_engine *e, struct jd_part *p);
 void jd_engine_produce_dlq(struct jd_engine *e, const rd_kafka_message_t *m, const char *why);
 void jd_engine_produce_pending(struct jd_engine *e, struct jd_customer *c, struct jd_ckpt *ck);

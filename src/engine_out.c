@@ -86,6 +86,30 @@ void jd_engine_ckpt_seal_closed(struct jd_engine *e)
     }
 }
 
+void jd_engine_ckpt_mark_closed(struct jd_engine *e)
+{
+    for (size_t t = 0; t < e->cfg->ninput_topics; t++)
+        for (int32_t i = 0; i < e->nparts[t]; i++)
+            for (struct jd_ckpt *ck = e->parts[t][i].head; ck; ck = ck->next)
+                if (ck->closed)
+                    ck->sealing = 1;
+}
+
+void jd_engine_ckpt_seal_marked(struct jd_engine *e)
+{
+    for (size_t t = 0; t < e->cfg->ninput_topics; t++) {
+        for (int32_t i = 0; i < e->nparts[t]; i++) {
+            struct jd_part *p = &e->parts[t][i];
+            if (!p->head)
+                continue;
+            for (struct jd_ckpt *ck = p->head; ck; ck = ck->next)
+                if (ck->sealing)
+                    ck->sealed = 1;
+            jd_engine_ckpt_advance(e, p);
+        }
+    }
+}
+
 void jd_engine_ckpt_advance(struct jd_engine *e, struct jd_part *p)
 {
     int64_t store = -1;
@@ -216,8 +240,8 @@ void jd_engine_produce_pending(struct jd_engine *e, struct jd_customer *c, struc
     int64_t clock = INT64_MIN; /* computed when an entry is deferred */
     for (size_t i = 0; i < c->npending; i++) {
         struct jd_pending_trigger *pt = &c->pending[i];
-        if (pt->produced)
-            continue;
+        if (pt->produced || !pt->stored)
+            continue; /* (not stored: its write is still to come) */
         if (pt->not_before > 0) {
             /* deferred (quiet hours): produced when the customer's timer,
              * which includes not_before, fires (engine_timers.c) */

@@ -69,6 +69,8 @@ void jd_engine_forget_dirty(struct jd_engine *e, const rd_kafka_topic_partition_
 
 static void released(struct jd_engine *e, rd_kafka_topic_partition_list_t *parts, int lost)
 {
+    /* a write-back on its way holds customers about to be dropped */
+    (void)jd_engine_wb_wait(e);
     if (!lost && !e->abandoned) {
         /* finish what we hold for these partitions (and the others: the
          * batch is one unit), wait for the acknowledgements, and write them

@@ -305,9 +305,11 @@ static void fire_due(struct jd_engine *e)
             continue;
         }
         if (jd_engine_timers_fire(e, p, c, -1) == 0 && c->next_timer != d->due) {
-            /* an entry left by a crash between two writes (store_timers.c):
-             * nothing was due; the flush puts the right time back */
-            c->stored_timer = d->due;
+            /* an entry earlier than the customer's due time (a later one
+             * is not written, store_timers.c; or a crash between two
+             * writes): nothing was due; the flush moves the entry to the
+             * real due time (0 held: written as new) or removes it */
+            c->stored_timer = c->next_timer ? 0 : d->due;
             jd_engine_push_dirty(e, c);
         }
     }

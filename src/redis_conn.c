@@ -54,6 +54,10 @@ int jd_redis_node_connect(struct jd_redis *r, struct rnode *n, char *errstr, siz
         redisFree(ctx);
         return -1;
     }
+    /* keep the reply buffer between round trips (hiredis frees one above
+     * 16 KiB whenever it is emptied, and a write-back's replies come back
+     * in hundreds of KiB) */
+    ctx->reader->maxbuf = 0;
     n->ctx = ctx;
     return 0;
 }
@@ -291,6 +295,7 @@ void jd_redis_destroy(struct jd_redis *r)
     for (size_t i = 0; i < r->nnodes; i++) {
         jd_redis_node_drop(&r->nodes[i]);
         free(r->nodes[i].sent);
+        free(r->nodes[i].iov);
     }
     free(r->nodes);
     for (size_t i = 0; i < r->nseeds; i++)

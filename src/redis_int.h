@@ -5,6 +5,8 @@
 #ifndef JD_REDIS_INT_H
 #define JD_REDIS_INT_H
 
+#include <sys/uio.h>
+
 #include "journeyd/redis_conn.h"
 
 #define NO_NODE 0xffff
@@ -19,6 +21,11 @@ struct rnode {
     size_t *sent; /* entries sent to this node, in sending order */
     size_t nsent, capsent;
     int waited; /* a WAIT follows the entries */
+    /* what this round sends it: pieces of the pipeline's RESP buffer (and
+     * of wait), written with writev, no copy (redis_pipe.c) */
+    struct iovec *iov;
+    size_t niov, capiov;
+    char wait[48]; /* the WAIT command, RESP */
 };
 
 enum { E_PENDING = 0, E_DONE, E_FAILED };

@@ -24,12 +24,15 @@
  *   (failover in progress), LOADING (a node starting up): wait and retry.
  */
 #include <assert.h>
+#include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "redis_int.h"
 
@@ -337,29 +340,66 @@ io:
     node_failed(r, ni, rd, "reading replies");
 }
 
-/* Commands for one node that are contiguous in r->wire are handed to hiredis
- * as one run: one copy into its output buffer instead of one (and a buffer
- * growth) per command, which was a tenth of the engine's time when every
- * event is one SET. */
-#define MAX_RUN_NODES 64
+/* A node's requests go out as pieces of r->wire, written with writev
+ * straight to the socket: contiguous commands are one piece. Copying them
+ * into hiredis's output buffer first cost a tenth of the engine's time on a
+ * write-back (a fresh multi-megabyte buffer per round trip, page faults
+ * included). hiredis still reads and parses the replies: its own output
+ * buffer stays empty, so reading never writes. */
+static const char ASKING_CMD[] = "*1\r\n$6\r\nASKING\r\n";
 
-static void flush_run(struct jd_redis *r, size_t ni, size_t *run_off, size_t *run_len)
+static void node_piece(struct rnode *n, const void *p, size_t len)
 {
-    if (run_len[ni])
-        (void)redisAppendFormattedCommand(r->nodes[ni].ctx, r->wire.data + run_off[ni],
-                                          run_len[ni]);
-    run_len[ni] = 0;
+    if (n->niov && (const char *)n->iov[n->niov - 1].iov_base + n->iov[n->niov - 1].iov_len == p) {
+        n->iov[n->niov - 1].iov_len += len;
+        return;
+    }
+    if (n->niov == n->capiov) {
+        n->capiov = n->capiov ? n->capiov * 2 : 16;
+        n->iov = jd_xrealloc(n->iov, n->capiov * sizeof *n->iov);
+    }
+    n->iov[n->niov].iov_base = (void *)(uintptr_t)p;
+    n->iov[n->niov].iov_len = len;
+    n->niov++;
+}
+
+/* Writes the node's pieces (blocking, within the connection's timeout).
+ * 0, or -1 with the connection's error set. */
+static int node_send(struct rnode *n)
+{
+    struct iovec *v = n->iov;
+    size_t left = n->niov;
+    while (left > 0) {
+        ssize_t w = writev(n->ctx->fd, v, left > IOV_MAX ? IOV_MAX : (int)left);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            snprintf(n->ctx->errstr, sizeof n->ctx->errstr, "%s",
+                     errno == EAGAIN ? "timed out sending" : strerror(errno));
+            n->ctx->err = REDIS_ERR_IO;
+            return -1;
+        }
+        size_t done = (size_t)w;
+        while (left > 0 && done >= v->iov_len) {
+            done -= v->iov_len;
+            v++;
+            left--;
+        }
+        if (left > 0) {
+            v->iov_base = (char *)v->iov_base + done;
+            v->iov_len -= done;
+        }
+    }
+    n->niov = 0;
+    return 0;
 }
 
 static void run_round(struct jd_redis *r, int flags, struct round *rd)
 {
-    size_t run_off[MAX_RUN_NODES], run_len[MAX_RUN_NODES];
-    int runs = r->nnodes <= MAX_RUN_NODES;
     for (size_t i = 0; i < r->nnodes; i++) {
         r->nodes[i].nsent = 0;
         r->nodes[i].waited = 0;
-        if (runs)
-            run_len[i] = 0;
+        r->nodes[i].niov = 0;
     }
     for (size_t ei = 0; ei < r->nentries; ei++) {
         struct rentry *e = &r->entries[ei];
@@ -388,35 +428,25 @@ static void run_round(struct jd_redis *r, int flags, struct round *rd)
             }
         }
         if (e->ask >= 0) {
-            if (runs)
-                flush_run(r, ni, run_off, run_len);
-            (void)redisAppendCommand(n->ctx, "ASKING");
+            node_piece(n, ASKING_CMD, sizeof ASKING_CMD - 1);
             e->asking = 1;
             e->ask = -1;
         }
         for (size_t k = 0; k < e->n; k++) {
             const struct rcmd *c = &r->cmds[e->first + k];
-            if (!runs) {
-                (void)redisAppendFormattedCommand(n->ctx, r->wire.data + c->off, c->len);
-            } else if (run_len[ni] && run_off[ni] + run_len[ni] == c->off) {
-                run_len[ni] += c->len;
-            } else {
-                flush_run(r, ni, run_off, run_len);
-                run_off[ni] = c->off;
-                run_len[ni] = c->len;
-            }
+            node_piece(n, r->wire.data + c->off, c->len);
         }
         node_push(n, ei);
     }
-    for (size_t i = 0; runs && i < r->nnodes; i++)
-        flush_run(r, i, run_off, run_len);
     if ((flags & JD_REDIS_REPLICATED) && r->cluster) {
         char ms[24];
         snprintf(ms, sizeof ms, "%d", r->timeout_ms / 4 > 10 ? r->timeout_ms / 4 : 10);
         for (size_t i = 0; i < r->nnodes; i++) {
             struct rnode *n = &r->nodes[i];
             if (n->nsent && n->replicas > 0) {
-                (void)redisAppendCommand(n->ctx, "WAIT 1 %s", ms);
+                int len = snprintf(n->wait, sizeof n->wait,
+                                   "*3\r\n$4\r\nWAIT\r\n$1\r\n1\r\n$%zu\r\n%s\r\n", strlen(ms), ms);
+                node_piece(n, n->wait, (size_t)len);
                 n->waited = 1;
             }
         }
@@ -425,13 +455,8 @@ static void run_round(struct jd_redis *r, int flags, struct round *rd)
     /* all requests out first, so that every master works at once */
     for (size_t i = 0; i < r->nnodes; i++) {
         struct rnode *n = &r->nodes[i];
-        int done = 0;
-        while (n->nsent && !done) {
-            if (redisBufferWrite(n->ctx, &done) != REDIS_OK) {
-                node_failed(r, i, rd, "sending");
-                break;
-            }
-        }
+        if (n->nsent && node_send(n) != 0)
+            node_failed(r, i, rd, "sending");
     }
     for (size_t i = 0; i < r->nnodes; i++)
         if (r->nodes[i].nsent)

@@ -41,7 +41,8 @@ struct jd_store *jd_store_new(const struct jd_config *cfg, char *errstr, size_t 
     st->topics = cfg->input_topics;
     st->ntopics = cfg->ninput_topics;
     jd_buf_init(&st->pkey);
-    jd_due_list_init(&st->deferred);
+    jd_due_list_init(&st->own_deferred);
+    st->deferred = &st->own_deferred;
     for (size_t i = 0; i < 3; i++)
         jd_buf_init(&st->keys[i]);
     jd_buf_init(&st->enc);
@@ -71,8 +72,12 @@ void jd_store_destroy(struct jd_store *st)
     free(st->valoff);
     free(st->q);
     free(st->pre);
+    free(st->snap);
+    jd_buf_free(&st->mset);
+    free(st->msetoff);
+    free(st->msetcust);
     jd_buf_free(&st->pkey);
-    jd_due_list_free(&st->deferred);
+    jd_due_list_free(&st->own_deferred);
     free(st);
 }
 
@@ -277,8 +282,7 @@ static int unstored_pending(const struct jd_customer *c)
 
 static int needs_write(const struct jd_customer *c)
 {
-    return c->dirty || c->nacked || c->nhistory || unstored_pending(c) ||
-           c->next_timer != c->stored_timer;
+    return c->dirty || c->nacked || c->nhistory || unstored_pending(c) || jd_store_timer_write(c);
 }
 
 /* Outbox values of c not yet stored, into st->vals; returns how many. */
@@ -396,7 +400,7 @@ static struct queued queue_customer(struct jd_store *st, const struct jd_ruleset
         }
     }
 
-    if (c->dirty || c->next_timer != c->stored_timer) { /* nt is in the state */
+    if (c->dirty || jd_store_timer_write(c)) { /* nt is in the state */
         jd_buf_reset(&st->enc);
         jd_customer_encode(c, rs, &st->enc);
         arg_str(st, 0, "SET");
@@ -416,21 +420,79 @@ static struct queued queue_customer(struct jd_store *st, const struct jd_ruleset
     return q;
 }
 
-/* The customer's write is in Redis: record what no longer needs writing. */
-static void flushed(struct jd_customer *c)
+/* On a single node, customers whose write is their state only (nearly every
+ * write-back) are gathered MSET_CHUNK at a time into one MSET: Redis runs
+ * one command and sends one reply instead of one per customer (SETs were
+ * the larger part of its work and of the replies journeyd parsed). An MSET
+ * is atomic: each customer's state is still written whole or not at all,
+ * and its applied offset with it. A cluster keeps one SET per customer
+ * (MSET cannot span slots). */
+#define MSET_CHUNK 512
+
+static int state_only(const struct jd_store *st, const struct jd_customer *c)
 {
-    c->dirty = 0;
+    return !jd_redis_is_cluster(st->rd) && !c->nacked && !c->nhistory && !unstored_pending(c) &&
+           (c->dirty || jd_store_timer_write(c));
+}
+
+static void gather_state(struct jd_store *st, const struct jd_ruleset *rs,
+                         const struct jd_customer *c, size_t qi)
+{
+    if (st->nmset == st->msetcap) {
+        st->msetcap = st->msetcap ? st->msetcap * 2 : MSET_CHUNK;
+        st->msetoff = jd_xrealloc(st->msetoff, (2 * st->msetcap + 1) * sizeof *st->msetoff);
+        st->msetcust = jd_xrealloc(st->msetcust, st->msetcap * sizeof *st->msetcust);
+    }
+    if (st->nmset == 0) {
+        jd_buf_reset(&st->mset);
+        st->msetoff[0] = 0;
+    }
+    build_key(st, 0, c->id, c->id_len, "");
+    jd_buf_append(&st->mset, st->keys[0].data, st->keys[0].len);
+    st->msetoff[2 * st->nmset + 1] = st->mset.len;
+    jd_customer_encode(c, rs, &st->mset);
+    st->msetoff[2 * st->nmset + 2] = st->mset.len;
+    st->msetcust[st->nmset++] = qi;
+}
+
+/* Appends the gathered customers' MSET; their q[] entries point at it. */
+static void emit_mset(struct jd_store *st)
+{
+    if (st->nmset == 0)
+        return;
+    size_t argc = 1 + 2 * st->nmset;
+    args_reserve(st, argc);
+    arg_str(st, 0, "MSET");
+    for (size_t k = 0; k < 2 * st->nmset; k++)
+        arg(st, 1 + k, st->mset.data + st->msetoff[k], st->msetoff[k + 1] - st->msetoff[k]);
+    size_t i = append(st, argc, 1);
+    for (size_t k = 0; k < st->nmset; k++) {
+        st->q[st->msetcust[k]].first = i;
+        st->q[st->msetcust[k]].n = 1;
+        st->q[st->msetcust[k]].multi = 0;
+    }
+    st->nmset = 0;
+}
+
+/* The customer's write is in Redis: record what it wrote (taken when it was
+ * built: events may have changed the customer since, and what they changed
+ * is still to be written). */
+static void flushed(struct jd_store *st, struct jd_customer *c, const struct wsnap *w)
+{
     c->exists = 1;
-    c->stored_timer = c->next_timer;
+    c->stored_timer = w->held;
+    /* acknowledgements and history lines come only from the engine's
+     * jd_engine_apply_acks, which waits for writes on their way */
     jd_customer_clear_acked(c);
     for (size_t k = 0; k < c->nhistory; k++)
         free(c->history[k]);
     c->nhistory = 0;
-    for (size_t k = 0; k < c->npending; k++) {
+    for (size_t k = 0; k < c->npending && k < w->npending; k++) {
         c->pending[k].stored = 1;
         free(c->pending[k].history);
         c->pending[k].history = NULL;
     }
+    jd_store_defer_post(st, c, w->rm_timer, w->unindex);
 }
 
 /* The first error among one customer's replies (queueing errors first: the
@@ -464,49 +526,75 @@ static const char *customer_error(struct jd_store *st, const struct queued *q, c
     return NULL;
 }
 
-int jd_store_flush(struct jd_store *st, const struct jd_ruleset *rs, struct jd_customer **cs,
-                   size_t n, char *errstr, size_t errsize)
+static void reserve_flush(struct jd_store *st, size_t n)
 {
-    if (n == 0)
-        return 0;
-    if (st->qcap < n) {
-        st->q = jd_xrealloc(st->q, n * sizeof *st->q);
-        st->qcap = n;
-    }
-    if (st->precap < n) {
-        st->pre = jd_xrealloc(st->pre, n * sizeof *st->pre);
-        st->precap = n;
-    }
-    size_t base = jd_redis_pending(st->rd); /* commands riding along (store.h) */
+    if (st->qcap >= n)
+        return;
+    st->q = jd_xrealloc(st->q, n * sizeof *st->q);
+    st->pre = jd_xrealloc(st->pre, n * sizeof *st->pre);
+    st->snap = jd_xrealloc(st->snap, n * sizeof *st->snap);
+    st->qcap = n;
+}
+
+/* Takes what c's write will have done once it succeeds (flushed), and
+ * hands the changes to the write: c is clean again until its next change. */
+static void snapshot(struct jd_customer *c, struct wsnap *w)
+{
+    w->built = 1;
+    w->was_dirty = c->dirty;
+    w->held = jd_store_timer_held(c);
+    w->rm_timer = c->stored_timer && !c->next_timer;
+    w->unindex = c->npending == 0 && c->nacked > 0;
+    w->npending = c->npending;
+    c->dirty = 0;
+    c->writing = 1;
+}
+
+void jd_store_flush_build(struct jd_store *st, const struct jd_ruleset *rs, struct jd_customer **cs,
+                          size_t n)
+{
+    reserve_flush(st, n);
+    st->fl_base = jd_redis_pending(st->rd); /* commands riding along (store.h) */
+    st->fl_n = n;
+    st->fl_why[0] = '\0';
     size_t total = 0, npre = 0;
     /* On a cluster the partition keys live on other masters than the
      * customers', and a pipeline serves the masters in parallel: the
      * additions get a round of their own first (unless another module's
      * commands ride along, whose replies that round would consume). */
-    int split = jd_redis_is_cluster(st->rd) && base == 0;
-    char why[400];
-    why[0] = '\0';
-    /* per-partition removals and postponements of earlier flushes */
+    int split = jd_redis_is_cluster(st->rd) && st->fl_base == 0;
+    /* per-partition removals of earlier flushes */
     jd_store_queue_deferred(st);
     for (size_t i = 0; i < n; i++) {
         st->q[i].n = 0;
         st->pre[i].n = 0;
         st->pre[i].multi = 0; /* here: 1 when the additions failed */
+        st->snap[i].built = 0;
         if (!needs_write(cs[i]))
             continue;
         /* per-partition additions go before the transaction (store_int.h) */
         st->pre[i] = jd_store_queue_pre(st, cs[i]);
         npre += st->pre[i].n;
-        if (!split)
+        if (split)
+            continue;
+        if (state_only(st, cs[i])) {
+            gather_state(st, rs, cs[i], i);
+            total++;
+            if (st->nmset == MSET_CHUNK)
+                emit_mset(st);
+        } else {
             st->q[i] = queue_customer(st, rs, cs[i]);
-        total += st->q[i].n;
+            total += st->q[i].n;
+        }
+        snapshot(cs[i], &st->snap[i]);
     }
+    emit_mset(st);
     if (split && (npre || st->ndeferred_sent)) {
         /* a customer whose additions failed is not written now */
-        (void)jd_redis_exec(st->rd, JD_REDIS_REPLICATED, why, sizeof why);
+        (void)jd_redis_exec(st->rd, JD_REDIS_REPLICATED, st->fl_why, sizeof st->fl_why);
         jd_store_deferred_sent(st);
         for (size_t i = 0; i < n; i++) {
-            if (st->pre[i].n && jd_store_queued_error(st, &st->pre[i], why))
+            if (st->pre[i].n && jd_store_queued_error(st, &st->pre[i], st->fl_why))
                 st->pre[i].multi = 1;
             st->pre[i].n = 0; /* their replies go with the next append */
         }
@@ -514,47 +602,62 @@ int jd_store_flush(struct jd_store *st, const struct jd_ruleset *rs, struct jd_c
     }
     if (split) {
         for (size_t i = 0; i < n; i++) {
-            if (!needs_write(cs[i]) || st->pre[i].multi)
+            if (!needs_write(cs[i]))
                 continue;
-            st->q[i] = queue_customer(st, rs, cs[i]);
-            total += st->q[i].n;
+            if (!st->pre[i].multi) {
+                st->q[i] = queue_customer(st, rs, cs[i]);
+                total += st->q[i].n;
+            }
+            snapshot(cs[i], &st->snap[i]);
         }
     }
-    if (total || (!split && (npre || st->ndeferred_sent || base))) {
-        /* written only once a replica has it, when the cluster has
-         * replicas: a failover must not lose what the engine then commits
-         * to Kafka */
-        (void)jd_redis_exec(st->rd, JD_REDIS_REPLICATED, why, sizeof why);
-        jd_store_deferred_sent(st);
-    }
-    /* customer by customer: what got through is done even if some did not */
+    st->fl_exec = total || (!split && (npre || st->ndeferred_sent || st->fl_base));
+}
 
+void jd_store_flush_exec(struct jd_store *st)
+{
+    /* written only once a replica has it, when the cluster has replicas: a
+     * failover must not lose what the engine then commits to Kafka */
+    if (st->fl_exec)
+        (void)jd_redis_exec(st->rd, JD_REDIS_REPLICATED, st->fl_why, sizeof st->fl_why);
+}
+
+int jd_store_flush_finish(struct jd_store *st, struct jd_customer **cs, size_t n, char *errstr,
+                          size_t errsize)
+{
+    const char *why = st->fl_why;
+    if (st->fl_exec)
+        jd_store_deferred_sent(st);
+    /* customer by customer: what got through is done even if some did not */
     size_t failed = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!st->q[i].n && !st->pre[i].multi)
+    for (size_t i = 0; i < n && i < st->fl_n; i++) {
+        if (!st->snap[i].built)
             continue;
+        struct jd_customer *c = cs[i];
+        c->writing = 0;
         const char *node = "(partition keys)";
         const char *e = st->pre[i].multi ? (why[0] ? why : "timer set write failed") : NULL;
         if (!e && st->pre[i].n) {
             e = jd_store_queued_error(st, &st->pre[i], why);
             node = jd_redis_reply_node(st->rd, st->pre[i].first);
         }
-        if (!e)
+        if (!e && st->q[i].n)
             e = customer_error(st, &st->q[i], why, &node);
         if (!e) {
-            jd_store_defer_post(st, cs[i]);
-            flushed(cs[i]);
+            flushed(st, c, &st->snap[i]);
             continue;
         }
+        c->dirty |= st->snap[i].was_dirty; /* still to be written */
         if (failed++ == 0) {
             if (e == why)
-                snprintf(errstr, errsize, "flush customer '%s': %s", cs[i]->id, why);
+                snprintf(errstr, errsize, "flush customer '%s': %s", c->id, why);
             else
-                snprintf(errstr, errsize, "flush customer '%s': Redis %s: %s", cs[i]->id, node, e);
+                snprintf(errstr, errsize, "flush customer '%s': Redis %s: %s", c->id, node, e);
         }
     }
-    if (base == 0)
+    if (st->fl_base == 0)
         jd_redis_clear(st->rd);
+    st->fl_n = 0;
     if (failed) {
         st->errors++;
         if (failed > 1) {
@@ -565,6 +668,16 @@ int jd_store_flush(struct jd_store *st, const struct jd_ruleset *rs, struct jd_c
         return -1;
     }
     return 0;
+}
+
+int jd_store_flush(struct jd_store *st, const struct jd_ruleset *rs, struct jd_customer **cs,
+                   size_t n, char *errstr, size_t errsize)
+{
+    if (n == 0)
+        return 0;
+    jd_store_flush_build(st, rs, cs, n);
+    jd_store_flush_exec(st);
+    return jd_store_flush_finish(st, cs, n, errstr, errsize);
 }
 
 /* -------- journeyctl -------- */

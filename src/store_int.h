@@ -20,6 +20,17 @@ struct queued {
     int multi;       /* MULTI ... EXEC (else single commands, see queue_customer) */
 };
 
+/* What a customer's write does once it succeeds, taken when it is built:
+ * the engine may change the customer while the write is on its way. */
+struct wsnap {
+    int64_t held;      /* the timer set's entry for it (jd_store_timer_held) */
+    size_t npending;   /* outbox entries [0, npending) are in the write */
+    uint8_t built;     /* a write of it is in the pipeline */
+    uint8_t was_dirty; /* its state was changed (restored if the write fails) */
+    uint8_t rm_timer;  /* no due time any more: remove its entry after */
+    uint8_t unindex;   /* the outbox is empty after: unindex it after */
+};
+
 struct jd_store {
     struct jd_redis *rd;
     char *prefix;
@@ -37,18 +48,29 @@ struct jd_store {
     size_t *valoff;
     size_t valcap;
     struct queued *q;
-    size_t qcap;
+    struct wsnap *snap;
+    size_t qcap; /* of q, pre and snap */
+    /* the flush being built, executed, finished (jd_store_flush_build) */
+    size_t fl_base, fl_n;
+    int fl_exec;
+    char fl_why[400];
+    /* single node: the state-only writes of a flush, gathered into MSETs
+     * (store.c): keys and values back to back, 2 offsets per customer */
+    struct jd_buf mset;
+    size_t *msetoff;
+    size_t *msetcust; /* their index in the flush (q[]) */
+    size_t nmset, msetcap;
 
     /* per-partition keys (store_timers.c) */
     char **topics; /* cfg->input_topics: a source's topic index points here */
     size_t ntopics;
     struct jd_buf pkey; /* PREFIX:{p:TOPIC:PARTITION}:... */
     struct queued *pre; /* flush: each customer's additions before its transaction */
-    size_t precap;
     /* removals and postponements whose customer transaction succeeded: sent
      * at the head of the next round trip (due > 0: timer ZADD; 0: timer
      * ZREM; -1: outbox index ZREM) */
-    struct jd_due_list deferred;
+    struct jd_due_list own_deferred;
+    struct jd_due_list *deferred; /* own_deferred, or another store's (shared) */
     size_t ndeferred_sent;
 };
 
@@ -110,15 +132,23 @@ static inline int exec_fail(struct jd_store *st, const char *what, const char *w
  * MULTI/EXEC in a flush (timer set, outbox index). Additions are appended
  * before the transaction (jd_store_queue_pre: where they went); on a Redis
  * Cluster, where the two live on different masters, they are executed in a
- * round of their own first (jd_store_flush). Removals and postponements go
- * only once the transaction is known to have succeeded
+ * round of their own first (jd_store_flush). Removals go only once the
+ * transaction is known to have succeeded
  * (jd_store_defer_post, before the customer's stored_timer is updated), at
  * the head of the next round trip (jd_store_queue_deferred, then
  * jd_store_deferred_sent once executed). So neither a crash between the
  * writes nor a failed transaction ever leaves a timer later than the stored
- * state implies, or an outbox unindexed: at worst an entry too many. */
+ * state implies, or an outbox unindexed: at worst an entry too many.
+ * Postponements are not written (store_timers.c: lazy postponement). */
 struct queued jd_store_queue_pre(struct jd_store *st, const struct jd_customer *c);
-void jd_store_defer_post(struct jd_store *st, const struct jd_customer *c);
+void jd_store_defer_post(struct jd_store *st, const struct jd_customer *c, int rm_timer,
+                         int unindex);
+/* c's timer set entry must be written: a new or earlier due time (added
+ * before the transaction), or none any more (removed after it). */
+int jd_store_timer_write(const struct jd_customer *c);
+/* The due time the set holds for c once its write is done (a later one is
+ * not written: the earlier entry stays). */
+int64_t jd_store_timer_held(const struct jd_customer *c);
 void jd_store_queue_deferred(struct jd_store *st);
 void jd_store_deferred_sent(struct jd_store *st);
 /* The first error (or missing) reply of a queued run, or NULL. */

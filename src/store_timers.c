@@ -11,6 +11,13 @@
  * additions before it, removals and postponements after it. A crash in
  * between leaves an entry too many (a timer that finds nothing due, an index
  * entry with an empty outbox: both no-ops), never one too few.
+ *
+ * A later due time is not written at all (lazy postponement): the set keeps
+ * the earlier entry, which fires, finds nothing due, and is then moved to
+ * the customer's real due time (engine_timers.c). A customer active every
+ * day with a "14 days without activity" rule moves its due time at every
+ * event; writing each move was a third of Redis's work. The set holds, for
+ * each customer, a time no later than its real due time.
  */
 #include <inttypes.h>
 
@@ -87,57 +94,58 @@ const char *jd_store_queued_error(struct jd_store *st, const struct queued *q, c
     return NULL;
 }
 
-void jd_store_defer_post(struct jd_store *st, const struct jd_customer *c)
+int jd_store_timer_write(const struct jd_customer *c)
 {
     int64_t want = c->next_timer, have = c->stored_timer;
+    return want ? !have || want < have : have != 0;
+}
+
+int64_t jd_store_timer_held(const struct jd_customer *c)
+{
+    int64_t want = c->next_timer, have = c->stored_timer;
+    return want && have && want > have ? have : want;
+}
+
+void jd_store_defer_post(struct jd_store *st, const struct jd_customer *c, int rm_timer,
+                         int unindex)
+{
+    if (!rm_timer && !unindex)
+        return; /* nothing to remove (the common case: no key to format) */
     if (build_pkey(st, c->partition, "") != 0)
         return; /* no partition key: nothing was added either */
-    /* later or none: only once the state that says so is written */
-    if (have && want != have)
-        jd_due_list_add(&st->deferred, c->partition, want, c->id, c->id_len);
+    /* no due time any more: removed only once the state that says so is written */
+    if (rm_timer)
+        jd_due_list_add(st->deferred, c->partition, 0, c->id, c->id_len);
     /* the last entries have left the outbox: unindex it */
-    if (c->npending == 0 && c->nacked > 0)
-        jd_due_list_add(&st->deferred, c->partition, -1, c->id, c->id_len);
+    if (unindex)
+        jd_due_list_add(st->deferred, c->partition, -1, c->id, c->id_len);
+}
+
+void jd_store_share_deferred(struct jd_store *st, struct jd_store *with)
+{
+    st->deferred = with->deferred;
 }
 
 void jd_store_queue_deferred(struct jd_store *st)
 {
-    const struct jd_due_list *l = &st->deferred;
+    /* Taken out of the list as they are queued, executed or not: a lost
+     * removal leaves an entry too many in a set (harmless: a timer that
+     * finds nothing due is corrected when it fires). Taking them keeps a
+     * removal from being sent again, later, by another store sharing the
+     * list, after a newer addition of the same customer. */
+    struct jd_due_list *l = st->deferred;
     for (size_t i = 0; i < l->n; i++) {
         const struct jd_due *d = &l->v[i];
         (void)build_pkey(st, d->source,
                          d->due < 0 ? ":outbox" : ":timers"); /* checked when added */
-        if (d->due > 0)
-            (void)queue_zadd(st, d->due, jd_due_id(l, i), d->id_len);
-        else
-            (void)queue_zrem(st, jd_due_id(l, i), d->id_len);
+        (void)queue_zrem(st, jd_due_id(l, i), d->id_len);
     }
     st->ndeferred_sent = l->n;
-}
-
-/* Drops the first k entries of l (those sent), keeping the later ones. */
-static void drop_front(struct jd_due_list *l, size_t k)
-{
-    if (k >= l->n) {
-        jd_due_list_reset(l);
-        return;
-    }
-    size_t base = l->v[k].id_off;
-    memmove(l->ids.data, l->ids.data + base, l->ids.len - base);
-    l->ids.len -= base;
-    for (size_t i = k; i < l->n; i++) {
-        l->v[i - k] = l->v[i];
-        l->v[i - k].id_off -= base;
-    }
-    l->n -= k;
+    jd_due_list_reset(l);
 }
 
 void jd_store_deferred_sent(struct jd_store *st)
 {
-    /* Executed or not, they are dropped: a lost one leaves an entry too many
-     * in a set (harmless: a timer that finds nothing due is corrected when
-     * it fires). */
-    drop_front(&st->deferred, st->ndeferred_sent);
     st->ndeferred_sent = 0;
 }
 

@@ -142,6 +142,7 @@ struct jd_customer {
     unsigned exists : 1;            /* was found in Redis or written there */
     unsigned queued : 1;            /* in the engine's write-back list (engine_flush.c) */
     unsigned urgent : 1;            /* in the engine's list of customers to write at once */
+    unsigned writing : 1;           /* in a write-back still on its way to Redis (store.h) */
     struct jd_times *trigger_sends; /* [ntriggers] for max_per_customer; NULL until needed */
     struct jd_times kind_sends[JD_KIND_COUNT]; /* for policy.caps */
     char *tz;              /* latest time zone attribute value; NULL: the default zone */

@@ -13,8 +13,9 @@
  *                                 whose outbox is not empty
  *
  * A flush writes each dirty customer as one MULTI/EXEC on its own keys only
- * (a plain SET when only its state changed)
- * (never two customers in one atomic unit), all customers of a batch
+ * (never two customers in one transaction); a customer whose write is only
+ * its state is one SET, or on a single node one key of an MSET shared with
+ * other such customers (atomic too, store.c); all customers of a batch are
  * pipelined in one round trip (per master, on a Redis Cluster).
  */
 #ifndef JOURNEYD_STORE_H
@@ -57,6 +58,24 @@ int jd_store_load(struct jd_store *st, const struct jd_ruleset *rs, struct jd_cu
  * customers stay dirty, so a retry writes them again). */
 int jd_store_flush(struct jd_store *st, const struct jd_ruleset *rs, struct jd_customer **cs,
                    size_t n, char *errstr, size_t errsize) JD_MUST_CHECK;
+
+/* jd_store_flush in three steps, so that a write-back can travel while the
+ * engine goes on (engine_wb.c): build queues the writes and takes, for each
+ * customer, what its write covers (the customer is clean again and marked
+ * `writing`; changes made after build are not in this write); exec sends
+ * them and reads the replies, touching no customer (it may run on another
+ * thread; nothing else may use this store meanwhile); finish records, on the
+ * engine's thread, what got written (and re-marks dirty what did not).
+ * finish returns what jd_store_flush returns. */
+void jd_store_flush_build(struct jd_store *st, const struct jd_ruleset *rs, struct jd_customer **cs,
+                          size_t n);
+void jd_store_flush_exec(struct jd_store *st);
+int jd_store_flush_finish(struct jd_store *st, struct jd_customer **cs, size_t n, char *errstr,
+                          size_t errsize) JD_MUST_CHECK;
+/* st sends, at the head of its next round trip, the removals queued by
+ * `with`'s flushes too (and its own go to the same list): two stores
+ * writing the same customers keep their removals in order. */
+void jd_store_share_deferred(struct jd_store *st, struct jd_store *with);
 
 /* Reads the trigger history of one customer, newest first (journeyctl).
  * Free the lines with jd_store_free_lines. */

@@ -2,7 +2,8 @@
  * Unit tests for the Redis store (store.c) against a real redis-server that
  * the test starts: load/flush round trips, one round trip for a large batch,
  * the outbox life cycle, the history cap, Redis answering errors (OOM),
- * Redis dying and coming back, and the value being readable from Python.
+ * Redis dying and coming back, the value being readable from Python, and a
+ * write built, sent and finished in three steps while the customer changes.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -363,6 +364,85 @@ static void test_redis_error(void **state)
     jd_customer_destroy(bad);
 }
 
+/* A write on its way (build, exec, finish: the engine's write-back thread,
+ * engine_wb.c): what changes between build and finish is not in the write
+ * and stays to be written; a failed write leaves the customer dirty. Plain
+ * state writes of several customers share one MSET on a single node. */
+static void test_write_in_flight(void **state)
+{
+    struct env *e = *state;
+    redisReply *r = redis_fixture_cmd(&e->redis, "FLUSHALL");
+    freeReplyObject(r);
+    struct jd_customer *a = jd_customer_new("wa", 2, 0, NULL);
+    struct jd_customer *b = jd_customer_new("wb", 2, 0, NULL);
+    struct jd_event ev = mkev("e1", "page_view", 1700000000000, 0);
+    jd_customer_apply_core(a, &ev);
+    jd_customer_apply_core(b, &ev);
+    a->dirty = b->dirty = 1;
+    add(b, "t1", NULL, NULL);
+    struct jd_customer *cs[2] = {a, b};
+
+    r = redis_fixture_cmd(&e->redis, "CONFIG RESETSTAT");
+    freeReplyObject(r);
+    jd_store_flush_build(e->st, NULL, cs, 2);
+    assert_true(a->writing && b->writing);
+    assert_false(a->dirty || b->dirty);
+    /* the engine goes on: a new event for a, a new trigger for b */
+    struct jd_event ev2 = mkev("e2", "purchase", 1700000001000, 5);
+    jd_customer_apply_core(a, &ev2);
+    a->dirty = 1;
+    add(b, "t2", NULL, NULL);
+    jd_store_flush_exec(e->st);
+    assert_int_equal(jd_store_flush_finish(e->st, cs, 2, e->err, sizeof e->err), 0);
+    assert_false(a->writing || b->writing);
+    assert_true(a->dirty); /* its purchase is still to be written */
+    assert_true(b->pending[0].stored);
+    assert_false(b->pending[1].stored);
+    assert_int_equal(cmd_int(e, "HLEN %s", "j:{wb}:o"), 1);
+    r = redis_fixture_cmd(&e->redis, "GET %s", "j:{wa}");
+    assert_null(strstr(r->str, "purchase"));
+    freeReplyObject(r);
+
+    /* a third customer whose write is its state only: one MSET for two */
+    struct jd_customer *c = jd_customer_new("wc", 2, 0, NULL);
+    jd_customer_apply_core(c, &ev);
+    c->dirty = 1;
+    struct jd_customer *cs3[3] = {a, b, c};
+    assert_int_equal(jd_store_flush(e->st, NULL, cs3, 3, e->err, sizeof e->err), 0);
+    r = redis_fixture_cmd(&e->redis, "GET %s", "j:{wa}");
+    assert_non_null(strstr(r->str, "c.purchase=1"));
+    freeReplyObject(r);
+    assert_int_equal(cmd_int(e, "HLEN %s", "j:{wb}:o"), 2);
+    r = redis_fixture_cmd(&e->redis, "INFO commandstats");
+    assert_non_null(strstr(r->str, "cmdstat_mset:calls=2,")); /* {a, b} then {a, c} */
+    assert_non_null(strstr(r->str, "cmdstat_set:calls=2,"));  /* b: with its outbox, twice */
+    freeReplyObject(r);
+
+    /* a write refused on its way: dirty again, nothing recorded as written */
+    jd_customer_apply_core(c, &ev2);
+    c->dirty = 1;
+    add(c, "t3", NULL, "line");
+    config_set(e, "maxmemory-policy", "noeviction");
+    config_set(e, "maxmemory", "1");
+    jd_store_flush_build(e->st, NULL, &c, 1);
+    assert_false(c->dirty);
+    jd_store_flush_exec(e->st);
+    assert_int_equal(jd_store_flush_finish(e->st, &c, 1, e->err, sizeof e->err), -1);
+    assert_non_null(strstr(e->err, "OOM"));
+    assert_true(c->dirty);
+    assert_false(c->writing);
+    assert_false(c->pending[0].stored);
+    assert_non_null(c->pending[0].history);
+    config_set(e, "maxmemory", "0");
+    assert_int_equal(jd_store_flush(e->st, NULL, &c, 1, e->err, sizeof e->err), 0);
+    assert_true(c->pending[0].stored);
+    assert_false(c->dirty);
+
+    jd_customer_destroy(a);
+    jd_customer_destroy(b);
+    jd_customer_destroy(c);
+}
+
 static void test_redis_killed(void **state)
 {
     struct env *e = *state;
@@ -507,7 +587,7 @@ int main(void)
         cmocka_unit_test(test_history_cap), cmocka_unit_test(test_many_one_roundtrip),
         cmocka_unit_test(test_redis_error), cmocka_unit_test(test_redis_killed),
         cmocka_unit_test(test_redis_hangs), cmocka_unit_test(test_python_reads_it),
-        cmocka_unit_test(test_untagged_id),
+        cmocka_unit_test(test_untagged_id), cmocka_unit_test(test_write_in_flight),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,0 +1,177 @@
+/*
+ * engine_wb — the periodic write-back travels while the engine goes on.
+ *
+ * A write-back of every changed customer (engine_flush.c) is built on the
+ * engine's thread (encoding needs the customers), then sent and its replies
+ * read by a thread of its own on a Redis connection of its own, while the
+ * engine's thread applies the next batch. Measured on the benchmark before
+ * this: a third of the engine thread's time was spent waiting for Redis to
+ * run the write-backs (docs/performance.md).
+ *
+ * What keeps it exact:
+ * - build takes, per customer, what its write covers (store.h); a change
+ *   made while the write travels marks the customer dirty again and goes
+ *   with the next write-back;
+ * - the checkpoints closed before the build are sealed only once the
+ *   write-back is known to be written (never those closed while it
+ *   travelled), so no offset is stored ahead of its state;
+ * - one write-back travels at a time, and anything else that writes
+ *   customers or their outbox (the urgent writes at the end of a batch,
+ *   a synchronous write-back, acknowledgements, timers that persist,
+ *   rebalances, shutdown) first waits for it: a customer is never written
+ *   by two connections at once, so no older state can land after a newer;
+ * - customers on their way are not evicted from the cache (a reload could
+ *   read Redis before their write lands), and removals from the partition
+ *   sets share one list across both connections (store_timers.c);
+ * - a write-back that fails puts its customers back on the write-back list
+ *   and the engine retries synchronously (engine_flush.c), as before.
+ * On a Redis Cluster and in processing.naive mode the write-back stays
+ * synchronous.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine_int.h"
+#include "journeyd/log.h"
+#include "journeyd/redis_conn.h"
+
+#define MOD "engine"
+
+struct jd_wb {
+    struct jd_store *st; /* its own connection; used by the thread between submit and wait */
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int pending; /* a write-back was handed to the thread */
+    int done;    /* and the thread has executed it */
+    int quit;
+    int busy; /* engine side: submitted, not yet finished */
+    struct jd_customer **cs;
+    size_t n, cap;
+    int64_t t0;
+};
+
+static void *wb_main(void *arg)
+{
+    struct jd_wb *wb = arg;
+    pthread_mutex_lock(&wb->mu);
+    for (;;) {
+        while (!wb->pending && !wb->quit)
+            pthread_cond_wait(&wb->cv, &wb->mu);
+        if (wb->quit)
+            break;
+        pthread_mutex_unlock(&wb->mu);
+        jd_store_flush_exec(wb->st);
+        pthread_mutex_lock(&wb->mu);
+        wb->pending = 0;
+        wb->done = 1;
+        pthread_cond_broadcast(&wb->cv);
+    }
+    pthread_mutex_unlock(&wb->mu);
+    return NULL;
+}
+
+int jd_engine_wb_start(struct jd_engine *e, char *errstr, size_t errsize)
+{
+    if (e->cfg->naive || jd_redis_is_cluster(jd_store_redis(e->store)))
+        return 0;
+    struct jd_wb *wb = jd_xcalloc(1, sizeof *wb);
+    if (!(wb->st = jd_store_new(e->cfg, errstr, errsize))) {
+        free(wb);
+        return -1;
+    }
+    jd_store_share_deferred(wb->st, e->store);
+    pthread_mutex_init(&wb->mu, NULL);
+    pthread_cond_init(&wb->cv, NULL);
+    if (pthread_create(&wb->thread, NULL, wb_main, wb) != 0) {
+        snprintf(errstr, errsize, "cannot start the write-back thread");
+        pthread_mutex_destroy(&wb->mu);
+        pthread_cond_destroy(&wb->cv);
+        jd_store_destroy(wb->st);
+        free(wb);
+        return -1;
+    }
+    e->wb = wb;
+    return 0;
+}
+
+void jd_engine_wb_destroy(struct jd_engine *e)
+{
+    struct jd_wb *wb = e->wb;
+    if (!wb)
+        return;
+    (void)jd_engine_wb_wait(e);
+    pthread_mutex_lock(&wb->mu);
+    wb->quit = 1;
+    pthread_cond_broadcast(&wb->cv);
+    pthread_mutex_unlock(&wb->mu);
+    pthread_join(wb->thread, NULL);
+    pthread_mutex_destroy(&wb->mu);
+    pthread_cond_destroy(&wb->cv);
+    jd_store_destroy(wb->st);
+    free(wb->cs);
+    free(wb);
+    e->wb = NULL;
+}
+
+int jd_engine_wb_wait(struct jd_engine *e)
+{
+    struct jd_wb *wb = e->wb;
+    if (!wb || !wb->busy)
+        return 0;
+    pthread_mutex_lock(&wb->mu);
+    while (!wb->done)
+        pthread_cond_wait(&wb->cv, &wb->mu);
+    wb->done = 0;
+    pthread_mutex_unlock(&wb->mu);
+    wb->busy = 0;
+
+    char errstr[512];
+    int rc = jd_store_flush_finish(wb->st, wb->cs, wb->n, errstr, sizeof errstr);
+    if (rc == 0) {
+        if (e->metrics)
+            jd_metrics_observe(e->metrics, JD_H_REDIS_ROUNDTRIP,
+                               (double)(jd_monotonic_ns() - wb->t0) / 1e9);
+        jd_engine_redis_succeeded(e);
+        for (size_t i = 0; i < wb->n; i++)
+            jd_engine_produce_customer(e, wb->cs[i]);
+        jd_engine_ckpt_seal_marked(e);
+    } else {
+        /* back on the list; the caller's synchronous write-back retries */
+        jd_error(MOD, "redis write-back failed: %s; retrying", errstr);
+        if (e->metrics)
+            jd_metrics_add(e->metrics, JD_C_REDIS_ERRORS, 1);
+        for (size_t i = 0; i < wb->n; i++)
+            jd_engine_queue_write(e, wb->cs[i]);
+        if (jd_store_reconnect(wb->st, errstr, sizeof errstr) != 0)
+            jd_warn(MOD, "redis reconnect (write-back): %s", errstr);
+    }
+    wb->n = 0;
+    return rc;
+}
+
+int jd_engine_wb_submit(struct jd_engine *e)
+{
+    struct jd_wb *wb = e->wb;
+    /* the queued customers move to the write-back on its way; a change
+     * from now on queues a customer again */
+    if (wb->cap < e->ndirty) {
+        wb->cap = e->ndirty;
+        wb->cs = jd_xrealloc(wb->cs, wb->cap * sizeof *wb->cs);
+    }
+    wb->n = e->ndirty;
+    memcpy(wb->cs, e->dirty, e->ndirty * sizeof *wb->cs);
+    for (size_t i = 0; i < wb->n; i++)
+        wb->cs[i]->queued = 0;
+    e->ndirty = 0;
+    jd_engine_ckpt_mark_closed(e);
+    wb->t0 = jd_monotonic_ns();
+    jd_store_flush_build(wb->st, e->rs, wb->cs, wb->n);
+    pthread_mutex_lock(&wb->mu);
+    wb->pending = 1;
+    pthread_cond_broadcast(&wb->cv);
+    pthread_mutex_unlock(&wb->mu);
+    wb->busy = 1;
+    return 0;
+}
