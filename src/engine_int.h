@@ -175,6 +175,8 @@ int jd_engine_wb_submit(struct jd_engine *e);
  * its customers' outbox, seals the checkpoints it covers. 0; -1 when it
  * failed (its customers are back on the write-back list). */
 int jd_engine_wb_wait(struct jd_engine *e);
+/* Gives back the write-back's buffers (none on its way). */
+void jd_engine_wb_trim(struct jd_engine *e);
 
 /* engine_timers.c — timers (docs/time.md) */
 struct jd_timers *jd_engine_timers_new(void);

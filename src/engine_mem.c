@@ -8,7 +8,9 @@
  * "Memory"). malloc_trim(0) returns every whole free page of every arena;
  * it takes 10-30 ms on a 100,000-customer heap, so it runs only when the
  * engine has gone idle (a whole poll without a message) after work, and at
- * most every 30 s: never on the hot path of a busy engine. Owns nothing.
+ * most every 30 s: never on the hot path of a busy engine. The Redis
+ * pipelines' buffers, grown to the largest write-back, go back too. Owns
+ * nothing.
  */
 #include <malloc.h>
 
@@ -29,6 +31,9 @@ void jd_engine_trim(struct jd_engine *e, int idle)
         return;
     e->trim_work = 0;
     e->last_trim_ns = now;
+    /* the pipelines' buffers grow to the largest write-back (megabytes) */
+    jd_store_trim(e->store);
+    jd_engine_wb_trim(e);
     malloc_trim(0);
     jd_debug(MOD, "heap trimmed in %.1f ms", (double)(jd_monotonic_ns() - now) / 1e6);
 }

@@ -151,6 +151,17 @@ int jd_engine_wb_wait(struct jd_engine *e)
     return rc;
 }
 
+void jd_engine_wb_trim(struct jd_engine *e)
+{
+    struct jd_wb *wb = e->wb;
+    if (!wb || wb->busy)
+        return;
+    jd_store_trim(wb->st);
+    free(wb->cs);
+    wb->cs = NULL;
+    wb->cap = 0;
+}
+
 int jd_engine_wb_submit(struct jd_engine *e)
 {
     struct jd_wb *wb = e->wb;

@@ -164,6 +164,27 @@ void jd_redis_clear(struct jd_redis *r)
     jd_buf_reset(&r->wire);
 }
 
+void jd_redis_trim(struct jd_redis *r)
+{
+    jd_redis_clear(r);
+    jd_buf_free(&r->wire);
+    jd_buf_init(&r->wire);
+    free(r->cmds);
+    free(r->replies);
+    free(r->entries);
+    r->cmds = NULL;
+    r->replies = NULL;
+    r->entries = NULL;
+    r->capcmds = r->capentries = 0;
+    for (size_t i = 0; i < r->nnodes; i++) {
+        free(r->nodes[i].iov);
+        free(r->nodes[i].sent);
+        r->nodes[i].iov = NULL;
+        r->nodes[i].sent = NULL;
+        r->nodes[i].capiov = r->nodes[i].capsent = 0;
+    }
+}
+
 /* -------- one round -------- */
 
 static void free_entry_replies(struct jd_redis *r, struct rentry *e)

@@ -81,6 +81,23 @@ void jd_store_destroy(struct jd_store *st)
     free(st);
 }
 
+void jd_store_trim(struct jd_store *st)
+{
+    jd_redis_trim(st->rd);
+    struct jd_buf *bufs[] = {&st->enc, &st->vals, &st->mset};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) {
+        jd_buf_free(bufs[i]);
+        jd_buf_init(bufs[i]);
+    }
+    free(st->q);
+    free(st->pre);
+    free(st->snap);
+    st->q = NULL;
+    st->pre = NULL;
+    st->snap = NULL;
+    st->qcap = 0;
+}
+
 int jd_store_reconnect(struct jd_store *st, char *errstr, size_t errsize)
 {
     return jd_redis_reconnect(st->rd, errstr, errsize);

@@ -86,6 +86,9 @@ const char *jd_redis_reply_node(const struct jd_redis *r, size_t i);
 /* Frees the replies and empties the pipeline (also done by the next
  * jd_redis_append after an exec). */
 void jd_redis_clear(struct jd_redis *r);
+/* Clears the pipeline and gives its buffers back (they grow to the size of
+ * the largest write-back: megabytes). For an idle engine. */
+void jd_redis_trim(struct jd_redis *r);
 
 /* -------- counters -------- */
 uint64_t jd_redis_roundtrips(const struct jd_redis *r); /* one per exec round */

@@ -72,6 +72,8 @@ void jd_store_flush_build(struct jd_store *st, const struct jd_ruleset *rs, stru
 void jd_store_flush_exec(struct jd_store *st);
 int jd_store_flush_finish(struct jd_store *st, struct jd_customer **cs, size_t n, char *errstr,
                           size_t errsize) JD_MUST_CHECK;
+/* Gives back the buffers a large flush grew (an idle engine). */
+void jd_store_trim(struct jd_store *st);
 /* st sends, at the head of its next round trip, the removals queued by
  * `with`'s flushes too (and its own go to the same list): two stores
  * writing the same customers keep their removals in order. */
