@@ -24,8 +24,10 @@
 struct jd_ckpt {
     int64_t next_offset;
     uint32_t outstanding;
-    int closed; /* its batch is over: no more events join (next_offset is final) */
-    int sealed; /* and every customer its batch changed is written back */
+    int closed;       /* its batch is over: no more events join (next_offset is final) */
+    int sealed;       /* and every customer its batch changed is written back */
+    int in_writeback; /* closed when the write-back in progress began: sealed
+                         when it ends (engine_flush.c) */
     struct jd_ckpt *next;
 };
 
@@ -92,6 +94,9 @@ struct jd_engine {
     struct jd_customer **urgent; /* c->urgent: to write at the end of the batch */
     size_t nurgent, capurgent;
     int64_t last_persist_ns; /* monotonic time of the last full write-back */
+    size_t wb_left;          /* customers at the head of dirty that the write-back in
+                                progress still has to write (engine_flush.c) */
+    size_t last_batch;       /* events in the last batch processed */
     int64_t last_commit_ns;  /* of the last commit made by engine_flush.c */
     int offsets_stored;      /* offsets stored since that commit */
     struct jd_buf tmp;
@@ -187,6 +192,10 @@ struct jd_ckpt *jd_engine_ckpt_open(struct jd_part *p);
 void jd_engine_ckpt_close(struct jd_part *p, int64_t next_offset);
 /* Everything closed so far is written back: seal and store what can be. */
 void jd_engine_ckpt_seal_closed(struct jd_engine *e);
+/* Marks every closed checkpoint as covered by the write-back that begins. */
+void jd_engine_ckpt_mark_closed(struct jd_engine *e);
+/* Seals the checkpoints marked by jd_engine_ckpt_mark_closed. */
+void jd_engine_ckpt_seal_marked(struct jd_engine *e);
 void jd_engine_ckpt_advance(struct jd_engine *e, struct jd_part *p);
 void jd_engine_produce_dlq(struct jd_engine *e, const rd_kafka_message_t *m, const char *why);
 void jd_engine_produce_pending(struct jd_engine *e, struct jd_customer *c, struct jd_ckpt *ck);

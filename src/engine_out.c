@@ -86,6 +86,30 @@ void jd_engine_ckpt_seal_closed(struct jd_engine *e)
     }
 }
 
+void jd_engine_ckpt_mark_closed(struct jd_engine *e)
+{
+    for (size_t t = 0; t < e->cfg->ninput_topics; t++)
+        for (int32_t i = 0; i < e->nparts[t]; i++)
+            for (struct jd_ckpt *ck = e->parts[t][i].head; ck; ck = ck->next)
+                if (ck->closed)
+                    ck->in_writeback = 1;
+}
+
+void jd_engine_ckpt_seal_marked(struct jd_engine *e)
+{
+    for (size_t t = 0; t < e->cfg->ninput_topics; t++) {
+        for (int32_t i = 0; i < e->nparts[t]; i++) {
+            struct jd_part *p = &e->parts[t][i];
+            if (!p->head)
+                continue;
+            for (struct jd_ckpt *ck = p->head; ck; ck = ck->next)
+                if (ck->in_writeback)
+                    ck->sealed = 1;
+            jd_engine_ckpt_advance(e, p);
+        }
+    }
+}
+
 void jd_engine_ckpt_advance(struct jd_engine *e, struct jd_part *p)
 {
     int64_t store = -1;
