@@ -111,8 +111,8 @@ rd_kafka_t *jd_kafka_producer_new(const struct jd_config *cfg, jd_delivery_fn *d
         set(conf, "enable.idempotence", "true", errstr, errsize) ||
         /* a trigger leaves at once: librdkafka still batches what is
          * produced while earlier requests are in flight, so under load
-         * batches form anyway; a linger only adds to a trigger's latency
-         * (measured: 2 ms of linger cost ~5 ms at p50, docs/performance.md) */
+         * batches form anyway; triggers are sparse (a few % of events), so
+         * a linger is mostly waited in full by each (docs/performance.md) */
         set(conf, "linger.ms", "0", errstr, errsize) ||
         set(conf, "client.id", "journeyd", errstr, errsize))
         goto err;
