@@ -109,7 +109,11 @@ rd_kafka_t *jd_kafka_producer_new(const struct jd_config *cfg, jd_delivery_fn *d
 
     if (set(conf, "bootstrap.servers", cfg->brokers, errstr, errsize) ||
         set(conf, "enable.idempotence", "true", errstr, errsize) ||
-        set(conf, "linger.ms", "2", errstr, errsize) ||
+        /* a trigger leaves at once: librdkafka still batches what is
+         * produced while earlier requests are in flight, so under load
+         * batches form anyway; triggers are sparse (a few % of events), so
+         * a linger is mostly waited in full by each (docs/performance.md) */
+        set(conf, "linger.ms", "0", errstr, errsize) ||
         set(conf, "client.id", "journeyd", errstr, errsize))
         goto err;
     if (apply_user_props(conf, cfg, 0, errstr, errsize))

@@ -171,7 +171,7 @@ static void test_shipped_config(void **state)
     assert_int_equal(cfg->clock, JD_CLOCK_EVENT);
     assert_int_equal(cfg->allowed_lateness_ms, 5 * 60000);
     assert_int_equal(cfg->batch_max_events, 5000);
-    assert_int_equal(cfg->batch_max_wait_ms, 5);
+    assert_int_equal(cfg->batch_max_wait_ms, 0);
     assert_int_equal(cfg->cache_max_customers, 1000000);
     assert_int_equal(cfg->naive, 0);
     assert_int_equal(cfg->history_max, 20);
@@ -289,7 +289,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->trigger_schema_id, -1);
     assert_int_equal(cfg->nregistry_ids, 0);
     assert_int_equal(cfg->batch_max_events, 5000);
-    assert_int_equal(cfg->batch_max_wait_ms, 5);
+    assert_int_equal(cfg->batch_max_wait_ms, 0);
     assert_int_equal(cfg->history_max, 20);
     assert_int_equal(cfg->timer_tick_ms, 100);
     assert_int_equal(cfg->idle_advance_ms, 30000);
