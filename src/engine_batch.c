@@ -509,6 +509,7 @@ void jd_engine_process_batch(struct jd_engine *e)
     int64_t ts0 = message_timestamp(e->msgs[0]);
     jd_debug(MOD, "batch of %zu events in %.3f ms, the first produced %" PRId64 " ms ago", e->nmsgs,
              (double)(jd_monotonic_ns() - t0) / 1e6, ts0 ? jd_now_ms() - ts0 : -1);
+    e->last_batch = e->nmsgs;
     for (size_t i = 0; i < e->nmsgs; i++)
         rd_kafka_message_destroy(e->msgs[i]);
     e->nmsgs = 0;

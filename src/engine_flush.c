@@ -95,6 +95,7 @@ int jd_engine_persist(struct jd_engine *e, volatile sig_atomic_t *stop)
         memmove(e->dirty, e->dirty + n, (e->ndirty - n) * sizeof *e->dirty);
     e->ndirty -= n;
     e->last_persist_ns = jd_monotonic_ns();
+    e->wb_round = 0; /* everything is written: a round in progress is over */
     jd_engine_ckpt_seal_closed(e);
     return 0;
 
@@ -102,14 +103,17 @@ failed:
     if (!jd_engine_fenced(e))
         return -1;
     jd_engine_drop_dirty(e); /* not ours any more: the new owner replays it */
+    e->wb_round = 0;
     return 0;
 }
 
 /* The periodic write-back, sent on its way (engine_wb.c): the urgent
  * customers and the stats synchronously first, as in jd_engine_persist. */
+#define SLICE_MIN 256
+
 static int persist_async(struct jd_engine *e, volatile sig_atomic_t *stop)
 {
-    if (jd_engine_wb_wait(e) != 0 || e->ndirty == 0)
+    if (jd_engine_wb_wait(e) != 0 || (e->ndirty == 0 && e->wb_round == 0))
         return jd_engine_persist(e, stop); /* retries; or nothing to send */
     jd_engine_apply_acks(e);
     if (jd_engine_flush_urgent(e, stop) != 0 || jd_engine_flush_stats(e, stop) != 0 ||
@@ -117,10 +121,20 @@ static int persist_async(struct jd_engine *e, volatile sig_atomic_t *stop)
         if (!jd_engine_fenced(e))
             return -1;
         jd_engine_drop_dirty(e); /* not ours any more: the new owner replays it */
+        e->wb_round = 0;
         return 0;
     }
-    jd_engine_wb_submit(e);
-    e->last_persist_ns = jd_monotonic_ns();
+    if (e->wb_round == 0) {
+        /* a round begins: it covers every batch closed so far */
+        jd_engine_ckpt_mark_closed(e);
+        e->wb_round = e->ndirty;
+        e->last_persist_ns = jd_monotonic_ns();
+    }
+    size_t k = e->last_batch > SLICE_MIN ? e->last_batch : SLICE_MIN;
+    if (k > e->wb_round)
+        k = e->wb_round;
+    e->wb_round -= k;
+    jd_engine_wb_submit(e, k, e->wb_round == 0);
     return 0;
 }
 
@@ -130,7 +144,7 @@ int jd_engine_persist_due(struct jd_engine *e, int idle, volatile sig_atomic_t *
     int64_t now = jd_monotonic_ns();
     /* idle (a poll found nothing): nothing is gained by waiting, and the
      * offsets of the last events move at once */
-    if (now - e->last_persist_ns >= interval * 1000000 ||
+    if (now - e->last_persist_ns >= interval * 1000000 || e->wb_round > 0 ||
         (idle && (e->ndirty > 0 || e->nacks > 0))) {
         if ((e->wb && !idle ? persist_async(e, stop) : jd_engine_persist(e, stop)) != 0)
             return -1;

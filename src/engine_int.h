@@ -72,6 +72,8 @@ struct jd_engine {
     struct jd_insights *insights; /* program health and trigger outcomes */
     struct jd_timers *timers;     /* engine_timers.c */
     struct jd_wb *wb;             /* engine_wb.c; NULL: write-backs are synchronous */
+    size_t wb_round;              /* customers of the write-back round still to send */
+    size_t last_batch;            /* events in the last batch (the slice size) */
     rd_kafka_t *consumer;
     rd_kafka_t *producer;
 
@@ -169,8 +171,9 @@ int jd_engine_flush_stats(struct jd_engine *e, volatile sig_atomic_t *stop);
  * nor in naive mode: e->wb stays NULL). 0, or -1 with errstr. */
 int jd_engine_wb_start(struct jd_engine *e, char *errstr, size_t errsize);
 void jd_engine_wb_destroy(struct jd_engine *e);
-/* Hands the write-back list to the thread (e->wb set, none on its way). */
-int jd_engine_wb_submit(struct jd_engine *e);
+/* Hands the first k customers of the write-back list to the thread (e->wb
+ * set, none on its way); seal: the last slice of a round (engine_wb.c). */
+int jd_engine_wb_submit(struct jd_engine *e, size_t k, int seal);
 /* Waits for the write-back on its way, if any, and records it: produces
  * its customers' outbox, seals the checkpoints it covers. 0; -1 when it
  * failed (its customers are back on the write-back list). */
