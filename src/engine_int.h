@@ -112,7 +112,7 @@ struct jd_engine {
     int64_t backoff_ms;
     int notified_ready;       /* READY=1 sent to systemd */
     int64_t last_watchdog_ns; /* last WATCHDOG=1 */
-    int trim_work;            /* batches processed since the last heap trim (engine_mem.c) */
+    size_t trim_work;         /* events processed since the last heap trim (engine_mem.c) */
     int64_t last_trim_ns;     /* last heap trim; 0 never */
     volatile sig_atomic_t *stop;
     volatile sig_atomic_t *reload;

@@ -78,20 +78,6 @@ void jd_buf_reserve(struct jd_buf *b, size_t extra)
     b->cap = cap;
 }
 
-void jd_buf_append(struct jd_buf *b, const void *p, size_t n)
-{
-    jd_buf_reserve(b, n);
-    if (n)
-        memcpy(b->data + b->len, p, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-}
-
-void jd_buf_puts(struct jd_buf *b, const char *s)
-{
-    jd_buf_append(b, s, strlen(s));
-}
-
 void jd_buf_printf(struct jd_buf *b, const char *fmt, ...)
 {
     va_list ap;

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #define JD_MUST_CHECK __attribute__((warn_unused_result))
 
@@ -24,8 +25,21 @@ void jd_buf_free(struct jd_buf *b);
 void jd_buf_reset(struct jd_buf *b);
 /* Ensures room for `extra` more bytes. Aborts on out of memory. */
 void jd_buf_reserve(struct jd_buf *b, size_t extra);
-void jd_buf_append(struct jd_buf *b, const void *p, size_t n);
-void jd_buf_puts(struct jd_buf *b, const char *s);
+/* Inline: the state encoder and the Redis pipeline append many short
+ * pieces per customer, and the call was a visible share of a write-back. */
+static inline void jd_buf_append(struct jd_buf *b, const void *p, size_t n)
+{
+    if (b->len + n + 1 > b->cap)
+        jd_buf_reserve(b, n);
+    if (n)
+        memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+static inline void jd_buf_puts(struct jd_buf *b, const char *s)
+{
+    jd_buf_append(b, s, strlen(s));
+}
 void jd_buf_printf(struct jd_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Keeps data NUL-terminated after len (not counted in len). */
 const char *jd_buf_cstr(struct jd_buf *b);
