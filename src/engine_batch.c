@@ -466,6 +466,10 @@ void jd_engine_process_batch(struct jd_engine *e)
         if (ev.occurred_at > p->watermark)
             p->watermark = ev.occurred_at;
         struct jd_customer *c = e->mcust[i];
+        if (i + 8 < e->nmsgs)
+            jd_customer_prefetch(e->mcust[i + 8], 0);
+        if (i + 4 < e->nmsgs)
+            jd_customer_prefetch(e->mcust[i + 4], 1);
         int64_t te = jd_monotonic_ns();
         size_t npending = c->npending;
         apply_event(e, p, c, &ev, message_timestamp(m));

@@ -587,6 +587,10 @@ void jd_store_flush_build(struct jd_store *st, const struct jd_ruleset *rs, stru
         st->pre[i].n = 0;
         st->pre[i].multi = 0; /* here: 1 when the additions failed */
         st->snap[i].built = 0;
+        if (i + 8 < n)
+            jd_customer_prefetch(cs[i + 8], 0);
+        if (i + 4 < n)
+            jd_customer_prefetch(cs[i + 4], 1);
         if (!needs_write(cs[i]))
             continue;
         /* per-partition additions go before the transaction (store_int.h) */
