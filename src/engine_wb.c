@@ -136,6 +136,8 @@ int jd_engine_wb_wait(struct jd_engine *e)
 
     char errstr[512];
     int rc = jd_store_flush_finish(wb->st, wb->cs, wb->n, errstr, sizeof errstr);
+    for (size_t i = 0; i < wb->n; i++)
+        wb->cs[i]->writing = 0; /* (also those with nothing to write) */
     if (rc == 0) {
         if (e->metrics)
             jd_metrics_observe(e->metrics, JD_H_REDIS_ROUNDTRIP,
@@ -183,8 +185,10 @@ int jd_engine_wb_submit(struct jd_engine *e, size_t k, int seal)
     }
     wb->n = k;
     memcpy(wb->cs, e->dirty, k * sizeof *wb->cs);
-    for (size_t i = 0; i < wb->n; i++)
+    for (size_t i = 0; i < wb->n; i++) {
         wb->cs[i]->queued = 0;
+        wb->cs[i]->writing = 1; /* pinned in the cache until the slice is finished */
+    }
     memmove(e->dirty, e->dirty + k, (e->ndirty - k) * sizeof *e->dirty);
     e->ndirty -= k;
     wb->seal = seal;
