@@ -28,6 +28,31 @@ static const char *const known_names[] = {
 
 #define NKNOWN (sizeof known_names / sizeof known_names[0])
 
+#define CODE_MASK (((uint64_t)1 << JD_COUNT_CODE_BITS) - 1)
+#define COUNT_ONE ((uint64_t)1 << JD_COUNT_CODE_BITS)
+
+/* The user-defined type names sit after the counts, in code order. */
+_Static_assert(sizeof(struct jd_type_count) % _Alignof(char *) == 0, "names after the counts");
+
+static char **count_names(const struct jd_customer *c)
+{
+    return (char **)(c->counts + c->ncounts);
+}
+
+static size_t count_nnames(const struct jd_customer *c)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < c->ncounts; i++)
+        n += (c->counts[i].v & CODE_MASK) >= NKNOWN;
+    return n;
+}
+
+const char *jd_customer_count_type(const struct jd_customer *c, size_t i)
+{
+    size_t code = (size_t)(c->counts[i].v & CODE_MASK);
+    return code < NKNOWN ? known_names[code] : count_names(c)[code - NKNOWN];
+}
+
 /* Returns a static copy of a well-known name, or a heap copy. */
 char *jd_state_intern(const char *s, size_t len)
 {
@@ -87,8 +112,11 @@ static void free_persisted(struct jd_customer *c)
 {
     jd_state_unintern(c->last_channel);
     c->last_channel = NULL;
-    for (size_t i = 0; i < c->ncounts; i++)
-        jd_state_unintern(c->counts[i].type);
+    if (c->counts) {
+        size_t nnames = count_nnames(c);
+        for (size_t j = 0; j < nnames; j++)
+            free(count_names(c)[j]);
+    }
     free(c->counts);
     c->counts = NULL;
     c->ncounts = 0;
@@ -143,21 +171,56 @@ void jd_customer_destroy(struct jd_customer *c)
 static struct jd_type_count *find_count(const struct jd_customer *c, const char *type)
 {
     for (size_t i = 0; i < c->ncounts; i++)
-        if (strcmp(c->counts[i].type, type) == 0)
+        if (strcmp(jd_customer_count_type(c, i), type) == 0)
             return &c->counts[i];
     return NULL;
 }
 
-struct jd_type_count *jd_state_count_slot(struct jd_customer *c, const char *type, size_t len)
+/* A new entry (count 0) for a type not counted yet; NULL past 2^24 type
+ * codes, which a customer cannot reach: its state would exceed Redis's
+ * 512 MB string limit first. */
+static struct jd_type_count *add_count(struct jd_customer *c, const char *type, size_t len)
 {
-    for (size_t i = 0; i < c->ncounts; i++)
-        if (strncmp(c->counts[i].type, type, len) == 0 && c->counts[i].type[len] == '\0')
-            return &c->counts[i];
-    c->counts = jd_xrealloc(c->counts, (c->ncounts + 1) * sizeof *c->counts);
+    size_t code = NKNOWN;
+    for (size_t i = 0; i < NKNOWN; i++)
+        if (strncmp(known_names[i], type, len) == 0 && known_names[i][len] == '\0') {
+            code = i;
+            break;
+        }
+    size_t nnames = c->counts ? count_nnames(c) : 0;
+    size_t grow = code == NKNOWN;
+    if (grow) {
+        code = NKNOWN + nnames;
+        if (code > CODE_MASK)
+            return NULL;
+    }
+    /* entries grow by one (a customer sees a handful of types); the names
+     * move up by one entry */
+    c->counts = jd_xrealloc(c->counts, (c->ncounts + 1) * sizeof *c->counts +
+                                           (nnames + grow) * sizeof(char *));
+    memmove(c->counts + c->ncounts + 1, c->counts + c->ncounts, nnames * sizeof(char *));
     struct jd_type_count *tc = &c->counts[c->ncounts++];
-    tc->type = jd_state_intern(type, len);
-    tc->n = 0;
+    tc->v = code;
+    if (grow) {
+        char *d = jd_xmalloc(len + 1);
+        memcpy(d, type, len);
+        d[len] = '\0';
+        count_names(c)[nnames] = d;
+    }
     return tc;
+}
+
+void jd_state_set_count(struct jd_customer *c, const char *type, size_t len, int64_t n)
+{
+    struct jd_type_count *tc = NULL;
+    for (size_t i = 0; i < c->ncounts && !tc; i++) {
+        const char *t = jd_customer_count_type(c, i);
+        if (strncmp(t, type, len) == 0 && t[len] == '\0')
+            tc = &c->counts[i];
+    }
+    if (!tc && !(tc = add_count(c, type, len)))
+        return;
+    tc->v = (tc->v & CODE_MASK) | (uint64_t)n << JD_COUNT_CODE_BITS;
 }
 
 void jd_customer_apply_core(struct jd_customer *c, const struct jd_event *ev)
@@ -176,8 +239,9 @@ void jd_customer_apply_core(struct jd_customer *c, const struct jd_event *ev)
     if (ev->type) {
         struct jd_type_count *tc = find_count(c, ev->type);
         if (!tc)
-            tc = jd_state_count_slot(c, ev->type, strlen(ev->type));
-        tc->n++;
+            tc = add_count(c, ev->type, strlen(ev->type));
+        if (tc && tc->v >> JD_COUNT_CODE_BITS < (uint64_t)JD_COUNT_MAX)
+            tc->v += COUNT_ONE;
         if (ev->has_amount) {
             if (strcmp(ev->type, "purchase") == 0)
                 c->spend += ev->amount;
@@ -193,7 +257,7 @@ void jd_customer_apply_core(struct jd_customer *c, const struct jd_event *ev)
 int64_t jd_customer_count(const struct jd_customer *c, const char *type)
 {
     const struct jd_type_count *tc = find_count(c, type);
-    return tc ? tc->n : 0;
+    return tc ? (int64_t)(tc->v >> JD_COUNT_CODE_BITS) : 0;
 }
 
 uint64_t jd_state_event_hash(const char *event_id)

@@ -254,12 +254,13 @@ void jd_customer_encode(const struct jd_customer *c, const struct jd_ruleset *rs
         put_escaped_str(out, c->last_channel);
     }
     for (size_t i = 0; i < c->ncounts; i++) {
-        if (c->counts[i].n == 0)
+        int64_t n = jd_customer_count_n(c, i);
+        if (n == 0)
             continue;
         jd_buf_puts(out, "|c.");
-        put_escaped_str(out, c->counts[i].type);
+        put_escaped_str(out, jd_customer_count_type(c, i));
         jd_buf_append(out, "=", 1);
-        put_i64(out, c->counts[i].n);
+        put_i64(out, n);
     }
     if (c->spend != 0) {
         jd_buf_puts(out, "|sp=");
@@ -672,9 +673,9 @@ static int dec_field(struct dec *d, struct span key, struct span val)
     } else if (has_prefix(key, "c.", &rest)) {
         if (unescape(rest, &d->name) != 0)
             return fail(d, "bad escape in event type", key);
-        if (parse_i64(val, &x) != 0 || x < 0)
+        if (parse_i64(val, &x) != 0 || x < 0 || x > JD_COUNT_MAX)
             return fail(d, "bad count", val);
-        jd_state_count_slot(c, d->name.data, d->name.len)->n = x;
+        jd_state_set_count(c, d->name.data, d->name.len, x);
     } else if (is_key(key, "sp")) {
         if (val.len == 0 || parse_double_opt(val, &c->spend) != 0)
             return fail(d, "bad spend", val);

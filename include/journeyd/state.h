@@ -25,10 +25,18 @@
 
 struct jd_ruleset;
 
+/* A lifetime count per event type in 8 bytes: v = n << JD_COUNT_CODE_BITS |
+ * code. The code names the type: below jd_state_nknown() a well-known name
+ * (a static string), else the customer's own copy of a user-defined name,
+ * kept after the counts in the same allocation. Read an entry with
+ * jd_customer_count_type / jd_customer_count_n. */
 struct jd_type_count {
-    char *type;
-    int64_t n;
+    uint64_t v;
 };
+
+#define JD_COUNT_CODE_BITS 24
+/* the largest count kept (2^40 - 1): a larger stored value is corrupt */
+#define JD_COUNT_MAX ((int64_t)(UINT64_MAX >> JD_COUNT_CODE_BITS))
 
 /* A windowed aggregate's ring, sparse: only the buckets holding something,
  * ascending by slot i (slot 0 starts at jd_agg.base); a bucket not listed
@@ -184,6 +192,12 @@ void jd_customer_destroy(struct jd_customer *c);
 void jd_customer_apply_core(struct jd_customer *c, const struct jd_event *ev);
 
 int64_t jd_customer_count(const struct jd_customer *c, const char *type);
+/* The type name and count of entry i < c->ncounts (insertion order). */
+const char *jd_customer_count_type(const struct jd_customer *c, size_t i);
+static inline int64_t jd_customer_count_n(const struct jd_customer *c, size_t i)
+{
+    return (int64_t)(c->counts[i].v >> JD_COUNT_CODE_BITS);
+}
 
 /* Duplicate guard on event_id: returns 1 if seen among the recent ids, else
  * records it and returns 0. */
