@@ -84,6 +84,53 @@ static void test_apply_core(void **unused)
     jd_customer_destroy(c);
 }
 
+/* Well-known and user-defined types mixed: the entries keep their order, the
+ * user-defined names (kept after the entries) follow as entries are added,
+ * and a decode/encode round trip gives the same text. */
+static void test_counts_mixed(void **unused)
+{
+    struct jd_customer *c = jd_customer_new("c1", 2, 0, NULL);
+    static const char *const types[] = {"quiz_a", "purchase", "quiz_b", "page_view", "quiz_c",
+                                        "quiz_a", "refund",   "quiz_b", "quiz_d"};
+    char id[16];
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        snprintf(id, sizeof id, "e%zu", i);
+        struct jd_event ev = mkev(id, types[i], "web", 1000 + (int64_t)i);
+        jd_customer_apply_core(c, &ev);
+    }
+    static const char *const order[] = {"quiz_a", "purchase", "quiz_b", "page_view",
+                                        "quiz_c", "refund",   "quiz_d"};
+    static const int64_t n[] = {2, 1, 2, 1, 1, 1, 1};
+    assert_int_equal(c->ncounts, 7);
+    for (size_t i = 0; i < 7; i++) {
+        assert_string_equal(jd_customer_count_type(c, i), order[i]);
+        assert_int_equal(jd_customer_count_n(c, i), n[i]);
+        assert_int_equal(jd_customer_count(c, order[i]), n[i]);
+    }
+    struct jd_buf a, b;
+    jd_buf_init(&a);
+    jd_buf_init(&b);
+    jd_customer_encode(c, NULL, &a);
+    jd_buf_append(&a, "", 1);
+    assert_string_equal(a.data, "v1|fs=1000|ls=1008|ch=web|c.quiz_a=2|c.purchase=1|c.quiz_b=2|"
+                                "c.page_view=1|c.quiz_c=1|c.refund=1|c.quiz_d=1");
+    char err[128];
+    struct jd_customer *d = jd_customer_new("c1", 2, 0, NULL);
+    assert_int_equal(jd_customer_decode(d, NULL, a.data, a.len - 1, err, sizeof err), 0);
+    jd_customer_encode(d, NULL, &b);
+    jd_buf_append(&b, "", 1);
+    assert_string_equal(a.data, b.data);
+    /* the largest count kept loads and stays */
+    const char *big = "v1|c.quiz_z=1099511627775|c.signup=3";
+    assert_int_equal(jd_customer_decode(d, NULL, big, strlen(big), err, sizeof err), 0);
+    assert_int_equal(jd_customer_count(d, "quiz_z"), JD_COUNT_MAX);
+    assert_int_equal(jd_customer_count(d, "signup"), 3);
+    jd_buf_free(&a);
+    jd_buf_free(&b);
+    jd_customer_destroy(c);
+    jd_customer_destroy(d);
+}
+
 static void test_seen_event(void **unused)
 {
     struct jd_customer *c = jd_customer_new("c1", 2, 0, NULL);
@@ -188,7 +235,8 @@ static void assert_same_state(const struct jd_customer *a, const struct jd_custo
         assert_string_equal(a->last_channel, b->last_channel);
     assert_int_equal(a->ncounts, b->ncounts);
     for (size_t i = 0; i < a->ncounts; i++)
-        assert_int_equal(jd_customer_count_n(a, i), jd_customer_count(b, jd_customer_count_type(a, i)));
+        assert_int_equal(jd_customer_count_n(a, i),
+                         jd_customer_count(b, jd_customer_count_type(a, i)));
     assert_memory_equal(&a->spend, &b->spend, sizeof a->spend);
     assert_int_equal(a->last_score, b->last_score);
     assert_int_equal(a->stage, b->stage);
@@ -308,6 +356,7 @@ static void test_corrupt(void **unused)
         "v1|p=x:1",
         "v1|p=3:-5",
         "v1|c.purchase=-1",
+        "v1|c.purchase=1099511627776", /* past JD_COUNT_MAX */
         "v1|c.pur%2=1",
         "v1|c.pur%zzchase=1",
         "v1|c.purchase=1|zz=1",
@@ -563,10 +612,10 @@ static void test_rebind(void **unused)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_apply_core), cmocka_unit_test(test_seen_event),
-        cmocka_unit_test(test_outbox),     cmocka_unit_test(test_roundtrip_core),
-        cmocka_unit_test(test_corrupt),    cmocka_unit_test(test_roundtrip_rules),
-        cmocka_unit_test(test_rebind),
+        cmocka_unit_test(test_apply_core),      cmocka_unit_test(test_counts_mixed),
+        cmocka_unit_test(test_seen_event),      cmocka_unit_test(test_outbox),
+        cmocka_unit_test(test_roundtrip_core),  cmocka_unit_test(test_corrupt),
+        cmocka_unit_test(test_roundtrip_rules), cmocka_unit_test(test_rebind),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
