@@ -9,9 +9,12 @@
  * Hot path: jd_customer_apply_core runs once per event; it allocates only
  * when a customer sees an event type or channel for the first time, and the
  * shipped type and channel names point at static strings instead.
+ *
+ * Also owns the process-wide pool of time zone names (jd_customer_set_tz).
  */
 #include "journeyd/state.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -133,12 +136,12 @@ static void free_persisted(struct jd_customer *c)
     c->last_fired = NULL;
     c->fired_count = NULL;
     c->ntriggers = 0;
-    for (size_t k = 0; k < JD_KIND_COUNT; k++) {
-        free(c->kind_sends[k].t);
-        memset(&c->kind_sends[k], 0, sizeof c->kind_sends[k]);
-    }
-    free(c->tz);
-    c->tz = NULL;
+    if (c->kind_sends)
+        for (size_t k = 0; k < JD_KIND_COUNT; k++)
+            free(c->kind_sends[k].t);
+    free(c->kind_sends);
+    c->kind_sends = NULL;
+    jd_customer_set_tz(c, NULL, 0);
     c->optout = 0;
     free(c->goals);
     c->goals = NULL;
@@ -367,7 +370,7 @@ void jd_customer_take_state(struct jd_customer *dst, struct jd_customer *src)
     dst->fired_count = src->fired_count;
     dst->ntriggers = src->ntriggers;
     dst->trigger_sends = src->trigger_sends;
-    memcpy(dst->kind_sends, src->kind_sends, sizeof dst->kind_sends);
+    dst->kind_sends = src->kind_sends;
     dst->tz = src->tz;
     dst->optout = src->optout;
     dst->next_timer = src->next_timer;
@@ -385,7 +388,7 @@ void jd_customer_take_state(struct jd_customer *dst, struct jd_customer *src)
     src->fired_count = NULL;
     src->ntriggers = 0;
     src->trigger_sends = NULL;
-    memset(src->kind_sends, 0, sizeof src->kind_sends);
+    src->kind_sends = NULL;
     src->tz = NULL;
     src->goals = NULL;
     src->ngoals = src->capgoals = 0;
@@ -462,6 +465,78 @@ struct jd_times *jd_customer_trigger_sends(struct jd_customer *c, size_t t)
     if (!c->trigger_sends)
         c->trigger_sends = jd_xcalloc(c->ntriggers, sizeof *c->trigger_sends);
     return &c->trigger_sends[t];
+}
+
+struct jd_times *jd_customer_kind_sends(struct jd_customer *c, enum jd_trigger_kind k)
+{
+    if (!c->kind_sends)
+        c->kind_sends = jd_xcalloc(JD_KIND_COUNT, sizeof *c->kind_sends);
+    return &c->kind_sends[k];
+}
+
+/* Time zone names: every customer of a zone points at one copy in this
+ * append-only pool (a heap copy per customer cost ~32 bytes each). It is
+ * bounded, since the names come from events: past TZ_POOL_BYTES or
+ * TZ_POOL_MAX names, customers get their own heap copies as before. The
+ * lock covers lookups and inserts (only on a zone change or a load); a
+ * pooled name never changes or goes away, so readers need no lock. */
+#define TZ_POOL_BYTES 32768
+#define TZ_POOL_SLOTS 2048 /* open addressing, at most 3/4 full */
+#define TZ_POOL_MAX (TZ_POOL_SLOTS / 4 * 3)
+
+static char tz_pool[TZ_POOL_BYTES];
+static size_t tz_pool_used, tz_pool_n;
+static const char *tz_slots[TZ_POOL_SLOTS];
+static pthread_mutex_t tz_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int tz_pooled(const char *s)
+{
+    uintptr_t p = (uintptr_t)s, b = (uintptr_t)tz_pool;
+    return p >= b && p < b + sizeof tz_pool;
+}
+
+/* The pool's copy of s[0..len), added if absent; NULL when the pool is full. */
+static const char *tz_intern(const char *s, size_t len)
+{
+    const char *r = NULL;
+    size_t h = (size_t)jd_hash64(s, len) & (TZ_POOL_SLOTS - 1);
+    pthread_mutex_lock(&tz_lock);
+    for (;; h = (h + 1) & (TZ_POOL_SLOTS - 1)) {
+        const char *e = tz_slots[h];
+        if (!e)
+            break;
+        if (strncmp(e, s, len) == 0 && e[len] == '\0') {
+            r = e;
+            goto out;
+        }
+    }
+    if (tz_pool_n < TZ_POOL_MAX && len < sizeof tz_pool - tz_pool_used) {
+        char *d = tz_pool + tz_pool_used;
+        memcpy(d, s, len);
+        d[len] = '\0';
+        tz_pool_used += len + 1;
+        tz_pool_n++;
+        tz_slots[h] = r = d;
+    }
+out:
+    pthread_mutex_unlock(&tz_lock);
+    return r;
+}
+
+void jd_customer_set_tz(struct jd_customer *c, const char *tz, size_t len)
+{
+    if (c->tz && !tz_pooled(c->tz))
+        free((char *)c->tz);
+    c->tz = NULL;
+    if (!tz)
+        return;
+    c->tz = tz_intern(tz, len);
+    if (!c->tz) {
+        char *d = jd_xmalloc(len + 1);
+        memcpy(d, tz, len);
+        d[len] = '\0';
+        c->tz = d;
+    }
 }
 
 struct jd_ring *jd_ring_new(void)

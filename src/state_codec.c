@@ -308,7 +308,7 @@ void jd_customer_encode(const struct jd_customer *c, const struct jd_ruleset *rs
             put_times(out, &c->trigger_sends[i]);
         }
     }
-    for (int k = 0; k < JD_KIND_COUNT; k++) {
+    for (int k = 0; c->kind_sends && k < JD_KIND_COUNT; k++) {
         if (c->kind_sends[k].n == 0)
             continue;
         jd_buf_printf(out, "|kt.%s", jd_kind_name((enum jd_trigger_kind)k));
@@ -726,12 +726,12 @@ static int dec_field(struct dec *d, struct span key, struct span val)
             return fail(d, "bad escape in kind", key);
         enum jd_trigger_kind k;
         /* a kind this build does not know is parsed and dropped */
-        return dec_times(d, val, jd_kind_parse(d->name.data, &k) == 0 ? &c->kind_sends[k] : NULL);
+        return dec_times(
+            d, val, jd_kind_parse(d->name.data, &k) == 0 ? jd_customer_kind_sends(c, k) : NULL);
     } else if (is_key(key, "tz")) {
         if (unescape(val, &d->name) != 0 || d->name.len == 0)
             return fail(d, "bad time zone", val);
-        free(c->tz);
-        c->tz = jd_strdup(d->name.data);
+        jd_customer_set_tz(c, d->name.data, d->name.len);
     } else if (is_key(key, "oo")) {
         rest = val;
         c->optout = 0;

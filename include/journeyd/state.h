@@ -152,8 +152,9 @@ struct jd_customer {
     unsigned urgent : 1;            /* in the engine's list of customers to write at once */
     unsigned writing : 1;           /* in a write-back still on its way to Redis (store.h) */
     struct jd_times *trigger_sends; /* [ntriggers] for max_per_customer; NULL until needed */
-    struct jd_times kind_sends[JD_KIND_COUNT]; /* for policy.caps */
-    char *tz;              /* latest time zone attribute value; NULL: the default zone */
+    struct jd_times *kind_sends;    /* [JD_KIND_COUNT] for policy.caps; NULL until needed */
+    const char *tz;        /* latest time zone attribute value, shared (jd_customer_set_tz); NULL:
+                              the default zone */
     int64_t next_timer;    /* next due time registered for this customer; 0 none */
     int64_t stored_timer;  /* the due time the partition's timer set holds for it (not
                               persisted: taken from next_timer on load); 0 none */
@@ -217,6 +218,15 @@ void jd_customer_clear_acked(struct jd_customer *c);
 /* The send-time list of trigger t (allocating the per-trigger lists on
  * first use); NULL when t is out of range. */
 struct jd_times *jd_customer_trigger_sends(struct jd_customer *c, size_t t);
+
+/* The send-time list of kind k for policy.caps (allocating the per-kind
+ * lists on first use). */
+struct jd_times *jd_customer_kind_sends(struct jd_customer *c, enum jd_trigger_kind k);
+
+/* Sets c->tz to a copy of tz[0..len) (NULL: no zone). Customers share a
+ * zone's copy: a process-wide pool keeps each name once (a few hundred
+ * zones exist; past the pool's size, names are the customer's own copies). */
+void jd_customer_set_tz(struct jd_customer *c, const char *tz, size_t len);
 
 /* Appends an open goal (zeroed); valid until the next add on c. */
 struct jd_goal *jd_customer_add_goal(struct jd_customer *c);

@@ -131,6 +131,44 @@ static void test_counts_mixed(void **unused)
     jd_customer_destroy(d);
 }
 
+/* Customers of one zone share its name; a change or a clear lets go of it;
+ * past the pool's size names are each customer's own copies (ASan checks
+ * that those are freed). Runs last: it fills the process-wide pool. */
+static void test_tz_pool(void **unused)
+{
+    struct jd_customer *a = jd_customer_new("a", 1, 0, NULL);
+    struct jd_customer *b = jd_customer_new("b", 1, 0, NULL);
+    jd_customer_set_tz(a, "Europe/Paris", 12);
+    jd_customer_set_tz(b, "Europe/Paris!", 12); /* len bounds the name */
+    assert_string_equal(a->tz, "Europe/Paris");
+    assert_ptr_equal(a->tz, b->tz);
+    jd_customer_set_tz(b, "Asia/Tokyo", 10);
+    assert_string_equal(b->tz, "Asia/Tokyo");
+    assert_string_equal(a->tz, "Europe/Paris");
+    jd_customer_set_tz(b, NULL, 0);
+    assert_null(b->tz);
+
+    /* fill the pool: the names keep reading back, pooled or not */
+    char name[32];
+    for (int i = 0; i < 5000; i++) {
+        int n = snprintf(name, sizeof name, "Zone/Number_%d", i);
+        jd_customer_set_tz(b, name, (size_t)n);
+        assert_string_equal(b->tz, name);
+    }
+    jd_customer_set_tz(a, name, strlen(name));
+    assert_string_equal(a->tz, name);
+    assert_ptr_not_equal(a->tz, b->tz); /* own copies */
+    /* a pooled name is still shared, and a decoded one joins it */
+    const char *v = "v1|tz=Europe/Paris";
+    char err[128];
+    assert_int_equal(jd_customer_decode(b, NULL, v, strlen(v), err, sizeof err), 0);
+    jd_customer_set_tz(a, "Europe/Paris", 12);
+    assert_ptr_equal(a->tz, b->tz);
+    jd_customer_set_tz(a, name, strlen(name));
+    jd_customer_destroy(a);
+    jd_customer_destroy(b);
+}
+
 static void test_seen_event(void **unused)
 {
     struct jd_customer *c = jd_customer_new("c1", 2, 0, NULL);
@@ -616,6 +654,7 @@ int main(void)
         cmocka_unit_test(test_seen_event),      cmocka_unit_test(test_outbox),
         cmocka_unit_test(test_roundtrip_core),  cmocka_unit_test(test_corrupt),
         cmocka_unit_test(test_roundtrip_rules), cmocka_unit_test(test_rebind),
+        cmocka_unit_test(test_tz_pool),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
