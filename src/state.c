@@ -145,7 +145,7 @@ static void free_persisted(struct jd_customer *c)
     c->optout = 0;
     free(c->goals);
     c->goals = NULL;
-    c->ngoals = c->capgoals = 0;
+    c->ngoals = 0;
 }
 
 static void pending_free(struct jd_pending_trigger *p)
@@ -280,12 +280,19 @@ int jd_customer_seen_event(struct jd_customer *c, const char *event_id)
     return 0;
 }
 
+/* Room for element n of an array whose capacity follows its length n: 2,
+ * then the next power of two. It grows when n is 0 or a power of two >= 2;
+ * a length set lower keeps the larger allocation, which stays enough. */
+static void *grow_for(void *arr, uint32_t n, size_t elem)
+{
+    if (n == 1 || (n & (n - 1)) != 0)
+        return arr;
+    return jd_xrealloc(arr, (n ? 2 * (size_t)n : 2) * elem);
+}
+
 struct jd_pending_trigger *jd_customer_add_pending(struct jd_customer *c)
 {
-    if (c->npending == c->cappending) {
-        c->cappending = c->cappending ? c->cappending * 2 : 2;
-        c->pending = jd_xrealloc(c->pending, c->cappending * sizeof *c->pending);
-    }
+    c->pending = grow_for(c->pending, c->npending, sizeof *c->pending);
     struct jd_pending_trigger *p = &c->pending[c->npending++];
     memset(p, 0, sizeof *p);
     jd_buf_init(&p->value);
@@ -300,13 +307,15 @@ struct jd_pending_trigger *jd_customer_find_pending(struct jd_customer *c, const
     return NULL;
 }
 
-static void push_str(char ***arr, uint32_t *n, uint32_t *cap, char *s)
+static void push_str(char ***arr, uint32_t *n, char *s)
 {
-    if (*n == *cap) {
-        *cap = *cap ? *cap * 2 : 2;
-        *arr = jd_xrealloc(*arr, *cap * sizeof **arr);
-    }
+    *arr = grow_for(*arr, *n, sizeof **arr);
     (*arr)[(*n)++] = s;
+}
+
+void jd_customer_add_history(struct jd_customer *c, char *line)
+{
+    push_str(&c->history, &c->nhistory, line);
 }
 
 int jd_customer_ack(struct jd_customer *c, const char *trigger_id)
@@ -315,9 +324,9 @@ int jd_customer_ack(struct jd_customer *c, const char *trigger_id)
     if (!p)
         return -1;
     if (p->stored)
-        push_str(&c->acked, &c->nacked, &c->capacked, jd_strdup(p->trigger_id));
+        push_str(&c->acked, &c->nacked, jd_strdup(p->trigger_id));
     if (p->history) {
-        push_str(&c->history, &c->nhistory, &c->caphistory, p->history);
+        push_str(&c->history, &c->nhistory, p->history);
         p->history = NULL;
     }
     pending_free(p);
@@ -326,7 +335,6 @@ int jd_customer_ack(struct jd_customer *c, const char *trigger_id)
     if (--c->npending == 0) {
         free(c->pending);
         c->pending = NULL;
-        c->cappending = 0;
     }
     return 0;
 }
@@ -337,15 +345,12 @@ void jd_customer_clear_acked(struct jd_customer *c)
         free(c->acked[i]);
     free(c->acked);
     c->acked = NULL;
-    c->nacked = c->capacked = 0;
+    c->nacked = 0;
 }
 
 struct jd_goal *jd_customer_add_goal(struct jd_customer *c)
 {
-    if (c->ngoals == c->capgoals) {
-        c->capgoals = c->capgoals ? c->capgoals * 2 : 2;
-        c->goals = jd_xrealloc(c->goals, c->capgoals * sizeof *c->goals);
-    }
+    c->goals = grow_for(c->goals, c->ngoals, sizeof *c->goals);
     struct jd_goal *g = &c->goals[c->ngoals++];
     memset(g, 0, sizeof *g);
     return g;
@@ -376,7 +381,6 @@ void jd_customer_take_state(struct jd_customer *dst, struct jd_customer *src)
     dst->next_timer = src->next_timer;
     dst->goals = src->goals;
     dst->ngoals = src->ngoals;
-    dst->capgoals = src->capgoals;
     memcpy(dst->recent_ids, src->recent_ids, sizeof dst->recent_ids);
     dst->recent_pos = src->recent_pos;
     src->last_channel = NULL;
@@ -391,7 +395,7 @@ void jd_customer_take_state(struct jd_customer *dst, struct jd_customer *src)
     src->kind_sends = NULL;
     src->tz = NULL;
     src->goals = NULL;
-    src->ngoals = src->capgoals = 0;
+    src->ngoals = 0;
     jd_customer_destroy(src);
 }
 

@@ -153,29 +153,29 @@ struct jd_customer {
     unsigned writing : 1;           /* in a write-back still on its way to Redis (store.h) */
     struct jd_times *trigger_sends; /* [ntriggers] for max_per_customer; NULL until needed */
     struct jd_times *kind_sends;    /* [JD_KIND_COUNT] for policy.caps; NULL until needed */
-    const char *tz;        /* latest time zone attribute value, shared (jd_customer_set_tz); NULL:
-                              the default zone */
-    int64_t next_timer;    /* next due time registered for this customer; 0 none */
-    int64_t stored_timer;  /* the due time the partition's timer set holds for it (not
-                              persisted: taken from next_timer on load); 0 none */
-    struct jd_goal *goals; /* open conversion goals (outcomes.h), oldest first */
-    uint32_t ngoals, capgoals;
+    const char *tz;       /* latest time zone attribute value, shared (jd_customer_set_tz); NULL:
+                             the default zone */
+    int64_t next_timer;   /* next due time registered for this customer; 0 none */
+    int64_t stored_timer; /* the due time the partition's timer set holds for it (not
+                             persisted: taken from next_timer on load); 0 none */
 
     uint64_t recent_ids[JD_RECENT_IDS]; /* hashes of the latest event_ids (duplicate guard) */
 
-    /* the outbox arrays are freed when they empty: most customers have no
-     * trigger in flight most of the time */
+    /* The arrays below hold no capacity field: it follows the length (2, 4,
+     * 8, ...; jd_customer_add_*, which grow them, are their only writers
+     * that add). Setting a length lower is fine. The outbox arrays are freed
+     * when they empty: most customers have no trigger in flight most of the
+     * time. */
+    struct jd_goal *goals; /* open conversion goals (outcomes.h), oldest first */
     struct jd_pending_trigger *pending;
-    uint32_t npending;
-    uint32_t cappending;
     char **acked; /* trigger ids acknowledged since the last flush (to remove from Redis) */
-    uint32_t nacked;
-    uint32_t capacked;
     /* History lines of triggers acknowledged before their line was written:
      * the next flush writes them (owned; freed by the flush). */
     char **history;
+    uint32_t ngoals;
+    uint32_t npending;
+    uint32_t nacked;
     uint32_t nhistory;
-    uint32_t caphistory;
 
     struct jd_customer *lru_prev; /* cache (store.h) bookkeeping: newer */
     struct jd_customer *lru_next; /* older */
@@ -214,6 +214,8 @@ struct jd_pending_trigger *jd_customer_find_pending(struct jd_customer *c, const
  * unwritten history line moves to c->history). 0 or -1 if absent. */
 int jd_customer_ack(struct jd_customer *c, const char *trigger_id);
 void jd_customer_clear_acked(struct jd_customer *c);
+/* Appends a history line (owned by c from now on) to c->history. */
+void jd_customer_add_history(struct jd_customer *c, char *line);
 
 /* The send-time list of trigger t (allocating the per-trigger lists on
  * first use); NULL when t is out of range. */
