@@ -253,12 +253,12 @@ enum jd_policy_verdict jd_policy_decide(struct jd_policy *p, const struct jd_rul
     }
     int64_t at = d->send_at;
 
-    if (t < c->ntriggers && ts->cooldown_ms > 0 && c->last_fired[t] > 0 &&
-        at - c->last_fired[t] < ts->cooldown_ms)
+    const int64_t *last_fired = jd_customer_last_fired(c);
+    if (t < c->ntriggers && ts->cooldown_ms > 0 && last_fired[t] > 0 &&
+        at - last_fired[t] < ts->cooldown_ms)
         return suppress(d, "cooldown", "%s was sent %s before, cooldown %s", name,
-                        at >= c->last_fired[t]
-                            ? jd_format_duration(at - c->last_fired[t], d1, sizeof d1)
-                            : "0ms",
+                        at >= last_fired[t] ? jd_format_duration(at - last_fired[t], d1, sizeof d1)
+                                            : "0ms",
                         jd_format_duration(ts->cooldown_ms, d2, sizeof d2));
 
     struct jd_times *tsends = ts->max_per_window > 0 ? jd_customer_trigger_sends(c, t) : NULL;
@@ -298,8 +298,8 @@ enum jd_policy_verdict jd_policy_decide(struct jd_policy *p, const struct jd_rul
 
     /* allowed: record the send */
     if (t < c->ntriggers) {
-        c->last_fired[t] = at;
-        c->fired_count[t]++;
+        jd_customer_last_fired(c)[t] = at;
+        jd_customer_fired_count(c)[t]++;
     }
     if (tsends) {
         jd_times_add(tsends, at);

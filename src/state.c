@@ -96,15 +96,11 @@ struct jd_customer *jd_customer_new(const char *id, size_t id_len, int32_t parti
         if (c->naggs || c->ntriggers) {
             /* the slots and the trigger arrays share one allocation, owned
              * through c->aggs */
-            size_t sz = c->naggs * sizeof *c->aggs +
-                        c->ntriggers * (sizeof *c->last_fired + sizeof *c->fired_count);
+            size_t sz =
+                c->naggs * sizeof *c->aggs + c->ntriggers * (sizeof(int64_t) + sizeof(uint32_t));
             c->aggs = jd_xcalloc(1, sz);
             for (size_t i = 0; i < c->naggs; i++)
                 jd_rules_agg_init(rs, i, &c->aggs[i]);
-            if (c->ntriggers) {
-                c->last_fired = (int64_t *)(c->aggs + c->naggs);
-                c->fired_count = (uint32_t *)(c->last_fired + c->ntriggers);
-            }
         }
     }
     return c;
@@ -133,8 +129,6 @@ static void free_persisted(struct jd_customer *c)
             free(c->trigger_sends[i].t);
     free(c->trigger_sends);
     c->trigger_sends = NULL;
-    c->last_fired = NULL;
-    c->fired_count = NULL;
     c->ntriggers = 0;
     if (c->kind_sends)
         for (size_t k = 0; k < JD_KIND_COUNT; k++)
@@ -371,8 +365,6 @@ void jd_customer_take_state(struct jd_customer *dst, struct jd_customer *src)
     dst->segments = src->segments;
     dst->aggs = src->aggs;
     dst->naggs = src->naggs;
-    dst->last_fired = src->last_fired;
-    dst->fired_count = src->fired_count;
     dst->ntriggers = src->ntriggers;
     dst->trigger_sends = src->trigger_sends;
     dst->kind_sends = src->kind_sends;
@@ -388,8 +380,6 @@ void jd_customer_take_state(struct jd_customer *dst, struct jd_customer *src)
     src->ncounts = 0;
     src->aggs = NULL;
     src->naggs = 0;
-    src->last_fired = NULL;
-    src->fired_count = NULL;
     src->ntriggers = 0;
     src->trigger_sends = NULL;
     src->kind_sends = NULL;

@@ -291,14 +291,14 @@ void jd_customer_encode(const struct jd_customer *c, const struct jd_ruleset *rs
             put_agg(out, &c->aggs[i], jd_rules_agg_key(rs, i), jd_rules_agg_nbuckets(rs, i));
         size_t ntrig = jd_rules_ntriggers(rs);
         for (size_t i = 0; i < c->ntriggers && i < ntrig; i++) {
-            if (!c->last_fired[i] && !c->fired_count[i])
+            if (!jd_customer_last_fired(c)[i] && !jd_customer_fired_count(c)[i])
                 continue;
             jd_buf_puts(out, "|tf.");
             put_escaped_str(out, jd_rules_trigger(rs, i)->on.name);
             jd_buf_append(out, "=", 1);
-            put_i64(out, c->last_fired[i]);
+            put_i64(out, jd_customer_last_fired(c)[i]);
             jd_buf_append(out, ":", 1);
-            put_u64(out, c->fired_count[i]);
+            put_u64(out, jd_customer_fired_count(c)[i]);
         }
         for (size_t i = 0; c->trigger_sends && i < c->ntriggers && i < ntrig; i++) {
             if (c->trigger_sends[i].n == 0)
@@ -712,8 +712,8 @@ static int dec_field(struct dec *d, struct span key, struct span val)
             return fail(d, "bad escape in trigger name", key);
         int i = d->rs ? jd_rules_trigger_index(d->rs, d->name.data) : -1;
         if (i >= 0 && (size_t)i < c->ntriggers) {
-            c->last_fired[i] = ms;
-            c->fired_count[i] = (uint32_t)n;
+            jd_customer_last_fired(c)[i] = ms;
+            jd_customer_fired_count(c)[i] = (uint32_t)n;
         }
     } else if (has_prefix(key, "tt.", &rest)) {
         if (unescape(rest, &d->name) != 0)

@@ -137,11 +137,9 @@ struct jd_customer {
     int32_t stage; /* index into the rule set's stages; -1 = none yet */
     uint32_t naggs;
     uint64_t segments; /* bit i: member of the rule set's segment i */
-    /* aggs[naggs], then last_fired and fired_count, in one allocation */
+    /* aggs[naggs], then the per-trigger arrays (jd_customer_last_fired,
+     * jd_customer_fired_count: [ntriggers] each), in one allocation */
     struct jd_agg *aggs;
-    int64_t *last_fired;   /* per rule-set trigger: ms it was last sent (or, deferred by
-                              quiet hours, will be sent); 0 never */
-    uint32_t *fired_count; /* per rule-set trigger: how many times it fired */
     uint32_t ntriggers;
     /* contact policy (policy.c) */
     uint8_t optout; /* bit (1 << kind): the customer opted out of that kind */
@@ -182,6 +180,19 @@ struct jd_customer {
 
     char id_buf[]; /* the id, NUL-terminated */
 };
+
+/* Per rule-set trigger: the time (ms) it was last sent (or, deferred by
+ * quiet hours, will be sent), 0 never; NULL when ntriggers is 0. */
+static inline int64_t *jd_customer_last_fired(const struct jd_customer *c)
+{
+    return c->ntriggers ? (int64_t *)(void *)(c->aggs + c->naggs) : NULL;
+}
+
+/* Per rule-set trigger: how many times it fired; NULL when ntriggers is 0. */
+static inline uint32_t *jd_customer_fired_count(const struct jd_customer *c)
+{
+    return c->ntriggers ? (uint32_t *)(void *)(jd_customer_last_fired(c) + c->ntriggers) : NULL;
+}
 
 /* A fresh customer shaped for `rs` (aggs and trigger arrays sized). */
 struct jd_customer *jd_customer_new(const char *id, size_t id_len, int32_t partition,

@@ -295,8 +295,8 @@ static void assert_same_state(const struct jd_customer *a, const struct jd_custo
     }
     assert_int_equal(a->ntriggers, b->ntriggers);
     for (size_t i = 0; i < a->ntriggers; i++) {
-        assert_int_equal(a->last_fired[i], b->last_fired[i]);
-        assert_int_equal(a->fired_count[i], b->fired_count[i]);
+        assert_int_equal(jd_customer_last_fired(a)[i], jd_customer_last_fired(b)[i]);
+        assert_int_equal(jd_customer_fired_count(a)[i], jd_customer_fired_count(b)[i]);
     }
     assert_int_equal(a->next_timer, b->next_timer);
     for (size_t k = 0; k < JD_RECENT_IDS; k++)
@@ -527,8 +527,8 @@ static void fill_rule_state(struct jd_customer *c, const struct jd_ruleset *rs)
         }
     }
     int t = jd_rules_trigger_index(rs, "vip_welcome");
-    c->last_fired[t] = 1700000000123;
-    c->fired_count[t] = 2;
+    jd_customer_last_fired(c)[t] = 1700000000123;
+    jd_customer_fired_count(c)[t] = 2;
 }
 
 static void test_roundtrip_rules(void **unused)
@@ -624,9 +624,9 @@ static void test_rebind(void **unused)
     assert_int_equal(c->stage, jd_rules_stage_index(rs1, "repeat"));
     assert_int_equal(c->segments, UINT64_C(1) << jd_rules_segment_index(rs1, "vip"));
     int t = jd_rules_trigger_index(rs1, "vip_welcome");
-    assert_int_equal(c->last_fired[t], 1700000000123);
-    assert_int_equal(c->fired_count[t], 2);
-    assert_int_equal(c->fired_count[jd_rules_trigger_index(rs1, "newcomer")], 0);
+    assert_int_equal(jd_customer_last_fired(c)[t], 1700000000123);
+    assert_int_equal(jd_customer_fired_count(c)[t], 2);
+    assert_int_equal(jd_customer_fired_count(c)[jd_rules_trigger_index(rs1, "newcomer")], 0);
     for (size_t j = 0; j < n1 && j < 16; j++)
         assert_true(c->aggs[j].v == (v_of[j] < 0 ? 0 : v_of[j]));
     /* core, outbox and flags untouched */
