@@ -147,8 +147,9 @@ int main(int argc, char **argv)
             }
         }
         s_trig += chunk(c->trigger_sends); /* last_fired, fired_count: in aggs */
-        s_policy += chunk(c->tz) + chunk(c->goals);
-        for (size_t k = 0; k < JD_KIND_COUNT; k++)
+        /* c->tz: shared (a pool) */
+        s_policy += chunk(c->goals) + chunk(c->kind_sends);
+        for (size_t k = 0; c->kind_sends && k < JD_KIND_COUNT; k++)
             s_policy += chunk(c->kind_sends[k].t);
         s_outbox += chunk(c->pending) + chunk(c->acked) + chunk(c->history);
     }

@@ -160,8 +160,8 @@ static int show_customer(const struct jd_config *cfg, const struct jd_ruleset *r
         printf("],\"counts\":{");
         for (size_t i = 0; i < c->ncounts; i++) {
             printf(i ? "," : "");
-            json_str(stdout, c->counts[i].type);
-            printf(":%" PRId64, c->counts[i].n);
+            json_str(stdout, jd_customer_count_type(c, i));
+            printf(":%" PRId64, jd_customer_count_n(c, i));
         }
         printf("},\"spend\":%.2f,\"first_seen\":%" PRId64 ",\"last_seen\":%" PRId64
                ",\"last_channel\":",
@@ -236,7 +236,7 @@ static int show_customer(const struct jd_config *cfg, const struct jd_ruleset *r
             printf("last score    %d\n", c->last_score);
         printf("counts       ");
         for (size_t i = 0; i < c->ncounts; i++)
-            printf(" %s=%" PRId64, c->counts[i].type, c->counts[i].n);
+            printf(" %s=%" PRId64, jd_customer_count_type(c, i), jd_customer_count_n(c, i));
         printf("\n");
         printf("aggregates (the rules' inputs, last event seen):\n");
         for (size_t i = 0; i < c->naggs && i < jd_rules_naggs(rs); i++)

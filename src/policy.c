@@ -121,13 +121,10 @@ void jd_policy_observe_event(const struct jd_policy *p, struct jd_customer *c,
     const struct jd_policy_src *ps = &p->cfg->policy;
     const char *v;
     if (ev->nattrs && ps->quiet_tz_attribute && (v = jd_event_attr(ev, ps->quiet_tz_attribute))) {
-        if (!*v) {
-            free(c->tz);
-            c->tz = NULL;
-        } else if (!c->tz || strcmp(c->tz, v) != 0) {
-            free(c->tz);
-            c->tz = jd_strdup(v);
-        }
+        if (!*v)
+            jd_customer_set_tz(c, NULL, 0);
+        else if (!c->tz || strcmp(c->tz, v) != 0)
+            jd_customer_set_tz(c, v, strlen(v));
     }
     /* the attribute is the customer's current list: it replaces the mask */
     if (ev->nattrs && ps->optout_attribute && (v = jd_event_attr(ev, ps->optout_attribute)))
@@ -256,12 +253,12 @@ enum jd_policy_verdict jd_policy_decide(struct jd_policy *p, const struct jd_rul
     }
     int64_t at = d->send_at;
 
-    if (t < c->ntriggers && ts->cooldown_ms > 0 && c->last_fired[t] > 0 &&
-        at - c->last_fired[t] < ts->cooldown_ms)
+    const int64_t *last_fired = jd_customer_last_fired(c);
+    if (t < c->ntriggers && ts->cooldown_ms > 0 && last_fired[t] > 0 &&
+        at - last_fired[t] < ts->cooldown_ms)
         return suppress(d, "cooldown", "%s was sent %s before, cooldown %s", name,
-                        at >= c->last_fired[t]
-                            ? jd_format_duration(at - c->last_fired[t], d1, sizeof d1)
-                            : "0ms",
+                        at >= last_fired[t] ? jd_format_duration(at - last_fired[t], d1, sizeof d1)
+                                            : "0ms",
                         jd_format_duration(ts->cooldown_ms, d2, sizeof d2));
 
     struct jd_times *tsends = ts->max_per_window > 0 ? jd_customer_trigger_sends(c, t) : NULL;
@@ -276,7 +273,8 @@ enum jd_policy_verdict jd_policy_decide(struct jd_policy *p, const struct jd_rul
         const struct jd_cap_src *cap = &ps->caps[i];
         if (cap->kind != kind)
             continue;
-        uint32_t n = jd_times_count_after(&c->kind_sends[kind], at - cap->per_ms);
+        uint32_t n =
+            c->kind_sends ? jd_times_count_after(&c->kind_sends[kind], at - cap->per_ms) : 0;
         if (n >= (uint32_t)cap->max)
             return suppress(d, "cap", "%" PRIu32 " %s trigger(s) sent in the last %s (cap %d)", n,
                             kname, jd_format_duration(cap->per_ms, d1, sizeof d1), cap->max);
@@ -300,8 +298,8 @@ enum jd_policy_verdict jd_policy_decide(struct jd_policy *p, const struct jd_rul
 
     /* allowed: record the send */
     if (t < c->ntriggers) {
-        c->last_fired[t] = at;
-        c->fired_count[t]++;
+        jd_customer_last_fired(c)[t] = at;
+        jd_customer_fired_count(c)[t]++;
     }
     if (tsends) {
         jd_times_add(tsends, at);
@@ -310,9 +308,10 @@ enum jd_policy_verdict jd_policy_decide(struct jd_policy *p, const struct jd_rul
         c->trigger_sends[t].n = 0; /* the cap was removed by a reload */
     }
     if (p->has_cap[kind]) {
-        jd_times_add(&c->kind_sends[kind], at);
-        jd_times_prune(&c->kind_sends[kind], at - p->cap_window[kind], p->cap_keep[kind]);
-    } else {
+        struct jd_times *ks = jd_customer_kind_sends(c, kind);
+        jd_times_add(ks, at);
+        jd_times_prune(ks, at - p->cap_window[kind], p->cap_keep[kind]);
+    } else if (c->kind_sends) {
         c->kind_sends[kind].n = 0;
     }
     return JD_POLICY_ALLOW;

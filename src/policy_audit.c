@@ -241,15 +241,6 @@ avro_err:
     return -1;
 }
 
-static void push_line(struct jd_customer *c, char *line)
-{
-    if (c->nhistory == c->caphistory) {
-        c->caphistory = c->caphistory ? c->caphistory * 2 : 2;
-        c->history = jd_xrealloc(c->history, c->caphistory * sizeof *c->history);
-    }
-    c->history[c->nhistory++] = line;
-}
-
 int jd_policy_record_suppressed(struct jd_policy *p, struct jd_customer *c,
                                 const struct jd_trigger *t, const struct jd_policy_decision *d,
                                 int64_t decided_at, char *errstr, size_t errsize)
@@ -260,13 +251,13 @@ int jd_policy_record_suppressed(struct jd_policy *p, struct jd_customer *c,
      * first: the list stays in decision order. */
     for (size_t k = 0; k < c->npending; k++)
         if (c->pending[k].history) {
-            push_line(c, c->pending[k].history);
+            jd_customer_add_history(c, c->pending[k].history);
             c->pending[k].history = NULL;
         }
     jd_buf_reset(&p->line);
     jd_buf_printf(&p->line, "%" PRId64 "|%s|%s|SUPPRESSED:%s|%s; rule: %s", decided_at, t->trigger,
                   t->trigger_id, d->reason, d->detail, t->reason);
-    push_line(c, jd_strdup(jd_buf_cstr(&p->line)));
+    jd_customer_add_history(c, jd_strdup(jd_buf_cstr(&p->line)));
 
     if (!p->audit)
         return 0;

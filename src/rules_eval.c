@@ -146,7 +146,7 @@ struct jd_val jd_eval(const struct jd_ectx *x, const struct jd_node *n)
     case NK_COUNT_ANY: {
         int64_t s = 0;
         for (size_t i = 0; i < c->ncounts; i++)
-            s += c->counts[i].n;
+            s += jd_customer_count_n(c, i);
         return vnum((double)s);
     }
     case NK_FIRST_SEEN:

@@ -9,9 +9,12 @@
  * Hot path: jd_customer_apply_core runs once per event; it allocates only
  * when a customer sees an event type or channel for the first time, and the
  * shipped type and channel names point at static strings instead.
+ *
+ * Also owns the process-wide pool of time zone names (jd_customer_set_tz).
  */
 #include "journeyd/state.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,6 +30,31 @@ static const char *const known_names[] = {
     "web", "app", "email", "store", "call_center", "social", "sms", "push"};
 
 #define NKNOWN (sizeof known_names / sizeof known_names[0])
+
+#define CODE_MASK (((uint64_t)1 << JD_COUNT_CODE_BITS) - 1)
+#define COUNT_ONE ((uint64_t)1 << JD_COUNT_CODE_BITS)
+
+/* The user-defined type names sit after the counts, in code order. */
+_Static_assert(sizeof(struct jd_type_count) % _Alignof(char *) == 0, "names after the counts");
+
+static char **count_names(const struct jd_customer *c)
+{
+    return (char **)(c->counts + c->ncounts);
+}
+
+static size_t count_nnames(const struct jd_customer *c)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < c->ncounts; i++)
+        n += (c->counts[i].v & CODE_MASK) >= NKNOWN;
+    return n;
+}
+
+const char *jd_customer_count_type(const struct jd_customer *c, size_t i)
+{
+    size_t code = (size_t)(c->counts[i].v & CODE_MASK);
+    return code < NKNOWN ? known_names[code] : count_names(c)[code - NKNOWN];
+}
 
 /* Returns a static copy of a well-known name, or a heap copy. */
 char *jd_state_intern(const char *s, size_t len)
@@ -68,15 +96,11 @@ struct jd_customer *jd_customer_new(const char *id, size_t id_len, int32_t parti
         if (c->naggs || c->ntriggers) {
             /* the slots and the trigger arrays share one allocation, owned
              * through c->aggs */
-            size_t sz = c->naggs * sizeof *c->aggs +
-                        c->ntriggers * (sizeof *c->last_fired + sizeof *c->fired_count);
+            size_t sz =
+                c->naggs * sizeof *c->aggs + c->ntriggers * (sizeof(int64_t) + sizeof(uint32_t));
             c->aggs = jd_xcalloc(1, sz);
             for (size_t i = 0; i < c->naggs; i++)
                 jd_rules_agg_init(rs, i, &c->aggs[i]);
-            if (c->ntriggers) {
-                c->last_fired = (int64_t *)(c->aggs + c->naggs);
-                c->fired_count = (uint32_t *)(c->last_fired + c->ntriggers);
-            }
         }
     }
     return c;
@@ -87,8 +111,11 @@ static void free_persisted(struct jd_customer *c)
 {
     jd_state_unintern(c->last_channel);
     c->last_channel = NULL;
-    for (size_t i = 0; i < c->ncounts; i++)
-        jd_state_unintern(c->counts[i].type);
+    if (c->counts) {
+        size_t nnames = count_nnames(c);
+        for (size_t j = 0; j < nnames; j++)
+            free(count_names(c)[j]);
+    }
     free(c->counts);
     c->counts = NULL;
     c->ncounts = 0;
@@ -102,19 +129,17 @@ static void free_persisted(struct jd_customer *c)
             free(c->trigger_sends[i].t);
     free(c->trigger_sends);
     c->trigger_sends = NULL;
-    c->last_fired = NULL;
-    c->fired_count = NULL;
     c->ntriggers = 0;
-    for (size_t k = 0; k < JD_KIND_COUNT; k++) {
-        free(c->kind_sends[k].t);
-        memset(&c->kind_sends[k], 0, sizeof c->kind_sends[k]);
-    }
-    free(c->tz);
-    c->tz = NULL;
+    if (c->kind_sends)
+        for (size_t k = 0; k < JD_KIND_COUNT; k++)
+            free(c->kind_sends[k].t);
+    free(c->kind_sends);
+    c->kind_sends = NULL;
+    jd_customer_set_tz(c, NULL, 0);
     c->optout = 0;
     free(c->goals);
     c->goals = NULL;
-    c->ngoals = c->capgoals = 0;
+    c->ngoals = 0;
 }
 
 static void pending_free(struct jd_pending_trigger *p)
@@ -143,21 +168,56 @@ void jd_customer_destroy(struct jd_customer *c)
 static struct jd_type_count *find_count(const struct jd_customer *c, const char *type)
 {
     for (size_t i = 0; i < c->ncounts; i++)
-        if (strcmp(c->counts[i].type, type) == 0)
+        if (strcmp(jd_customer_count_type(c, i), type) == 0)
             return &c->counts[i];
     return NULL;
 }
 
-struct jd_type_count *jd_state_count_slot(struct jd_customer *c, const char *type, size_t len)
+/* A new entry (count 0) for a type not counted yet; NULL past 2^24 type
+ * codes, which a customer cannot reach: its state would exceed Redis's
+ * 512 MB string limit first. */
+static struct jd_type_count *add_count(struct jd_customer *c, const char *type, size_t len)
 {
-    for (size_t i = 0; i < c->ncounts; i++)
-        if (strncmp(c->counts[i].type, type, len) == 0 && c->counts[i].type[len] == '\0')
-            return &c->counts[i];
-    c->counts = jd_xrealloc(c->counts, (c->ncounts + 1) * sizeof *c->counts);
+    size_t code = NKNOWN;
+    for (size_t i = 0; i < NKNOWN; i++)
+        if (strncmp(known_names[i], type, len) == 0 && known_names[i][len] == '\0') {
+            code = i;
+            break;
+        }
+    size_t nnames = c->counts ? count_nnames(c) : 0;
+    size_t grow = code == NKNOWN;
+    if (grow) {
+        code = NKNOWN + nnames;
+        if (code > CODE_MASK)
+            return NULL;
+    }
+    /* entries grow by one (a customer sees a handful of types); the names
+     * move up by one entry */
+    c->counts = jd_xrealloc(c->counts, (c->ncounts + 1) * sizeof *c->counts +
+                                           (nnames + grow) * sizeof(char *));
+    memmove(c->counts + c->ncounts + 1, c->counts + c->ncounts, nnames * sizeof(char *));
     struct jd_type_count *tc = &c->counts[c->ncounts++];
-    tc->type = jd_state_intern(type, len);
-    tc->n = 0;
+    tc->v = code;
+    if (grow) {
+        char *d = jd_xmalloc(len + 1);
+        memcpy(d, type, len);
+        d[len] = '\0';
+        count_names(c)[nnames] = d;
+    }
     return tc;
+}
+
+void jd_state_set_count(struct jd_customer *c, const char *type, size_t len, int64_t n)
+{
+    struct jd_type_count *tc = NULL;
+    for (size_t i = 0; i < c->ncounts && !tc; i++) {
+        const char *t = jd_customer_count_type(c, i);
+        if (strncmp(t, type, len) == 0 && t[len] == '\0')
+            tc = &c->counts[i];
+    }
+    if (!tc && !(tc = add_count(c, type, len)))
+        return;
+    tc->v = (tc->v & CODE_MASK) | (uint64_t)n << JD_COUNT_CODE_BITS;
 }
 
 void jd_customer_apply_core(struct jd_customer *c, const struct jd_event *ev)
@@ -176,8 +236,9 @@ void jd_customer_apply_core(struct jd_customer *c, const struct jd_event *ev)
     if (ev->type) {
         struct jd_type_count *tc = find_count(c, ev->type);
         if (!tc)
-            tc = jd_state_count_slot(c, ev->type, strlen(ev->type));
-        tc->n++;
+            tc = add_count(c, ev->type, strlen(ev->type));
+        if (tc && tc->v >> JD_COUNT_CODE_BITS < (uint64_t)JD_COUNT_MAX)
+            tc->v += COUNT_ONE;
         if (ev->has_amount) {
             if (strcmp(ev->type, "purchase") == 0)
                 c->spend += ev->amount;
@@ -193,7 +254,7 @@ void jd_customer_apply_core(struct jd_customer *c, const struct jd_event *ev)
 int64_t jd_customer_count(const struct jd_customer *c, const char *type)
 {
     const struct jd_type_count *tc = find_count(c, type);
-    return tc ? tc->n : 0;
+    return tc ? (int64_t)(tc->v >> JD_COUNT_CODE_BITS) : 0;
 }
 
 uint64_t jd_state_event_hash(const char *event_id)
@@ -213,12 +274,19 @@ int jd_customer_seen_event(struct jd_customer *c, const char *event_id)
     return 0;
 }
 
+/* Room for element n of an array whose capacity follows its length n: 2,
+ * then the next power of two. It grows when n is 0 or a power of two >= 2;
+ * a length set lower keeps the larger allocation, which stays enough. */
+static void *grow_for(void *arr, uint32_t n, size_t elem)
+{
+    if (n == 1 || (n & (n - 1)) != 0)
+        return arr;
+    return jd_xrealloc(arr, (n ? 2 * (size_t)n : 2) * elem);
+}
+
 struct jd_pending_trigger *jd_customer_add_pending(struct jd_customer *c)
 {
-    if (c->npending == c->cappending) {
-        c->cappending = c->cappending ? c->cappending * 2 : 2;
-        c->pending = jd_xrealloc(c->pending, c->cappending * sizeof *c->pending);
-    }
+    c->pending = grow_for(c->pending, c->npending, sizeof *c->pending);
     struct jd_pending_trigger *p = &c->pending[c->npending++];
     memset(p, 0, sizeof *p);
     jd_buf_init(&p->value);
@@ -233,13 +301,15 @@ struct jd_pending_trigger *jd_customer_find_pending(struct jd_customer *c, const
     return NULL;
 }
 
-static void push_str(char ***arr, uint32_t *n, uint32_t *cap, char *s)
+static void push_str(char ***arr, uint32_t *n, char *s)
 {
-    if (*n == *cap) {
-        *cap = *cap ? *cap * 2 : 2;
-        *arr = jd_xrealloc(*arr, *cap * sizeof **arr);
-    }
+    *arr = grow_for(*arr, *n, sizeof **arr);
     (*arr)[(*n)++] = s;
+}
+
+void jd_customer_add_history(struct jd_customer *c, char *line)
+{
+    push_str(&c->history, &c->nhistory, line);
 }
 
 int jd_customer_ack(struct jd_customer *c, const char *trigger_id)
@@ -248,9 +318,9 @@ int jd_customer_ack(struct jd_customer *c, const char *trigger_id)
     if (!p)
         return -1;
     if (p->stored)
-        push_str(&c->acked, &c->nacked, &c->capacked, jd_strdup(p->trigger_id));
+        push_str(&c->acked, &c->nacked, jd_strdup(p->trigger_id));
     if (p->history) {
-        push_str(&c->history, &c->nhistory, &c->caphistory, p->history);
+        push_str(&c->history, &c->nhistory, p->history);
         p->history = NULL;
     }
     pending_free(p);
@@ -259,7 +329,6 @@ int jd_customer_ack(struct jd_customer *c, const char *trigger_id)
     if (--c->npending == 0) {
         free(c->pending);
         c->pending = NULL;
-        c->cappending = 0;
     }
     return 0;
 }
@@ -270,15 +339,12 @@ void jd_customer_clear_acked(struct jd_customer *c)
         free(c->acked[i]);
     free(c->acked);
     c->acked = NULL;
-    c->nacked = c->capacked = 0;
+    c->nacked = 0;
 }
 
 struct jd_goal *jd_customer_add_goal(struct jd_customer *c)
 {
-    if (c->ngoals == c->capgoals) {
-        c->capgoals = c->capgoals ? c->capgoals * 2 : 2;
-        c->goals = jd_xrealloc(c->goals, c->capgoals * sizeof *c->goals);
-    }
+    c->goals = grow_for(c->goals, c->ngoals, sizeof *c->goals);
     struct jd_goal *g = &c->goals[c->ngoals++];
     memset(g, 0, sizeof *g);
     return g;
@@ -299,17 +365,14 @@ void jd_customer_take_state(struct jd_customer *dst, struct jd_customer *src)
     dst->segments = src->segments;
     dst->aggs = src->aggs;
     dst->naggs = src->naggs;
-    dst->last_fired = src->last_fired;
-    dst->fired_count = src->fired_count;
     dst->ntriggers = src->ntriggers;
     dst->trigger_sends = src->trigger_sends;
-    memcpy(dst->kind_sends, src->kind_sends, sizeof dst->kind_sends);
+    dst->kind_sends = src->kind_sends;
     dst->tz = src->tz;
     dst->optout = src->optout;
     dst->next_timer = src->next_timer;
     dst->goals = src->goals;
     dst->ngoals = src->ngoals;
-    dst->capgoals = src->capgoals;
     memcpy(dst->recent_ids, src->recent_ids, sizeof dst->recent_ids);
     dst->recent_pos = src->recent_pos;
     src->last_channel = NULL;
@@ -317,14 +380,12 @@ void jd_customer_take_state(struct jd_customer *dst, struct jd_customer *src)
     src->ncounts = 0;
     src->aggs = NULL;
     src->naggs = 0;
-    src->last_fired = NULL;
-    src->fired_count = NULL;
     src->ntriggers = 0;
     src->trigger_sends = NULL;
-    memset(src->kind_sends, 0, sizeof src->kind_sends);
+    src->kind_sends = NULL;
     src->tz = NULL;
     src->goals = NULL;
-    src->ngoals = src->capgoals = 0;
+    src->ngoals = 0;
     jd_customer_destroy(src);
 }
 
@@ -398,6 +459,78 @@ struct jd_times *jd_customer_trigger_sends(struct jd_customer *c, size_t t)
     if (!c->trigger_sends)
         c->trigger_sends = jd_xcalloc(c->ntriggers, sizeof *c->trigger_sends);
     return &c->trigger_sends[t];
+}
+
+struct jd_times *jd_customer_kind_sends(struct jd_customer *c, enum jd_trigger_kind k)
+{
+    if (!c->kind_sends)
+        c->kind_sends = jd_xcalloc(JD_KIND_COUNT, sizeof *c->kind_sends);
+    return &c->kind_sends[k];
+}
+
+/* Time zone names: every customer of a zone points at one copy in this
+ * append-only pool (a heap copy per customer cost ~32 bytes each). It is
+ * bounded, since the names come from events: past TZ_POOL_BYTES or
+ * TZ_POOL_MAX names, customers get their own heap copies as before. The
+ * lock covers lookups and inserts (only on a zone change or a load); a
+ * pooled name never changes or goes away, so readers need no lock. */
+#define TZ_POOL_BYTES 32768
+#define TZ_POOL_SLOTS 2048 /* open addressing, at most 3/4 full */
+#define TZ_POOL_MAX (TZ_POOL_SLOTS / 4 * 3)
+
+static char tz_pool[TZ_POOL_BYTES];
+static size_t tz_pool_used, tz_pool_n;
+static const char *tz_slots[TZ_POOL_SLOTS];
+static pthread_mutex_t tz_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int tz_pooled(const char *s)
+{
+    uintptr_t p = (uintptr_t)s, b = (uintptr_t)tz_pool;
+    return p >= b && p < b + sizeof tz_pool;
+}
+
+/* The pool's copy of s[0..len), added if absent; NULL when the pool is full. */
+static const char *tz_intern(const char *s, size_t len)
+{
+    const char *r = NULL;
+    size_t h = (size_t)jd_hash64(s, len) & (TZ_POOL_SLOTS - 1);
+    pthread_mutex_lock(&tz_lock);
+    for (;; h = (h + 1) & (TZ_POOL_SLOTS - 1)) {
+        const char *e = tz_slots[h];
+        if (!e)
+            break;
+        if (strncmp(e, s, len) == 0 && e[len] == '\0') {
+            r = e;
+            goto out;
+        }
+    }
+    if (tz_pool_n < TZ_POOL_MAX && len < sizeof tz_pool - tz_pool_used) {
+        char *d = tz_pool + tz_pool_used;
+        memcpy(d, s, len);
+        d[len] = '\0';
+        tz_pool_used += len + 1;
+        tz_pool_n++;
+        tz_slots[h] = r = d;
+    }
+out:
+    pthread_mutex_unlock(&tz_lock);
+    return r;
+}
+
+void jd_customer_set_tz(struct jd_customer *c, const char *tz, size_t len)
+{
+    if (c->tz && !tz_pooled(c->tz))
+        free((char *)c->tz);
+    c->tz = NULL;
+    if (!tz)
+        return;
+    c->tz = tz_intern(tz, len);
+    if (!c->tz) {
+        char *d = jd_xmalloc(len + 1);
+        memcpy(d, tz, len);
+        d[len] = '\0';
+        c->tz = d;
+    }
 }
 
 struct jd_ring *jd_ring_new(void)

@@ -254,12 +254,13 @@ void jd_customer_encode(const struct jd_customer *c, const struct jd_ruleset *rs
         put_escaped_str(out, c->last_channel);
     }
     for (size_t i = 0; i < c->ncounts; i++) {
-        if (c->counts[i].n == 0)
+        int64_t n = jd_customer_count_n(c, i);
+        if (n == 0)
             continue;
         jd_buf_puts(out, "|c.");
-        put_escaped_str(out, c->counts[i].type);
+        put_escaped_str(out, jd_customer_count_type(c, i));
         jd_buf_append(out, "=", 1);
-        put_i64(out, c->counts[i].n);
+        put_i64(out, n);
     }
     if (c->spend != 0) {
         jd_buf_puts(out, "|sp=");
@@ -290,14 +291,14 @@ void jd_customer_encode(const struct jd_customer *c, const struct jd_ruleset *rs
             put_agg(out, &c->aggs[i], jd_rules_agg_key(rs, i), jd_rules_agg_nbuckets(rs, i));
         size_t ntrig = jd_rules_ntriggers(rs);
         for (size_t i = 0; i < c->ntriggers && i < ntrig; i++) {
-            if (!c->last_fired[i] && !c->fired_count[i])
+            if (!jd_customer_last_fired(c)[i] && !jd_customer_fired_count(c)[i])
                 continue;
             jd_buf_puts(out, "|tf.");
             put_escaped_str(out, jd_rules_trigger(rs, i)->on.name);
             jd_buf_append(out, "=", 1);
-            put_i64(out, c->last_fired[i]);
+            put_i64(out, jd_customer_last_fired(c)[i]);
             jd_buf_append(out, ":", 1);
-            put_u64(out, c->fired_count[i]);
+            put_u64(out, jd_customer_fired_count(c)[i]);
         }
         for (size_t i = 0; c->trigger_sends && i < c->ntriggers && i < ntrig; i++) {
             if (c->trigger_sends[i].n == 0)
@@ -307,7 +308,7 @@ void jd_customer_encode(const struct jd_customer *c, const struct jd_ruleset *rs
             put_times(out, &c->trigger_sends[i]);
         }
     }
-    for (int k = 0; k < JD_KIND_COUNT; k++) {
+    for (int k = 0; c->kind_sends && k < JD_KIND_COUNT; k++) {
         if (c->kind_sends[k].n == 0)
             continue;
         jd_buf_printf(out, "|kt.%s", jd_kind_name((enum jd_trigger_kind)k));
@@ -672,9 +673,9 @@ static int dec_field(struct dec *d, struct span key, struct span val)
     } else if (has_prefix(key, "c.", &rest)) {
         if (unescape(rest, &d->name) != 0)
             return fail(d, "bad escape in event type", key);
-        if (parse_i64(val, &x) != 0 || x < 0)
+        if (parse_i64(val, &x) != 0 || x < 0 || x > JD_COUNT_MAX)
             return fail(d, "bad count", val);
-        jd_state_count_slot(c, d->name.data, d->name.len)->n = x;
+        jd_state_set_count(c, d->name.data, d->name.len, x);
     } else if (is_key(key, "sp")) {
         if (val.len == 0 || parse_double_opt(val, &c->spend) != 0)
             return fail(d, "bad spend", val);
@@ -711,8 +712,8 @@ static int dec_field(struct dec *d, struct span key, struct span val)
             return fail(d, "bad escape in trigger name", key);
         int i = d->rs ? jd_rules_trigger_index(d->rs, d->name.data) : -1;
         if (i >= 0 && (size_t)i < c->ntriggers) {
-            c->last_fired[i] = ms;
-            c->fired_count[i] = (uint32_t)n;
+            jd_customer_last_fired(c)[i] = ms;
+            jd_customer_fired_count(c)[i] = (uint32_t)n;
         }
     } else if (has_prefix(key, "tt.", &rest)) {
         if (unescape(rest, &d->name) != 0)
@@ -725,12 +726,12 @@ static int dec_field(struct dec *d, struct span key, struct span val)
             return fail(d, "bad escape in kind", key);
         enum jd_trigger_kind k;
         /* a kind this build does not know is parsed and dropped */
-        return dec_times(d, val, jd_kind_parse(d->name.data, &k) == 0 ? &c->kind_sends[k] : NULL);
+        return dec_times(
+            d, val, jd_kind_parse(d->name.data, &k) == 0 ? jd_customer_kind_sends(c, k) : NULL);
     } else if (is_key(key, "tz")) {
         if (unescape(val, &d->name) != 0 || d->name.len == 0)
             return fail(d, "bad time zone", val);
-        free(c->tz);
-        c->tz = jd_strdup(d->name.data);
+        jd_customer_set_tz(c, d->name.data, d->name.len);
     } else if (is_key(key, "oo")) {
         rest = val;
         c->optout = 0;

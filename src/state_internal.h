@@ -15,8 +15,9 @@
 char *jd_state_intern(const char *s, size_t len);
 void jd_state_unintern(char *s);
 
-/* The count slot of a type, created (at 0) when absent. */
-struct jd_type_count *jd_state_count_slot(struct jd_customer *c, const char *type, size_t len);
+/* Sets the count of a type (0..JD_COUNT_MAX), creating its entry when
+ * absent. */
+void jd_state_set_count(struct jd_customer *c, const char *type, size_t len, int64_t n);
 
 /* Hash of an event id as kept in the duplicate ring (never 0). */
 uint64_t jd_state_event_hash(const char *event_id);

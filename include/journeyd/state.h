@@ -25,10 +25,18 @@
 
 struct jd_ruleset;
 
+/* A lifetime count per event type in 8 bytes: v = n << JD_COUNT_CODE_BITS |
+ * code. The code names the type: below jd_state_nknown() a well-known name
+ * (a static string), else the customer's own copy of a user-defined name,
+ * kept after the counts in the same allocation. Read an entry with
+ * jd_customer_count_type / jd_customer_count_n. */
 struct jd_type_count {
-    char *type;
-    int64_t n;
+    uint64_t v;
 };
+
+#define JD_COUNT_CODE_BITS 24
+/* the largest count kept (2^40 - 1): a larger stored value is corrupt */
+#define JD_COUNT_MAX ((int64_t)(UINT64_MAX >> JD_COUNT_CODE_BITS))
 
 /* A windowed aggregate's ring, sparse: only the buckets holding something,
  * ascending by slot i (slot 0 starts at jd_agg.base); a bucket not listed
@@ -129,11 +137,9 @@ struct jd_customer {
     int32_t stage; /* index into the rule set's stages; -1 = none yet */
     uint32_t naggs;
     uint64_t segments; /* bit i: member of the rule set's segment i */
-    /* aggs[naggs], then last_fired and fired_count, in one allocation */
+    /* aggs[naggs], then the per-trigger arrays (jd_customer_last_fired,
+     * jd_customer_fired_count: [ntriggers] each), in one allocation */
     struct jd_agg *aggs;
-    int64_t *last_fired;   /* per rule-set trigger: ms it was last sent (or, deferred by
-                              quiet hours, will be sent); 0 never */
-    uint32_t *fired_count; /* per rule-set trigger: how many times it fired */
     uint32_t ntriggers;
     /* contact policy (policy.c) */
     uint8_t optout; /* bit (1 << kind): the customer opted out of that kind */
@@ -144,35 +150,49 @@ struct jd_customer {
     unsigned urgent : 1;            /* in the engine's list of customers to write at once */
     unsigned writing : 1;           /* in a write-back still on its way to Redis (store.h) */
     struct jd_times *trigger_sends; /* [ntriggers] for max_per_customer; NULL until needed */
-    struct jd_times kind_sends[JD_KIND_COUNT]; /* for policy.caps */
-    char *tz;              /* latest time zone attribute value; NULL: the default zone */
-    int64_t next_timer;    /* next due time registered for this customer; 0 none */
-    int64_t stored_timer;  /* the due time the partition's timer set holds for it (not
-                              persisted: taken from next_timer on load); 0 none */
-    struct jd_goal *goals; /* open conversion goals (outcomes.h), oldest first */
-    uint32_t ngoals, capgoals;
+    struct jd_times *kind_sends;    /* [JD_KIND_COUNT] for policy.caps; NULL until needed */
+    const char *tz;       /* latest time zone attribute value, shared (jd_customer_set_tz); NULL:
+                             the default zone */
+    int64_t next_timer;   /* next due time registered for this customer; 0 none */
+    int64_t stored_timer; /* the due time the partition's timer set holds for it (not
+                             persisted: taken from next_timer on load); 0 none */
 
     uint64_t recent_ids[JD_RECENT_IDS]; /* hashes of the latest event_ids (duplicate guard) */
 
-    /* the outbox arrays are freed when they empty: most customers have no
-     * trigger in flight most of the time */
+    /* The arrays below hold no capacity field: it follows the length (2, 4,
+     * 8, ...; jd_customer_add_*, which grow them, are their only writers
+     * that add). Setting a length lower is fine. The outbox arrays are freed
+     * when they empty: most customers have no trigger in flight most of the
+     * time. */
+    struct jd_goal *goals; /* open conversion goals (outcomes.h), oldest first */
     struct jd_pending_trigger *pending;
-    uint32_t npending;
-    uint32_t cappending;
     char **acked; /* trigger ids acknowledged since the last flush (to remove from Redis) */
-    uint32_t nacked;
-    uint32_t capacked;
     /* History lines of triggers acknowledged before their line was written:
      * the next flush writes them (owned; freed by the flush). */
     char **history;
+    uint32_t ngoals;
+    uint32_t npending;
+    uint32_t nacked;
     uint32_t nhistory;
-    uint32_t caphistory;
 
     struct jd_customer *lru_prev; /* cache (store.h) bookkeeping: newer */
     struct jd_customer *lru_next; /* older */
 
     char id_buf[]; /* the id, NUL-terminated */
 };
+
+/* Per rule-set trigger: the time (ms) it was last sent (or, deferred by
+ * quiet hours, will be sent), 0 never; NULL when ntriggers is 0. */
+static inline int64_t *jd_customer_last_fired(const struct jd_customer *c)
+{
+    return c->ntriggers ? (int64_t *)(void *)(c->aggs + c->naggs) : NULL;
+}
+
+/* Per rule-set trigger: how many times it fired; NULL when ntriggers is 0. */
+static inline uint32_t *jd_customer_fired_count(const struct jd_customer *c)
+{
+    return c->ntriggers ? (uint32_t *)(void *)(jd_customer_last_fired(c) + c->ntriggers) : NULL;
+}
 
 /* A fresh customer shaped for `rs` (aggs and trigger arrays sized). */
 struct jd_customer *jd_customer_new(const char *id, size_t id_len, int32_t partition,
@@ -184,6 +204,12 @@ void jd_customer_destroy(struct jd_customer *c);
 void jd_customer_apply_core(struct jd_customer *c, const struct jd_event *ev);
 
 int64_t jd_customer_count(const struct jd_customer *c, const char *type);
+/* The type name and count of entry i < c->ncounts (insertion order). */
+const char *jd_customer_count_type(const struct jd_customer *c, size_t i);
+static inline int64_t jd_customer_count_n(const struct jd_customer *c, size_t i)
+{
+    return (int64_t)(c->counts[i].v >> JD_COUNT_CODE_BITS);
+}
 
 /* Duplicate guard on event_id: returns 1 if seen among the recent ids, else
  * records it and returns 0. */
@@ -199,10 +225,21 @@ struct jd_pending_trigger *jd_customer_find_pending(struct jd_customer *c, const
  * unwritten history line moves to c->history). 0 or -1 if absent. */
 int jd_customer_ack(struct jd_customer *c, const char *trigger_id);
 void jd_customer_clear_acked(struct jd_customer *c);
+/* Appends a history line (owned by c from now on) to c->history. */
+void jd_customer_add_history(struct jd_customer *c, char *line);
 
 /* The send-time list of trigger t (allocating the per-trigger lists on
  * first use); NULL when t is out of range. */
 struct jd_times *jd_customer_trigger_sends(struct jd_customer *c, size_t t);
+
+/* The send-time list of kind k for policy.caps (allocating the per-kind
+ * lists on first use). */
+struct jd_times *jd_customer_kind_sends(struct jd_customer *c, enum jd_trigger_kind k);
+
+/* Sets c->tz to a copy of tz[0..len) (NULL: no zone). Customers share a
+ * zone's copy: a process-wide pool keeps each name once (a few hundred
+ * zones exist; past the pool's size, names are the customer's own copies). */
+void jd_customer_set_tz(struct jd_customer *c, const char *tz, size_t len);
 
 /* Appends an open goal (zeroed); valid until the next add on c. */
 struct jd_goal *jd_customer_add_goal(struct jd_customer *c);

@@ -157,17 +157,17 @@ static void test_cooldown_edges(void **state)
     fx_build(&f);
     struct jd_customer *c = cust(&f, "c1");
     assert_string_equal(decide(&f, c, "recover", T0, NULL), "");
-    assert_int_equal(c->last_fired[0], T0);
-    assert_int_equal(c->fired_count[0], 1);
+    assert_int_equal(jd_customer_last_fired(c)[0], T0);
+    assert_int_equal(jd_customer_fired_count(c)[0], 1);
     struct jd_policy_decision d;
     assert_string_equal(decide(&f, c, "recover", T0 + DAY - 1, &d), "cooldown");
     assert_string_equal(d.detail, "recover was sent 86399999ms before, cooldown 1d");
     /* a suppression records nothing */
-    assert_int_equal(c->last_fired[0], T0);
-    assert_int_equal(c->fired_count[0], 1);
+    assert_int_equal(jd_customer_last_fired(c)[0], T0);
+    assert_int_equal(jd_customer_fired_count(c)[0], 1);
     assert_string_equal(decide(&f, c, "recover", T0 + DAY, NULL), "");
-    assert_int_equal(c->last_fired[0], T0 + DAY);
-    assert_int_equal(c->fired_count[0], 2);
+    assert_int_equal(jd_customer_last_fired(c)[0], T0 + DAY);
+    assert_int_equal(jd_customer_fired_count(c)[0], 2);
     jd_customer_destroy(c);
     fx_free(&f);
 }
@@ -265,10 +265,10 @@ static void test_priority(void **state)
             jd_policy_decide(f.p, f.rs, c, res.fired[order[i]].trigger, T0, &d);
         assert_string_equal(v == JD_POLICY_ALLOW ? "" : d.reason, want[i]);
     }
-    assert_int_equal(c->fired_count[trig(&f, "high")], 1);
-    assert_int_equal(c->fired_count[trig(&f, "mid")], 1);
-    assert_int_equal(c->fired_count[trig(&f, "mid2")], 0);
-    assert_int_equal(c->fired_count[trig(&f, "low")], 0);
+    assert_int_equal(jd_customer_fired_count(c)[trig(&f, "high")], 1);
+    assert_int_equal(jd_customer_fired_count(c)[trig(&f, "mid")], 1);
+    assert_int_equal(jd_customer_fired_count(c)[trig(&f, "mid2")], 0);
+    assert_int_equal(jd_customer_fired_count(c)[trig(&f, "low")], 0);
     jd_customer_destroy(c);
     fx_free(&f);
 }
@@ -395,7 +395,7 @@ static void test_quiet_drop_and_counting(void **state)
     struct jd_policy_decision d;
     assert_string_equal(decide(&f, c, "r", utc(2024, 1, 15, 21, 0), &d), "quiet_hours");
     assert_string_equal(d.detail, "quiet hours 21:00-08:00 in UTC (local time 21:00)");
-    assert_int_equal(c->fired_count[0], 0);
+    assert_int_equal(jd_customer_fired_count(c)[0], 0);
     assert_string_equal(decide(&f, c, "r", utc(2024, 1, 16, 8, 0), NULL), "");
     jd_customer_destroy(c);
     fx_free(&f);
@@ -407,7 +407,7 @@ static void test_quiet_drop_and_counting(void **state)
     fx_build(&f);
     c = cust(&f, "c1");
     expect_defer(&f, c, "r", utc(2024, 1, 15, 22, 0), utc(2024, 1, 16, 8, 0));
-    assert_int_equal(c->last_fired[0], utc(2024, 1, 16, 8, 0));
+    assert_int_equal(jd_customer_last_fired(c)[0], utc(2024, 1, 16, 8, 0));
     /* later the same night: same send time, within the cooldown */
     assert_string_equal(decide(&f, c, "r", utc(2024, 1, 16, 7, 0), &d), "cooldown");
     assert_string_equal(decide(&f, c, "r", utc(2024, 1, 16, 20, 59), &d), "cooldown");

@@ -84,6 +84,91 @@ static void test_apply_core(void **unused)
     jd_customer_destroy(c);
 }
 
+/* Well-known and user-defined types mixed: the entries keep their order, the
+ * user-defined names (kept after the entries) follow as entries are added,
+ * and a decode/encode round trip gives the same text. */
+static void test_counts_mixed(void **unused)
+{
+    struct jd_customer *c = jd_customer_new("c1", 2, 0, NULL);
+    static const char *const types[] = {"quiz_a", "purchase", "quiz_b", "page_view", "quiz_c",
+                                        "quiz_a", "refund",   "quiz_b", "quiz_d"};
+    char id[16];
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        snprintf(id, sizeof id, "e%zu", i);
+        struct jd_event ev = mkev(id, types[i], "web", 1000 + (int64_t)i);
+        jd_customer_apply_core(c, &ev);
+    }
+    static const char *const order[] = {"quiz_a", "purchase", "quiz_b", "page_view",
+                                        "quiz_c", "refund",   "quiz_d"};
+    static const int64_t n[] = {2, 1, 2, 1, 1, 1, 1};
+    assert_int_equal(c->ncounts, 7);
+    for (size_t i = 0; i < 7; i++) {
+        assert_string_equal(jd_customer_count_type(c, i), order[i]);
+        assert_int_equal(jd_customer_count_n(c, i), n[i]);
+        assert_int_equal(jd_customer_count(c, order[i]), n[i]);
+    }
+    struct jd_buf a, b;
+    jd_buf_init(&a);
+    jd_buf_init(&b);
+    jd_customer_encode(c, NULL, &a);
+    jd_buf_append(&a, "", 1);
+    assert_string_equal(a.data, "v1|fs=1000|ls=1008|ch=web|c.quiz_a=2|c.purchase=1|c.quiz_b=2|"
+                                "c.page_view=1|c.quiz_c=1|c.refund=1|c.quiz_d=1");
+    char err[128];
+    struct jd_customer *d = jd_customer_new("c1", 2, 0, NULL);
+    assert_int_equal(jd_customer_decode(d, NULL, a.data, a.len - 1, err, sizeof err), 0);
+    jd_customer_encode(d, NULL, &b);
+    jd_buf_append(&b, "", 1);
+    assert_string_equal(a.data, b.data);
+    /* the largest count kept loads and stays */
+    const char *big = "v1|c.quiz_z=1099511627775|c.signup=3";
+    assert_int_equal(jd_customer_decode(d, NULL, big, strlen(big), err, sizeof err), 0);
+    assert_int_equal(jd_customer_count(d, "quiz_z"), JD_COUNT_MAX);
+    assert_int_equal(jd_customer_count(d, "signup"), 3);
+    jd_buf_free(&a);
+    jd_buf_free(&b);
+    jd_customer_destroy(c);
+    jd_customer_destroy(d);
+}
+
+/* Customers of one zone share its name; a change or a clear lets go of it;
+ * past the pool's size names are each customer's own copies (ASan checks
+ * that those are freed). Runs last: it fills the process-wide pool. */
+static void test_tz_pool(void **unused)
+{
+    struct jd_customer *a = jd_customer_new("a", 1, 0, NULL);
+    struct jd_customer *b = jd_customer_new("b", 1, 0, NULL);
+    jd_customer_set_tz(a, "Europe/Paris", 12);
+    jd_customer_set_tz(b, "Europe/Paris!", 12); /* len bounds the name */
+    assert_string_equal(a->tz, "Europe/Paris");
+    assert_ptr_equal(a->tz, b->tz);
+    jd_customer_set_tz(b, "Asia/Tokyo", 10);
+    assert_string_equal(b->tz, "Asia/Tokyo");
+    assert_string_equal(a->tz, "Europe/Paris");
+    jd_customer_set_tz(b, NULL, 0);
+    assert_null(b->tz);
+
+    /* fill the pool: the names keep reading back, pooled or not */
+    char name[32];
+    for (int i = 0; i < 5000; i++) {
+        int n = snprintf(name, sizeof name, "Zone/Number_%d", i);
+        jd_customer_set_tz(b, name, (size_t)n);
+        assert_string_equal(b->tz, name);
+    }
+    jd_customer_set_tz(a, name, strlen(name));
+    assert_string_equal(a->tz, name);
+    assert_ptr_not_equal(a->tz, b->tz); /* own copies */
+    /* a pooled name is still shared, and a decoded one joins it */
+    const char *v = "v1|tz=Europe/Paris";
+    char err[128];
+    assert_int_equal(jd_customer_decode(b, NULL, v, strlen(v), err, sizeof err), 0);
+    jd_customer_set_tz(a, "Europe/Paris", 12);
+    assert_ptr_equal(a->tz, b->tz);
+    jd_customer_set_tz(a, name, strlen(name));
+    jd_customer_destroy(a);
+    jd_customer_destroy(b);
+}
+
 static void test_seen_event(void **unused)
 {
     struct jd_customer *c = jd_customer_new("c1", 2, 0, NULL);
@@ -188,7 +273,8 @@ static void assert_same_state(const struct jd_customer *a, const struct jd_custo
         assert_string_equal(a->last_channel, b->last_channel);
     assert_int_equal(a->ncounts, b->ncounts);
     for (size_t i = 0; i < a->ncounts; i++)
-        assert_int_equal(a->counts[i].n, jd_customer_count(b, a->counts[i].type));
+        assert_int_equal(jd_customer_count_n(a, i),
+                         jd_customer_count(b, jd_customer_count_type(a, i)));
     assert_memory_equal(&a->spend, &b->spend, sizeof a->spend);
     assert_int_equal(a->last_score, b->last_score);
     assert_int_equal(a->stage, b->stage);
@@ -209,8 +295,8 @@ static void assert_same_state(const struct jd_customer *a, const struct jd_custo
     }
     assert_int_equal(a->ntriggers, b->ntriggers);
     for (size_t i = 0; i < a->ntriggers; i++) {
-        assert_int_equal(a->last_fired[i], b->last_fired[i]);
-        assert_int_equal(a->fired_count[i], b->fired_count[i]);
+        assert_int_equal(jd_customer_last_fired(a)[i], jd_customer_last_fired(b)[i]);
+        assert_int_equal(jd_customer_fired_count(a)[i], jd_customer_fired_count(b)[i]);
     }
     assert_int_equal(a->next_timer, b->next_timer);
     for (size_t k = 0; k < JD_RECENT_IDS; k++)
@@ -308,6 +394,7 @@ static void test_corrupt(void **unused)
         "v1|p=x:1",
         "v1|p=3:-5",
         "v1|c.purchase=-1",
+        "v1|c.purchase=1099511627776", /* past JD_COUNT_MAX */
         "v1|c.pur%2=1",
         "v1|c.pur%zzchase=1",
         "v1|c.purchase=1|zz=1",
@@ -440,8 +527,8 @@ static void fill_rule_state(struct jd_customer *c, const struct jd_ruleset *rs)
         }
     }
     int t = jd_rules_trigger_index(rs, "vip_welcome");
-    c->last_fired[t] = 1700000000123;
-    c->fired_count[t] = 2;
+    jd_customer_last_fired(c)[t] = 1700000000123;
+    jd_customer_fired_count(c)[t] = 2;
 }
 
 static void test_roundtrip_rules(void **unused)
@@ -537,9 +624,9 @@ static void test_rebind(void **unused)
     assert_int_equal(c->stage, jd_rules_stage_index(rs1, "repeat"));
     assert_int_equal(c->segments, UINT64_C(1) << jd_rules_segment_index(rs1, "vip"));
     int t = jd_rules_trigger_index(rs1, "vip_welcome");
-    assert_int_equal(c->last_fired[t], 1700000000123);
-    assert_int_equal(c->fired_count[t], 2);
-    assert_int_equal(c->fired_count[jd_rules_trigger_index(rs1, "newcomer")], 0);
+    assert_int_equal(jd_customer_last_fired(c)[t], 1700000000123);
+    assert_int_equal(jd_customer_fired_count(c)[t], 2);
+    assert_int_equal(jd_customer_fired_count(c)[jd_rules_trigger_index(rs1, "newcomer")], 0);
     for (size_t j = 0; j < n1 && j < 16; j++)
         assert_true(c->aggs[j].v == (v_of[j] < 0 ? 0 : v_of[j]));
     /* core, outbox and flags untouched */
@@ -563,10 +650,11 @@ static void test_rebind(void **unused)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_apply_core), cmocka_unit_test(test_seen_event),
-        cmocka_unit_test(test_outbox),     cmocka_unit_test(test_roundtrip_core),
-        cmocka_unit_test(test_corrupt),    cmocka_unit_test(test_roundtrip_rules),
-        cmocka_unit_test(test_rebind),
+        cmocka_unit_test(test_apply_core),      cmocka_unit_test(test_counts_mixed),
+        cmocka_unit_test(test_seen_event),      cmocka_unit_test(test_outbox),
+        cmocka_unit_test(test_roundtrip_core),  cmocka_unit_test(test_corrupt),
+        cmocka_unit_test(test_roundtrip_rules), cmocka_unit_test(test_rebind),
+        cmocka_unit_test(test_tz_pool),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
