@@ -169,8 +169,8 @@ run_journeyd() {
         "broker $(ticks_s $(($(cpu_ticks "$PID_BROKER") - c0_broker)))"
     kill -0 "$PID_JD" 2>/dev/null || die "journeyd ($name) exited during the run (see $WORK/journeyd-$name.log)"
     # memory once idle: an idle engine gives its transient buffers (fetched
-    # messages, pipeline buffers) back within a poll or two (engine_mem.c)
-    sleep 1
+    # messages, pipeline buffers) back within 2 s (engine_mem.c)
+    sleep 3
     RUN_RSS_KB=$(rss_kb "$PID_JD")
     RUN_CACHED=$(metric "$mport" journeyd_cached_customers)
     RUN_RATE=NA

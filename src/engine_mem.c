@@ -6,11 +6,12 @@
  * those pages (freed chunks in the middle of an arena are not returned), so
  * the process's RSS stays ~40 MB above what it uses (docs/performance.md,
  * "Memory"). malloc_trim(0) returns every whole free page of every arena;
- * it takes 10-30 ms on a 100,000-customer heap, so it runs only when the
+ * it takes 3-30 ms on a 100,000-customer heap, so it runs only when the
  * engine has gone idle (a whole poll without a message) after work, at most
- * every 30 s unless 100,000 events came since: never on the hot path of a
- * busy engine. The Redis pipelines' buffers, grown to the largest
- * write-back, go back too. Owns nothing.
+ * every 2 s: never on the hot path of a busy engine, and at most one such
+ * pause per 2 s for the first event after an idle spell. The Redis
+ * pipelines' buffers, grown to the largest write-back, go back too. Owns
+ * nothing.
  */
 #include <malloc.h>
 
@@ -18,10 +19,7 @@
 #include "journeyd/log.h"
 
 #define MOD "engine"
-#define TRIM_EVERY_NS (30 * 1000000000LL)
-/* ... or sooner after this many events: a burst's buffers go back as soon
- * as it is over, even if a pause early in it took the last trim */
-#define TRIM_AFTER_EVENTS 100000
+#define TRIM_EVERY_NS (2 * 1000000000LL)
 
 void jd_engine_trim(struct jd_engine *e, int idle)
 {
@@ -30,8 +28,7 @@ void jd_engine_trim(struct jd_engine *e, int idle)
         return;
     }
     int64_t now = jd_monotonic_ns();
-    if (!e->trim_work || (e->trim_work < TRIM_AFTER_EVENTS && e->last_trim_ns &&
-                          now - e->last_trim_ns < TRIM_EVERY_NS))
+    if (!e->trim_work || (e->last_trim_ns && now - e->last_trim_ns < TRIM_EVERY_NS))
         return;
     e->trim_work = 0;
     e->last_trim_ns = now;
