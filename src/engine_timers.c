@@ -323,6 +323,10 @@ void jd_engine_timers_tick(struct jd_engine *e)
         return;
     if (e->abandoned || e->assigned_count == 0)
         return;
+    /* a customer whose first write is on its way has no `exists` yet (its
+     * entry would look stray), and a correction of a stale entry would be
+     * overwritten by that write's finish (engine_wb.c) */
+    (void)jd_engine_wb_wait(e);
     t->last_tick_ns = mono;
     t->again = 0;
     char errstr[512];

@@ -154,6 +154,9 @@ int jd_engine_wb_wait(struct jd_engine *e)
             jd_metrics_add(e->metrics, JD_C_REDIS_ERRORS, 1);
         for (size_t i = 0; i < wb->n; i++)
             jd_engine_queue_write(e, wb->cs[i]);
+        /* at the tail of the list now: the round in progress no longer
+         * covers them, so it must not seal; the next round covers all */
+        e->wb_round = 0;
         if (jd_store_reconnect(wb->st, errstr, sizeof errstr) != 0)
             jd_warn(MOD, "redis reconnect (write-back): %s", errstr);
     }

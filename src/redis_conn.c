@@ -206,6 +206,7 @@ int jd_redis_refresh_map(struct jd_redis *r, char *errstr, size_t errsize)
                 continue;
             if (load_map(r, i, err, sizeof err) == 0) {
                 r->refresh_now = r->refresh_soon = 0;
+                r->map_ns = jd_monotonic_ns();
                 snprintf(r->desc, sizeof r->desc, "cluster of %zu masters via %s", r->nmasters,
                          r->nodes[i].addr);
                 return 0;

@@ -22,7 +22,7 @@ struct rnode {
     size_t nsent, capsent;
     int waited; /* a WAIT follows the entries */
     /* what this round sends it: pieces of the pipeline's RESP buffer (and
-     * of wait), written with writev, no copy (redis_pipe.c) */
+     * of wait), written with sendmsg, no copy (redis_pipe.c) */
     struct iovec *iov;
     size_t niov, capiov;
     char wait[48]; /* the WAIT command, RESP */
@@ -58,6 +58,7 @@ struct jd_redis {
     size_t nmasters;
     int refresh_soon; /* a MOVED was seen: re-read the map before the next exec */
     int refresh_now;  /* topology in doubt: re-read it before the next round */
+    int64_t map_ns;   /* monotonic time of the last slot map read */
     char desc[300];
 
     /* the pipeline */

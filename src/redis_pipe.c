@@ -32,6 +32,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "redis_int.h"
@@ -39,6 +40,7 @@
 #define MAX_ROUNDS 32
 #define BACKOFF_FIRST_MS 10
 #define BACKOFF_MAX_MS 250
+#define MAP_EVERY_NS (10 * 1000000000LL)
 
 /* -------- building -------- */
 
@@ -361,7 +363,7 @@ io:
     node_failed(r, ni, rd, "reading replies");
 }
 
-/* A node's requests go out as pieces of r->wire, written with writev
+/* A node's requests go out as pieces of r->wire, written with sendmsg
  * straight to the socket: contiguous commands are one piece. Copying them
  * into hiredis's output buffer first cost a tenth of the engine's time on a
  * write-back (a fresh multi-megabyte buffer per round trip, page faults
@@ -384,14 +386,19 @@ static void node_piece(struct rnode *n, const void *p, size_t len)
     n->niov++;
 }
 
-/* Writes the node's pieces (blocking, within the connection's timeout).
- * 0, or -1 with the connection's error set. */
+/* Writes the node's pieces (blocking, within the connection's timeout;
+ * MSG_NOSIGNAL: a peer gone is an error here, not a SIGPIPE for the
+ * program). 0, or -1 with the connection's error set. */
 static int node_send(struct rnode *n)
 {
     struct iovec *v = n->iov;
     size_t left = n->niov;
     while (left > 0) {
-        ssize_t w = writev(n->ctx->fd, v, left > IOV_MAX ? IOV_MAX : (int)left);
+        struct msghdr msg;
+        memset(&msg, 0, sizeof msg);
+        msg.msg_iov = v;
+        msg.msg_iovlen = left > IOV_MAX ? IOV_MAX : left;
+        ssize_t w = sendmsg(n->ctx->fd, &msg, MSG_NOSIGNAL);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
@@ -503,7 +510,10 @@ int jd_redis_exec(struct jd_redis *r, int flags, char *errstr, size_t errsize)
         why(&rd, "Redis %s: not connected", r->desc);
         goto fail;
     }
-    if (r->cluster && (r->refresh_soon || r->refresh_now))
+    /* also every MAP_EVERY_NS: a replica added (or a node moved) without
+     * any redirect is seen, so that WAIT covers every master with replicas */
+    if (r->cluster &&
+        (r->refresh_soon || r->refresh_now || jd_monotonic_ns() - r->map_ns > MAP_EVERY_NS))
         (void)jd_redis_refresh_map(r, rd.why, sizeof rd.why);
 
     /* retries stay within about one command timeout; beyond that the

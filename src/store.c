@@ -498,12 +498,17 @@ static void flushed(struct jd_store *st, struct jd_customer *c, const struct wsn
 {
     c->exists = 1;
     c->stored_timer = w->held;
-    /* acknowledgements and history lines come only from the engine's
-     * jd_engine_apply_acks, which waits for writes on their way */
+    /* acknowledgements come only from the engine's jd_engine_apply_acks,
+     * which waits for writes on their way; history lines also from the
+     * policy (a suppressed trigger) while a write travels: those added
+     * since the build stay for the next write */
     jd_customer_clear_acked(c);
-    for (size_t k = 0; k < c->nhistory; k++)
+    size_t nh = w->nhistory < c->nhistory ? w->nhistory : c->nhistory;
+    for (size_t k = 0; k < nh; k++)
         free(c->history[k]);
-    c->nhistory = 0;
+    if (nh < c->nhistory)
+        memmove(c->history, c->history + nh, (c->nhistory - nh) * sizeof *c->history);
+    c->nhistory -= (uint32_t)nh;
     for (size_t k = 0; k < c->npending && k < w->npending; k++) {
         c->pending[k].stored = 1;
         free(c->pending[k].history);
@@ -563,6 +568,7 @@ static void snapshot(struct jd_customer *c, struct wsnap *w)
     w->rm_timer = c->stored_timer && !c->next_timer;
     w->unindex = c->npending == 0 && c->nacked > 0;
     w->npending = c->npending;
+    w->nhistory = c->nhistory;
     c->dirty = 0;
     c->writing = 1;
 }

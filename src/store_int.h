@@ -25,6 +25,7 @@ struct queued {
 struct wsnap {
     int64_t held;      /* the timer set's entry for it (jd_store_timer_held) */
     size_t npending;   /* outbox entries [0, npending) are in the write */
+    size_t nhistory;   /* and history lines [0, nhistory) */
     uint8_t built;     /* a write of it is in the pipeline */
     uint8_t was_dirty; /* its state was changed (restored if the write fails) */
     uint8_t rm_timer;  /* no due time any more: remove its entry after */

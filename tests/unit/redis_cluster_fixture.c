@@ -169,6 +169,23 @@ static int rc_info_has(struct redis_cluster *c, int i, const char *section, cons
     return ok;
 }
 
+/* Fewest replicas any slot range lists in node i's CLUSTER SLOTS (-1 on
+ * error). A replica linked to its master is listed by the other nodes only
+ * once gossip has carried it: a client reading the map before then sees a
+ * master without replicas (and does not WAIT for one). */
+static long rc_min_replicas_seen(struct redis_cluster *c, int i)
+{
+    redisReply *r = rc_cmd(c, i, "CLUSTER SLOTS");
+    if (!r)
+        return -1;
+    long n = r->type == REDIS_REPLY_ARRAY && r->elements ? 1000 : -1;
+    for (size_t k = 0; r->type == REDIS_REPLY_ARRAY && k < r->elements; k++)
+        if ((long)r->element[k]->elements - 3 < n)
+            n = (long)r->element[k]->elements - 3;
+    freeReplyObject(r);
+    return n;
+}
+
 /* Every running node: state ok, all slots seen, replicas linked. */
 static int rc_wait_ok(struct redis_cluster *c, int timeout_ms)
 {
@@ -228,7 +245,19 @@ static int rc_start(struct redis_cluster *c, int masters, int replicas, int node
         len += snprintf(cmd + len, sizeof cmd - (size_t)len, " 127.0.0.1:%d", c->port[i]);
     snprintf(cmd + len, sizeof cmd - (size_t)len,
              " --cluster-replicas %d --cluster-yes > '%s/create.log' 2>&1", replicas, c->dir);
-    if (rc_run(cmd) != 0 || rc_wait_ok(c, 30000) != 0) {
+    int up = rc_run(cmd) == 0 && rc_wait_ok(c, 30000) == 0;
+    /* and every node lists every master's replicas (a client's first slot
+     * map must know them, or its first writes are not WAITed for) */
+    for (int waited = 0, listed = 0; up && !listed; waited += 50) {
+        listed = 1;
+        for (int i = 0; i < c->n && listed; i++)
+            listed = rc_min_replicas_seen(c, i) >= replicas;
+        if (!listed && waited >= 30000)
+            up = 0;
+        else if (!listed)
+            rc_sleep_ms(50);
+    }
+    if (!up) {
         fprintf(stderr, "cluster did not come up:\n");
         snprintf(cmd, sizeof cmd, "tail -20 '%s/create.log' >&2", c->dir);
         if (system(cmd) != 0)

@@ -392,12 +392,14 @@ static void test_write_in_flight(void **state)
     jd_customer_apply_core(a, &ev2);
     a->dirty = 1;
     add(b, "t2", NULL, NULL);
+    jd_customer_add_history(b, strdup("suppressed while on its way"));
     jd_store_flush_exec(e->st);
     assert_int_equal(jd_store_flush_finish(e->st, cs, 2, e->err, sizeof e->err), 0);
     assert_false(a->writing || b->writing);
     assert_true(a->dirty); /* its purchase is still to be written */
     assert_true(b->pending[0].stored);
     assert_false(b->pending[1].stored);
+    assert_int_equal(b->nhistory, 1); /* added after the build: still to write */
     assert_int_equal(cmd_int(e, "HLEN %s", "j:{wb}:o"), 1);
     r = redis_fixture_cmd(&e->redis, "GET %s", "j:{wa}");
     assert_null(strstr(r->str, "purchase"));
@@ -413,6 +415,8 @@ static void test_write_in_flight(void **state)
     assert_non_null(strstr(r->str, "c.purchase=1"));
     freeReplyObject(r);
     assert_int_equal(cmd_int(e, "HLEN %s", "j:{wb}:o"), 2);
+    assert_int_equal(b->nhistory, 0);
+    assert_int_equal(cmd_int(e, "LLEN %s", "j:{wb}:h"), 1);
     r = redis_fixture_cmd(&e->redis, "INFO commandstats");
     assert_non_null(strstr(r->str, "cmdstat_mset:calls=2,")); /* {a, b} then {a, c} */
     assert_non_null(strstr(r->str, "cmdstat_set:calls=2,"));  /* b: with its outbox, twice */
