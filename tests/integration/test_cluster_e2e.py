@@ -309,10 +309,14 @@ def test_failover_while_events_flow(cluster_with_replicas, devbroker, write_conf
     victim = cluster.master_of_slot(cluster.keyslot(customers[0]))
     t0 = time.monotonic()
     cluster.kill(victim)
-    # journeyd notices: Redis errors, not ready
-    jdtest.wait_until(lambda: jdtest.metric_sum(jd.metrics(), "journeyd_redis_errors_total") > 0,
-                      30, what="journeyd to see the dead master")
+    # journeyd notices (Redis errors, not ready) unless its connection layer's
+    # own retries (within redis.timeout) outlast the failover: timing decides,
+    # the outcome checked below must be exact either way
+    jdtest.wait_until(lambda: jdtest.metric_sum(jd.metrics(), "journeyd_redis_errors_total") > 0
+                      or cluster.master_of_slot(cluster.keyslot(customers[0])) != victim,
+                      30, what="journeyd to see the dead master, or the failover to end")
     cluster.wait_ok(60)  # the replica took over
+    saw_errors = jdtest.metric_sum(jd.metrics(), "journeyd_redis_errors_total") > 0
     failover_s = time.monotonic() - t0
     rounds = flow.join()
     jdtest.wait_caught_up(devbroker.bootstrap, "journeyd", "touchpoints", timeout=120)
@@ -321,6 +325,6 @@ def test_failover_while_events_flow(cluster_with_replicas, devbroker, write_conf
     assert victim not in cluster.masters()
     print(f"failover: cluster ok again after {failover_s:.1f}s, journeyd caught up "
           f"{resumed_s:.1f}s after the kill")
-    assert "redis available again" in jd.log_text()
+    assert not saw_errors or "redis available again" in jd.log_text()
     assert jd.stop() == 0, jd.log_text()[-3000:]
     check_exact(cluster, devbroker.bootstrap, customers, rounds)
