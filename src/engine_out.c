@@ -73,17 +73,8 @@ void jd_engine_ckpt_close(struct jd_part *p, int64_t next_offset)
 
 void jd_engine_ckpt_seal_closed(struct jd_engine *e)
 {
-    for (size_t t = 0; t < e->cfg->ninput_topics; t++) {
-        for (int32_t i = 0; i < e->nparts[t]; i++) {
-            struct jd_part *p = &e->parts[t][i];
-            if (!p->head)
-                continue;
-            for (struct jd_ckpt *ck = p->head; ck; ck = ck->next)
-                if (ck->closed)
-                    ck->sealed = 1;
-            jd_engine_ckpt_advance(e, p);
-        }
-    }
+    jd_engine_ckpt_mark_closed(e);
+    jd_engine_ckpt_seal_marked(e);
 }
 
 void jd_engine_ckpt_mark_closed(struct jd_engine *e)

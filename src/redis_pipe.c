@@ -169,8 +169,7 @@ void jd_redis_clear(struct jd_redis *r)
 void jd_redis_trim(struct jd_redis *r)
 {
     jd_redis_clear(r);
-    jd_buf_free(&r->wire);
-    jd_buf_init(&r->wire);
+    jd_buf_free(&r->wire); /* (leaves it empty, ready for use) */
     free(r->cmds);
     free(r->replies);
     free(r->entries);

@@ -85,10 +85,8 @@ void jd_store_trim(struct jd_store *st)
 {
     jd_redis_trim(st->rd);
     struct jd_buf *bufs[] = {&st->enc, &st->vals, &st->mset};
-    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) {
-        jd_buf_free(bufs[i]);
-        jd_buf_init(bufs[i]);
-    }
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+        jd_buf_free(bufs[i]); /* (leaves it empty, ready for use) */
     free(st->q);
     free(st->pre);
     free(st->snap);
