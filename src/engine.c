@@ -174,8 +174,14 @@ static void reload_rules(struct jd_engine *e)
 static int collect(struct jd_engine *e)
 {
     int64_t deadline = 0;
+    e->short_poll = 0;
     while (e->nmsgs < e->maxmsgs && !*e->stop) {
         int timeout = 100;
+        if (e->nmsgs == 0 && jd_engine_wb_busy(e)) {
+            /* a write on its way holds triggers: back soon to produce them */
+            timeout = 1;
+            e->short_poll = 1;
+        }
         if (e->nmsgs > 0) {
             /* past the deadline, what is already fetched still joins the
              * batch (timeout 0): batch_max_wait = 0 means "take what is
@@ -273,18 +279,20 @@ int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig
         }
         rd_kafka_poll(e->producer, 0);
         if (*stop)
-            break;                /* the batch in hand is finished by shutdown_engine */
-        int idle = e->nmsgs == 0; /* a whole poll timeout without a message */
+            break; /* the batch in hand is finished by shutdown_engine */
+        int idle = e->nmsgs == 0 && !e->short_poll; /* a whole poll timeout without a message */
         jd_engine_process_batch(e);
         if (e->abandoned || e->fatal) {
             rc = -1;
             break;
         }
+        /* (before the write that leaves at the end of the turn: the tick
+         * waits for the write on its way) */
+        jd_engine_timers_tick(e);
         if (jd_engine_persist_due(e, idle, stop) != 0) {
             e->abandoned = 1;
             break;
         }
-        jd_engine_timers_tick(e);
         jd_engine_trim(e, idle);
         if (!e->notified_ready && e->assigned_count > 0 && e->redis_ok && !e->backpressured) {
             /* systemd Type=notify: ready once we own partitions and Redis answers */

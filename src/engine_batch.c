@@ -486,8 +486,10 @@ void jd_engine_process_batch(struct jd_engine *e)
     }
 
     /* 3. customers with new triggers: persist (state and outbox at once),
-     * then produce; the others wait for the next write-back (engine_flush.c) */
-    if (jd_engine_flush_urgent(e, stop) != 0 || fenced(e))
+     * then produce; the others wait for the next write-back (engine_flush.c).
+     * With the write-back thread, they go with the write that leaves at the
+     * end of this turn (jd_engine_persist_due). */
+    if ((!e->wb && jd_engine_flush_urgent(e, stop) != 0) || fenced(e))
         goto abandon;
 
     /* 4. the batch's offsets wait for the next write-back and for their

@@ -9,7 +9,9 @@
  *   e->urgent (c->urgent): customers with a new outbox entry (or an outbox
  *             loaded after a crash): written at the end of their batch, state
  *             and outbox in one MULTI/EXEC, then produced, so a trigger waits
- *             for one Redis round trip, not for the interval.
+ *             for one Redis round trip, not for the interval (with the
+ *             write-back thread, the round trip is on its way while the
+ *             next batch is applied: engine_wb.c, persist_async below).
  *
  * Why the offsets stay exact (SPEC §3): a batch's checkpoints are closed at
  * the end of the batch (engine_out.c) but sealed only by the next full
@@ -107,34 +109,55 @@ failed:
     return 0;
 }
 
-/* The periodic write-back, sent on its way (engine_wb.c): the urgent
- * customers and the stats synchronously first, as in jd_engine_persist. */
+/* The end of a batch with the write-back thread (engine_wb.c): the stats
+ * synchronously, then one write on its way holding the urgent customers
+ * and, when a write-back is due, the next slice of its round. The urgent
+ * customers' triggers are produced when that write is finished: at the
+ * next turn of the main loop, which does not wait for the write meanwhile
+ * (it applies the next batch). Under light load (small batches) the
+ * urgent customers go alone and are waited for at once: a trigger waits
+ * for one round trip, not for a turn. */
 #define SLICE_MIN 256
 
-static int persist_async(struct jd_engine *e, volatile sig_atomic_t *stop)
+static int persist_async(struct jd_engine *e, int due, volatile sig_atomic_t *stop)
 {
-    if (jd_engine_wb_wait(e) != 0 || (e->ndirty == 0 && e->wb_round == 0))
-        return jd_engine_persist(e, stop); /* retries; or nothing to send */
+    if (jd_engine_wb_wait(e) != 0)
+        return jd_engine_persist(e, stop); /* retries synchronously */
+    if (!due && e->nurgent == 0)
+        return 0;
+    if (due && e->ndirty == 0 && e->wb_round == 0 && e->nurgent == 0)
+        return jd_engine_persist(e, stop); /* nothing to send: acks, seals */
     jd_engine_apply_acks(e);
-    if (jd_engine_flush_urgent(e, stop) != 0 || jd_engine_flush_stats(e, stop) != 0 ||
-        jd_engine_fenced(e)) {
+    if (jd_engine_flush_stats(e, stop) != 0 || jd_engine_fenced(e)) {
         if (!jd_engine_fenced(e))
             return -1;
         jd_engine_drop_dirty(e); /* not ours any more: the new owner replays it */
         e->wb_round = 0;
         return 0;
     }
-    if (e->wb_round == 0) {
-        /* a round begins: it covers every batch closed so far */
-        jd_engine_ckpt_mark_closed(e);
-        e->wb_round = e->ndirty;
-        e->last_persist_ns = jd_monotonic_ns();
+    if (e->nurgent > 0 && e->last_batch < SLICE_MIN) {
+        /* light load: the triggers first, at once */
+        jd_engine_wb_submit(e, 0, 0);
+        if (jd_engine_wb_wait(e) != 0)
+            return jd_engine_persist(e, stop);
     }
-    size_t k = e->last_batch > SLICE_MIN ? e->last_batch : SLICE_MIN;
-    if (k > e->wb_round)
-        k = e->wb_round;
-    e->wb_round -= k;
-    jd_engine_wb_submit(e, k, e->wb_round == 0);
+    size_t k = 0;
+    int seal = 0;
+    if (due && (e->ndirty > 0 || e->wb_round > 0)) {
+        if (e->wb_round == 0) {
+            /* a round begins: it covers every batch closed so far */
+            jd_engine_ckpt_mark_closed(e);
+            e->wb_round = e->ndirty;
+            e->last_persist_ns = jd_monotonic_ns();
+        }
+        k = e->last_batch > SLICE_MIN ? e->last_batch : SLICE_MIN;
+        if (k > e->wb_round)
+            k = e->wb_round;
+        e->wb_round -= k;
+        seal = e->wb_round == 0;
+    }
+    if (k > 0 || e->nurgent > 0)
+        jd_engine_wb_submit(e, k, seal);
     return 0;
 }
 
@@ -144,9 +167,13 @@ int jd_engine_persist_due(struct jd_engine *e, int idle, volatile sig_atomic_t *
     int64_t now = jd_monotonic_ns();
     /* idle (a poll found nothing): nothing is gained by waiting, and the
      * offsets of the last events move at once */
-    if (now - e->last_persist_ns >= interval * 1000000 || e->wb_round > 0 ||
-        (idle && (e->ndirty > 0 || e->nacks > 0))) {
-        if ((e->wb && !idle ? persist_async(e, stop) : jd_engine_persist(e, stop)) != 0)
+    int due = now - e->last_persist_ns >= interval * 1000000 || e->wb_round > 0 ||
+              (idle && (e->ndirty > 0 || e->nacks > 0));
+    if (e->wb && !idle) {
+        if (persist_async(e, due, stop) != 0)
+            return -1;
+    } else if (due || e->nurgent > 0) {
+        if (jd_engine_persist(e, stop) != 0)
             return -1;
     }
     /* Stored offsets are committed by librdkafka every auto.commit.interval.ms;

@@ -87,6 +87,7 @@ struct jd_engine {
     struct jd_customer **mcust; /* the customer of msgs[i] (NULL: no key) */
     size_t nmsgs;
     size_t maxmsgs;
+    int short_poll; /* collect polled briefly (a write on its way), not idle */
 
     /* scratch, reused across batches */
     struct jd_customer **load;
@@ -171,9 +172,12 @@ int jd_engine_flush_stats(struct jd_engine *e, volatile sig_atomic_t *stop);
  * nor in naive mode: e->wb stays NULL). 0, or -1 with errstr. */
 int jd_engine_wb_start(struct jd_engine *e, char *errstr, size_t errsize);
 void jd_engine_wb_destroy(struct jd_engine *e);
-/* Hands the first k customers of the write-back list to the thread (e->wb
- * set, none on its way); seal: the last slice of a round (engine_wb.c). */
+/* Hands the urgent customers and the first k of the write-back list to the
+ * thread (e->wb set, none on its way; the stats written before); seal: the
+ * last slice of a round (engine_wb.c). */
 int jd_engine_wb_submit(struct jd_engine *e, size_t k, int seal);
+/* A write is on its way. */
+int jd_engine_wb_busy(const struct jd_engine *e);
 /* Waits for the write-back on its way, if any, and records it: produces
  * its customers' outbox, seals the checkpoints it covers. 0; -1 when it
  * failed (its customers are back on the write-back list). */

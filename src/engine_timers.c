@@ -295,7 +295,7 @@ static void fire_due(struct jd_engine *e)
         const char *id = jd_due_id(&t->due, i);
         struct jd_customer *c = jd_cache_get(e->cache, id, d->id_len);
         struct jd_part *p = jd_engine_part_by_source(e, d->source);
-        if (!c || !p || !p->assigned)
+        if (!c || !p || !p->assigned || c->writing)
             continue;
 
         if ((c->exists && c->partition != d->source) || (!c->exists && c->npending == 0)) {
@@ -312,6 +312,9 @@ static void fire_due(struct jd_engine *e)
             c->stored_timer = c->next_timer ? 0 : d->due;
             jd_engine_push_dirty(e, c);
         }
+        /* written by this tick: its triggers go out now, and its entry is
+         * moved before the next tick would fetch it again */
+        jd_engine_push_urgent(e, c);
     }
 }
 
@@ -323,10 +326,12 @@ void jd_engine_timers_tick(struct jd_engine *e)
         return;
     if (e->abandoned || e->assigned_count == 0)
         return;
-    /* a customer whose first write is on its way has no `exists` yet (its
-     * entry would look stray), and a correction of a stale entry would be
-     * overwritten by that write's finish (engine_wb.c) */
-    (void)jd_engine_wb_wait(e);
+    /* Not waiting for the write on its way (engine_wb.c): fire_due leaves
+     * its customers for the next tick (a customer whose first write is on
+     * its way has no `exists` yet and its entry would look stray; a
+     * correction of a stale entry would be overwritten by the write's
+     * finish); the sets may lag behind that write: an entry it adds is
+     * seen next tick, one it removes finds nothing due. */
     t->last_tick_ns = mono;
     t->again = 0;
     char errstr[512];
@@ -342,7 +347,7 @@ void jd_engine_timers_tick(struct jd_engine *e)
             struct jd_part *p = &e->parts[ti][pi];
             if (!p->topic || !p->assigned)
                 continue;
-            if (p->recover && recover_outboxes(e, p) != 0)
+            if (p->recover && (jd_engine_wb_wait(e), recover_outboxes(e, p) != 0))
                 return;
             idle_advance(e, p, mono);
             t->sources[n] = p->source;
@@ -397,7 +402,9 @@ void jd_engine_timers_tick(struct jd_engine *e)
     fire_due(e);
     if (t->strays.n && jd_store_timers_remove(e->store, &t->strays, errstr, sizeof errstr) != 0)
         jd_warn(MOD, "removing %zu stray timer entries: %s", t->strays.n, errstr);
-    if (jd_engine_persist(e, e->stop) != 0)
+    /* the customers it touched (and the batch's urgent ones), not every
+     * changed customer: those wait for their write-back as usual */
+    if (jd_engine_flush_urgent(e, e->stop) != 0)
         return; /* stopping: shutdown persists what is dirty */
     if (t->due.n)
         jd_debug(MOD, "%zu due customer(s) processed in %.3f ms", t->due.n,
