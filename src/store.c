@@ -43,6 +43,7 @@ struct jd_store *jd_store_new(const struct jd_config *cfg, char *errstr, size_t 
     st->topics = cfg->input_topics;
     st->ntopics = cfg->ninput_topics;
     jd_buf_init(&st->pkey);
+    jd_buf_init(&st->scores);
     jd_due_list_init(&st->own_deferred);
     st->deferred = &st->own_deferred;
     for (size_t i = 0; i < 3; i++)
@@ -79,6 +80,8 @@ void jd_store_destroy(struct jd_store *st)
     free(st->msetoff);
     free(st->msetcust);
     jd_buf_free(&st->pkey);
+    free(st->pm);
+    jd_buf_free(&st->scores);
     jd_due_list_free(&st->own_deferred);
     free(st);
 }
@@ -86,7 +89,7 @@ void jd_store_destroy(struct jd_store *st)
 void jd_store_trim(struct jd_store *st)
 {
     jd_redis_trim(st->rd);
-    struct jd_buf *bufs[] = {&st->enc, &st->vals, &st->mset};
+    struct jd_buf *bufs[] = {&st->enc, &st->vals, &st->mset, &st->scores};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         jd_buf_free(bufs[i]); /* (leaves it empty, ready for use) */
     free(st->q);
@@ -96,6 +99,9 @@ void jd_store_trim(struct jd_store *st)
     st->pre = NULL;
     st->snap = NULL;
     st->qcap = 0;
+    free(st->pm);
+    st->pm = NULL;
+    st->pmcap = st->npm = 0;
 }
 
 int jd_store_reconnect(struct jd_store *st, char *errstr, size_t errsize)

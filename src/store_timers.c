@@ -98,6 +98,8 @@ static size_t pm_emit(struct jd_store *st, int add)
 {
     static const char *const suffix[2] = {":timers", ":outbox"};
     size_t ncmd = 0;
+    if (st->npm == 0)
+        return 0;
     qsort(st->pm, st->npm, sizeof *st->pm, pm_cmp);
     for (size_t g = 0; g < st->npm;) {
         const struct pmember *m0 = &st->pm[g];
