@@ -408,7 +408,7 @@ void jd_store_flush_build(struct jd_store *st, const struct jd_ruleset *rs, stru
      * commands ride along, whose replies that round would consume). */
     int split = cluster && st->fl_base == 0;
     /* the pipeline: per-partition removals of earlier flushes, additions of
-     * this one, then the customers' writes (store_int.h) */
+     * this one, then the customers' writes (comment atop this file) */
     jd_store_queue_deferred(st);
     jd_store_pre_begin(st);
     size_t nown = 0;
