@@ -1,14 +1,17 @@
 /*
- * store — customers' journey state in Redis (layout in store.h).
+ * store — customers' journey state in Redis (layout in store.h): the
+ * connection, loads, and journeyctl's reads; writing back is
+ * store_flush.c, the per-partition sets store_timers.c.
  *
- * Turns a batch of customers into one pipeline over a struct jd_redis
- * (redis_conn.h), which sends it in one round trip per Redis master: a
- * single node or the masters of a Redis Cluster, one code path. Each
- * customer's write is its own MULTI/EXEC on its own keys (one hash tag, so
- * one cluster slot): one customer's failure (an OOM, a READONLY replica)
- * never half-writes it or touches another, and no transaction ever spans two
- * customers. Owns the connection and the scratch buffers that are reused
- * from batch to batch.
+ * Everything goes over a struct jd_redis (redis_conn.h), which sends a
+ * pipeline in one round trip per Redis master: a single node or the
+ * masters of a Redis Cluster, one code path. A customer's write never
+ * half-writes it: its commands are one MULTI/EXEC, or one atomic command
+ * (SET, a key of an MSET). On a Redis Cluster each customer's transaction
+ * is its own, on its own keys (one hash tag, so one slot); on a single node
+ * the customers of a flush that need a transaction share one (store_flush.c).
+ * Owns the connection and the scratch buffers that are reused from batch to
+ * batch.
  *
  * After a lost connection every call fails fast until jd_store_reconnect
  * succeeds.
@@ -24,7 +27,6 @@
 #include "store_int.h"
 
 #define DEFAULT_ADDRESS "127.0.0.1:6379"
-#define OUTBOX_NOT_BEFORE 0x80 /* kind byte flag: a not_before time follows */
 
 struct jd_store *jd_store_new(const struct jd_config *cfg, char *errstr, size_t errsize)
 {
@@ -41,6 +43,7 @@ struct jd_store *jd_store_new(const struct jd_config *cfg, char *errstr, size_t 
     st->topics = cfg->input_topics;
     st->ntopics = cfg->ninput_topics;
     jd_buf_init(&st->pkey);
+    jd_buf_init(&st->scores);
     jd_due_list_init(&st->own_deferred);
     st->deferred = &st->own_deferred;
     for (size_t i = 0; i < 3; i++)
@@ -77,6 +80,8 @@ void jd_store_destroy(struct jd_store *st)
     free(st->msetoff);
     free(st->msetcust);
     jd_buf_free(&st->pkey);
+    free(st->pm);
+    jd_buf_free(&st->scores);
     jd_due_list_free(&st->own_deferred);
     free(st);
 }
@@ -84,7 +89,7 @@ void jd_store_destroy(struct jd_store *st)
 void jd_store_trim(struct jd_store *st)
 {
     jd_redis_trim(st->rd);
-    struct jd_buf *bufs[] = {&st->enc, &st->vals, &st->mset};
+    struct jd_buf *bufs[] = {&st->enc, &st->vals, &st->mset, &st->scores};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         jd_buf_free(bufs[i]); /* (leaves it empty, ready for use) */
     free(st->q);
@@ -94,6 +99,9 @@ void jd_store_trim(struct jd_store *st)
     st->pre = NULL;
     st->snap = NULL;
     st->qcap = 0;
+    free(st->pm);
+    st->pm = NULL;
+    st->pmcap = st->npm = 0;
 }
 
 int jd_store_reconnect(struct jd_store *st, char *errstr, size_t errsize)
@@ -283,426 +291,6 @@ out:
     if (base == 0)
         jd_redis_clear(st->rd);
     return rc;
-}
-
-/* -------- flush -------- */
-
-static int unstored_pending(const struct jd_customer *c)
-{
-    for (size_t k = 0; k < c->npending; k++)
-        if (!c->pending[k].stored || c->pending[k].history)
-            return 1;
-    return 0;
-}
-
-static int needs_write(const struct jd_customer *c)
-{
-    return c->dirty || c->nacked || c->nhistory || unstored_pending(c) || jd_store_timer_write(c);
-}
-
-/* Outbox values of c not yet stored, into st->vals; returns how many. */
-static size_t outbox_values(struct jd_store *st, const struct jd_customer *c)
-{
-    jd_buf_reset(&st->vals);
-    size_t nvals = 0;
-    if (st->valcap < c->npending + 1) {
-        st->valcap = c->npending + 1;
-        st->valoff = jd_xrealloc(st->valoff, st->valcap * sizeof *st->valoff);
-    }
-    for (size_t k = 0; k < c->npending; k++) {
-        const struct jd_pending_trigger *p = &c->pending[k];
-        if (p->stored)
-            continue;
-        st->valoff[nvals++] = st->vals.len;
-        uint8_t kind = (uint8_t)(p->kind | (p->not_before ? OUTBOX_NOT_BEFORE : 0));
-        jd_buf_append(&st->vals, &kind, 1);
-        for (int sh = 56; p->not_before && sh >= 0; sh -= 8) {
-            uint8_t byte = (uint8_t)((uint64_t)p->not_before >> sh);
-            jd_buf_append(&st->vals, &byte, 1);
-        }
-        if (p->topic)
-            jd_buf_puts(&st->vals, p->topic);
-        jd_buf_append(&st->vals, "", 1);
-        jd_buf_append(&st->vals, p->value.data, p->value.len);
-    }
-    st->valoff[nvals] = st->vals.len;
-    return nvals;
-}
-
-/* Queues one customer's write: MULTI, the outbox (HSET new entries, HDEL
- * acked ones), the history (LPUSH, LTRIM), the state (SET), EXEC. Returns
- * where it went.
- *
- * The state goes last because it carries the applied offset: should the
- * commands ever run without a transaction, an outbox written ahead of its
- * state is harmless (the replayed event recomputes the same trigger ids),
- * a state ahead of its outbox would lose triggers. They do run without one
- * in a cluster when the customer's keys fall in two slots — an id starting
- * with '}' leaves the key without a hash tag — since MULTI cannot span two
- * slots. */
-static struct queued queue_customer(struct jd_store *st, const struct jd_ruleset *rs,
-                                    const struct jd_customer *c)
-{
-    struct queued q = {0, 0, 1};
-    build_key(st, 0, c->id, c->id_len, "");
-    build_key(st, 1, c->id, c->id_len, ":o");
-    build_key(st, 2, c->id, c->id_len, ":h");
-    if (jd_redis_is_cluster(st->rd) && jd_redis_key_slot(st->keys[0].data, st->keys[0].len) !=
-                                           jd_redis_key_slot(st->keys[1].data, st->keys[1].len))
-        q.multi = 0;
-    /* Most writes change the state only (the write-back of customers without
-     * a new trigger): one SET is atomic on its own, and MULTI/EXEC would
-     * triple the commands Redis runs and the replies read. */
-    if (!c->nacked && !c->nhistory && !unstored_pending(c))
-        q.multi = 0;
-
-    if (q.multi) {
-        jd_redis_group_begin(st->rd);
-        arg_str(st, 0, "MULTI");
-        q.first = append(st, 1, 0);
-        q.n++;
-    }
-
-    size_t nvals = outbox_values(st, c);
-    if (nvals) {
-        arg_str(st, 0, "HSET");
-        arg(st, 1, st->keys[1].data, st->keys[1].len);
-        size_t a = 2, v = 0;
-        for (size_t k = 0; k < c->npending; k++) {
-            const struct jd_pending_trigger *p = &c->pending[k];
-            if (p->stored)
-                continue;
-            arg_str(st, a++, p->trigger_id);
-            arg(st, a++, st->vals.data + st->valoff[v], st->valoff[v + 1] - st->valoff[v]);
-            v++;
-        }
-        size_t i = append(st, a, 1);
-        if (q.n++ == 0)
-            q.first = i;
-    }
-
-    if (c->nacked) {
-        arg_str(st, 0, "HDEL");
-        arg(st, 1, st->keys[1].data, st->keys[1].len);
-        for (size_t k = 0; k < c->nacked; k++)
-            arg_str(st, 2 + k, c->acked[k]);
-        size_t i = append(st, 2 + c->nacked, 1);
-        if (q.n++ == 0)
-            q.first = i;
-    }
-
-    if (st->history_max > 0) {
-        arg_str(st, 0, "LPUSH");
-        arg(st, 1, st->keys[2].data, st->keys[2].len);
-        size_t a = 2;
-        for (size_t k = 0; k < c->nhistory; k++)
-            arg_str(st, a++, c->history[k]);
-        for (size_t k = 0; k < c->npending; k++)
-            if (c->pending[k].history)
-                arg_str(st, a++, c->pending[k].history);
-        if (a > 2) {
-            size_t i = append(st, a, 1);
-            if (q.n++ == 0)
-                q.first = i;
-            char stop[24];
-            snprintf(stop, sizeof stop, "%d", st->history_max - 1);
-            arg_str(st, 0, "LTRIM");
-            arg(st, 1, st->keys[2].data, st->keys[2].len);
-            arg_str(st, 2, "0");
-            arg_str(st, 3, stop);
-            (void)append(st, 4, 1);
-            q.n++;
-        }
-    }
-
-    if (c->dirty || jd_store_timer_write(c)) { /* nt is in the state */
-        jd_buf_reset(&st->enc);
-        jd_customer_encode(c, rs, &st->enc);
-        arg_str(st, 0, "SET");
-        arg(st, 1, st->keys[0].data, st->keys[0].len);
-        arg(st, 2, st->enc.data, st->enc.len);
-        size_t i = append(st, 3, 1);
-        if (q.n++ == 0)
-            q.first = i;
-    }
-
-    if (q.multi) {
-        arg_str(st, 0, "EXEC");
-        (void)append(st, 1, 0);
-        q.n++;
-        jd_redis_group_end(st->rd);
-    }
-    return q;
-}
-
-/* On a single node, customers whose write is their state only (nearly every
- * write-back) are gathered MSET_CHUNK at a time into one MSET: Redis runs
- * one command and sends one reply instead of one per customer (SETs were
- * the larger part of its work and of the replies journeyd parsed). An MSET
- * is atomic: each customer's state is still written whole or not at all,
- * and its applied offset with it. A cluster keeps one SET per customer
- * (MSET cannot span slots). */
-#define MSET_CHUNK 512
-
-static int state_only(const struct jd_store *st, const struct jd_customer *c)
-{
-    return !jd_redis_is_cluster(st->rd) && !c->nacked && !c->nhistory && !unstored_pending(c) &&
-           (c->dirty || jd_store_timer_write(c));
-}
-
-static void gather_state(struct jd_store *st, const struct jd_ruleset *rs,
-                         const struct jd_customer *c, size_t qi)
-{
-    if (st->nmset == st->msetcap) {
-        st->msetcap = st->msetcap ? st->msetcap * 2 : MSET_CHUNK;
-        st->msetoff = jd_xrealloc(st->msetoff, (2 * st->msetcap + 1) * sizeof *st->msetoff);
-        st->msetcust = jd_xrealloc(st->msetcust, st->msetcap * sizeof *st->msetcust);
-    }
-    if (st->nmset == 0) {
-        jd_buf_reset(&st->mset);
-        st->msetoff[0] = 0;
-    }
-    build_key(st, 0, c->id, c->id_len, "");
-    jd_buf_append(&st->mset, st->keys[0].data, st->keys[0].len);
-    st->msetoff[2 * st->nmset + 1] = st->mset.len;
-    jd_customer_encode(c, rs, &st->mset);
-    st->msetoff[2 * st->nmset + 2] = st->mset.len;
-    st->msetcust[st->nmset++] = qi;
-}
-
-/* Appends the gathered customers' MSET; their q[] entries point at it. */
-static void emit_mset(struct jd_store *st)
-{
-    if (st->nmset == 0)
-        return;
-    size_t argc = 1 + 2 * st->nmset;
-    args_reserve(st, argc);
-    arg_str(st, 0, "MSET");
-    for (size_t k = 0; k < 2 * st->nmset; k++)
-        arg(st, 1 + k, st->mset.data + st->msetoff[k], st->msetoff[k + 1] - st->msetoff[k]);
-    size_t i = append(st, argc, 1);
-    for (size_t k = 0; k < st->nmset; k++) {
-        st->q[st->msetcust[k]].first = i;
-        st->q[st->msetcust[k]].n = 1;
-        st->q[st->msetcust[k]].multi = 0;
-    }
-    st->nmset = 0;
-}
-
-/* The customer's write is in Redis: record what it wrote (taken when it was
- * built: events may have changed the customer since, and what they changed
- * is still to be written). */
-static void flushed(struct jd_store *st, struct jd_customer *c, const struct wsnap *w)
-{
-    c->exists = 1;
-    c->stored_timer = w->held;
-    /* acknowledgements come only from the engine's jd_engine_apply_acks,
-     * which waits for writes on their way; history lines also from the
-     * policy (a suppressed trigger) while a write travels: those added
-     * since the build stay for the next write */
-    jd_customer_clear_acked(c);
-    size_t nh = w->nhistory < c->nhistory ? w->nhistory : c->nhistory;
-    for (size_t k = 0; k < nh; k++)
-        free(c->history[k]);
-    if (nh < c->nhistory)
-        memmove(c->history, c->history + nh, (c->nhistory - nh) * sizeof *c->history);
-    c->nhistory -= (uint32_t)nh;
-    for (size_t k = 0; k < c->npending && k < w->npending; k++) {
-        c->pending[k].stored = 1;
-        free(c->pending[k].history);
-        c->pending[k].history = NULL;
-    }
-    jd_store_defer_post(st, c, w->rm_timer, w->unindex);
-}
-
-/* The first error among one customer's replies (queueing errors first: the
- * EXEC error only says the transaction was discarded). NULL when written;
- * *node says which node answered. */
-static const char *customer_error(struct jd_store *st, const struct queued *q, const char *why,
-                                  const char **node)
-{
-    *node = jd_redis_reply_node(st->rd, q->first);
-    for (size_t k = 0; k < q->n; k++)
-        if (!jd_redis_reply(st->rd, q->first + k))
-            return why; /* not executed: the pipeline's own error */
-    size_t nq = q->multi ? q->n - 1 : q->n;
-    for (size_t k = 0; k < nq; k++) {
-        const redisReply *r = jd_redis_reply(st->rd, q->first + k);
-        if (r->type == REDIS_REPLY_ERROR)
-            return r->str;
-    }
-    if (!q->multi)
-        return NULL;
-    const redisReply *ex = jd_redis_reply(st->rd, q->first + q->n - 1);
-    if (ex->type == REDIS_REPLY_ERROR)
-        return ex->str;
-    if (ex->type != REDIS_REPLY_ARRAY)
-        return "transaction aborted (EXEC returned nil)";
-    if (ex->elements != q->n - 2)
-        return "unexpected EXEC reply";
-    for (size_t k = 0; k < ex->elements; k++)
-        if (ex->element[k]->type == REDIS_REPLY_ERROR)
-            return ex->element[k]->str;
-    return NULL;
-}
-
-static void reserve_flush(struct jd_store *st, size_t n)
-{
-    if (st->qcap >= n)
-        return;
-    st->q = jd_xrealloc(st->q, n * sizeof *st->q);
-    st->pre = jd_xrealloc(st->pre, n * sizeof *st->pre);
-    st->snap = jd_xrealloc(st->snap, n * sizeof *st->snap);
-    st->qcap = n;
-}
-
-/* Takes what c's write will have done once it succeeds (flushed), and
- * hands the changes to the write: c is clean again until its next change. */
-static void snapshot(struct jd_customer *c, struct wsnap *w)
-{
-    w->built = 1;
-    w->was_dirty = c->dirty;
-    w->held = jd_store_timer_held(c);
-    w->rm_timer = c->stored_timer && !c->next_timer;
-    w->unindex = c->npending == 0 && c->nacked > 0;
-    w->npending = c->npending;
-    w->nhistory = c->nhistory;
-    c->dirty = 0;
-    c->writing = 1;
-}
-
-void jd_store_flush_build(struct jd_store *st, const struct jd_ruleset *rs, struct jd_customer **cs,
-                          size_t n)
-{
-    reserve_flush(st, n);
-    st->fl_base = jd_redis_pending(st->rd); /* commands riding along (store.h) */
-    st->fl_n = n;
-    st->fl_why[0] = '\0';
-    size_t total = 0, npre = 0;
-    /* On a cluster the partition keys live on other masters than the
-     * customers', and a pipeline serves the masters in parallel: the
-     * additions get a round of their own first (unless another module's
-     * commands ride along, whose replies that round would consume). */
-    int split = jd_redis_is_cluster(st->rd) && st->fl_base == 0;
-    /* per-partition removals of earlier flushes */
-    jd_store_queue_deferred(st);
-    for (size_t i = 0; i < n; i++) {
-        st->q[i].n = 0;
-        st->pre[i].n = 0;
-        st->pre[i].multi = 0; /* here: 1 when the additions failed */
-        st->snap[i].built = 0;
-        if (i + 8 < n)
-            jd_customer_prefetch(cs[i + 8], 0);
-        if (i + 4 < n)
-            jd_customer_prefetch(cs[i + 4], 1);
-        if (!needs_write(cs[i]))
-            continue;
-        /* per-partition additions go before the transaction (store_int.h) */
-        st->pre[i] = jd_store_queue_pre(st, cs[i]);
-        npre += st->pre[i].n;
-        if (split)
-            continue;
-        if (state_only(st, cs[i])) {
-            gather_state(st, rs, cs[i], i);
-            total++;
-            if (st->nmset == MSET_CHUNK)
-                emit_mset(st);
-        } else {
-            st->q[i] = queue_customer(st, rs, cs[i]);
-            total += st->q[i].n;
-        }
-        snapshot(cs[i], &st->snap[i]);
-    }
-    emit_mset(st);
-    if (split && (npre || st->ndeferred_sent)) {
-        /* a customer whose additions failed is not written now */
-        (void)jd_redis_exec(st->rd, JD_REDIS_REPLICATED, st->fl_why, sizeof st->fl_why);
-        jd_store_deferred_sent(st);
-        for (size_t i = 0; i < n; i++) {
-            if (st->pre[i].n && jd_store_queued_error(st, &st->pre[i], st->fl_why))
-                st->pre[i].multi = 1;
-            st->pre[i].n = 0; /* their replies go with the next append */
-        }
-        jd_redis_clear(st->rd);
-    }
-    if (split) {
-        for (size_t i = 0; i < n; i++) {
-            if (!needs_write(cs[i]))
-                continue;
-            if (!st->pre[i].multi) {
-                st->q[i] = queue_customer(st, rs, cs[i]);
-                total += st->q[i].n;
-            }
-            snapshot(cs[i], &st->snap[i]);
-        }
-    }
-    st->fl_exec = total || (!split && (npre || st->ndeferred_sent || st->fl_base));
-}
-
-void jd_store_flush_exec(struct jd_store *st)
-{
-    /* written only once a replica has it, when the cluster has replicas: a
-     * failover must not lose what the engine then commits to Kafka */
-    if (st->fl_exec)
-        (void)jd_redis_exec(st->rd, JD_REDIS_REPLICATED, st->fl_why, sizeof st->fl_why);
-}
-
-int jd_store_flush_finish(struct jd_store *st, struct jd_customer **cs, size_t n, char *errstr,
-                          size_t errsize)
-{
-    const char *why = st->fl_why;
-    if (st->fl_exec)
-        jd_store_deferred_sent(st);
-    /* customer by customer: what got through is done even if some did not */
-    size_t failed = 0;
-    for (size_t i = 0; i < n && i < st->fl_n; i++) {
-        if (!st->snap[i].built)
-            continue;
-        struct jd_customer *c = cs[i];
-        c->writing = 0;
-        const char *node = "(partition keys)";
-        const char *e = st->pre[i].multi ? (why[0] ? why : "timer set write failed") : NULL;
-        if (!e && st->pre[i].n) {
-            e = jd_store_queued_error(st, &st->pre[i], why);
-            node = jd_redis_reply_node(st->rd, st->pre[i].first);
-        }
-        if (!e && st->q[i].n)
-            e = customer_error(st, &st->q[i], why, &node);
-        if (!e) {
-            flushed(st, c, &st->snap[i]);
-            continue;
-        }
-        c->dirty |= st->snap[i].was_dirty; /* still to be written */
-        if (failed++ == 0) {
-            if (e == why)
-                snprintf(errstr, errsize, "flush customer '%s': %s", c->id, why);
-            else
-                snprintf(errstr, errsize, "flush customer '%s': Redis %s: %s", c->id, node, e);
-        }
-    }
-    if (st->fl_base == 0)
-        jd_redis_clear(st->rd);
-    st->fl_n = 0;
-    if (failed) {
-        st->errors++;
-        if (failed > 1) {
-            size_t len = strlen(errstr);
-            snprintf(errstr + len, errsize > len ? errsize - len : 0,
-                     " (and %zu more customers not written)", failed - 1);
-        }
-        return -1;
-    }
-    return 0;
-}
-
-int jd_store_flush(struct jd_store *st, const struct jd_ruleset *rs, struct jd_customer **cs,
-                   size_t n, char *errstr, size_t errsize)
-{
-    if (n == 0)
-        return 0;
-    jd_store_flush_build(st, rs, cs, n);
-    jd_store_flush_exec(st);
-    return jd_store_flush_finish(st, cs, n, errstr, errsize);
 }
 
 /* -------- journeyctl -------- */

@@ -14,11 +14,38 @@
 #include "journeyd/redis_conn.h"
 #include "journeyd/store.h"
 
+#define JD_NO_CMD ((size_t)-1)
+#define OUTBOX_NOT_BEFORE 0x80 /* outbox value's kind byte: a not_before time follows */
+
 /* Where one customer's commands are in the pipeline. */
 struct queued {
-    size_t first, n; /* n 0: nothing to write */
-    int multi;       /* MULTI ... EXEC (else single commands, see queue_customer) */
+    size_t first, n; /* its outbox and history commands (n 0: none) */
+    size_t state;    /* the command carrying its state: its SET, or an MSET
+                        shared with other customers (JD_NO_CMD: none) */
+    size_t multi;    /* the MULTI of the transaction they are in (its own on a
+                        cluster, shared on a single node; JD_NO_CMD: none) */
+    size_t exec;     /* and that transaction's EXEC */
 };
+
+/* A customer's additions to its partition's sets, before its write: each a
+ * member of a ZADD shared with the flush's other customers of that set. */
+struct pre {
+    size_t cmd[2];  /* the ZADD to the timer set, to the outbox index (JD_NO_CMD: none) */
+    uint8_t failed; /* cluster: the additions failed in their own round */
+};
+
+/* One member of a grouped ZADD or ZREM on a per-partition set (store_timers.c). */
+struct pmember {
+    int32_t source;
+    uint8_t set;    /* PSET_TIMERS, PSET_OUTBOX */
+    const char *id; /* stable until the command is appended */
+    size_t id_len;
+    size_t score_off; /* ZADD: the score's text in st->scores */
+    size_t score_len;
+    size_t owner; /* additions: the customer's index in the flush */
+};
+#define PSET_TIMERS 0
+#define PSET_OUTBOX 1
 
 /* What a customer's write does once it succeeds, taken when it is built:
  * the engine may change the customer while the write is on its way. */
@@ -30,6 +57,7 @@ struct wsnap {
     uint8_t was_dirty; /* its state was changed (restored if the write fails) */
     uint8_t rm_timer;  /* no due time any more: remove its entry after */
     uint8_t unindex;   /* the outbox is empty after: unindex it after */
+    uint8_t cls;       /* WRITE_NONE, WRITE_STATE (MSET), WRITE_OWN (store.c) */
 };
 
 struct jd_store {
@@ -66,13 +94,17 @@ struct jd_store {
     char **topics; /* cfg->input_topics: a source's topic index points here */
     size_t ntopics;
     struct jd_buf pkey; /* PREFIX:{p:TOPIC:PARTITION}:... */
-    struct queued *pre; /* flush: each customer's additions before its transaction */
-    /* removals and postponements whose customer transaction succeeded: sent
-     * at the head of the next round trip (due > 0: timer ZADD; 0: timer
-     * ZREM; -1: outbox index ZREM) */
+    struct pre *pre;    /* flush: each customer's additions before its write */
+    /* members of the grouped ZADDs / ZREMs being built, and the scores' text */
+    struct pmember *pm;
+    size_t npm, pmcap;
+    struct jd_buf scores;
+    /* removals whose customer's write succeeded: sent at the head of the
+     * next round trip (due 0: from the timer set; -1: from the outbox
+     * index), one ZREM per set */
     struct jd_due_list own_deferred;
     struct jd_due_list *deferred; /* own_deferred, or another store's (shared) */
-    size_t ndeferred_sent;
+    size_t ndeferred_sent;        /* their commands, at the head of the pipeline */
 };
 
 /* -------- command building -------- */
@@ -129,19 +161,24 @@ static inline int exec_fail(struct jd_store *st, const char *what, const char *w
     return -1;
 }
 
-/* store_timers.c: the per-partition writes that go with one customer's
- * MULTI/EXEC in a flush (timer set, outbox index). Additions are appended
- * before the transaction (jd_store_queue_pre: where they went); on a Redis
- * Cluster, where the two live on different masters, they are executed in a
- * round of their own first (jd_store_flush). Removals go only once the
- * transaction is known to have succeeded
- * (jd_store_defer_post, before the customer's stored_timer is updated), at
- * the head of the next round trip (jd_store_queue_deferred, then
+/* store_timers.c: the per-partition writes that go with the customers'
+ * writes in a flush (timer set, outbox index). Additions are gathered per
+ * set (jd_store_pre_add) and appended, one variadic ZADD per set, before
+ * every customer write of the flush (jd_store_pre_emit: st->pre[i] says
+ * which ZADDs hold customer i); on a Redis Cluster, where the sets live on
+ * other masters than the customers, they are executed in a round of their
+ * own first (jd_store_flush). Removals go only once the customer's write is
+ * known to have succeeded (jd_store_defer_post, before the customer's
+ * stored_timer is updated), at the head of the next round trip, one
+ * variadic ZREM per set (jd_store_queue_deferred, then
  * jd_store_deferred_sent once executed). So neither a crash between the
- * writes nor a failed transaction ever leaves a timer later than the stored
+ * writes nor a failed write ever leaves a timer later than the stored
  * state implies, or an outbox unindexed: at worst an entry too many.
  * Postponements are not written (store_timers.c: lazy postponement). */
-struct queued jd_store_queue_pre(struct jd_store *st, const struct jd_customer *c);
+void jd_store_pre_begin(struct jd_store *st);
+void jd_store_pre_add(struct jd_store *st, const struct jd_customer *c, size_t owner);
+/* Appends the gathered additions; returns the number of commands. */
+size_t jd_store_pre_emit(struct jd_store *st);
 void jd_store_defer_post(struct jd_store *st, const struct jd_customer *c, int rm_timer,
                          int unindex);
 /* c's timer set entry must be written: a new or earlier due time (added
@@ -152,7 +189,9 @@ int jd_store_timer_write(const struct jd_customer *c);
 int64_t jd_store_timer_held(const struct jd_customer *c);
 void jd_store_queue_deferred(struct jd_store *st);
 void jd_store_deferred_sent(struct jd_store *st);
-/* The first error (or missing) reply of a queued run, or NULL. */
-const char *jd_store_queued_error(struct jd_store *st, const struct queued *q, const char *why);
+/* The first error (or missing) reply of a customer's additions, or NULL;
+ * *node: the node that answered. */
+const char *jd_store_pre_error(struct jd_store *st, const struct pre *p, const char *why,
+                               const char **node);
 
 #endif

@@ -6,11 +6,19 @@
  * (timer-fired and deferred triggers are tied to no input offset, so no
  * replay would bring them back).
  *
- * Neither set can join a customer's MULTI/EXEC (another Redis Cluster
- * slot), so each write is ordered around that transaction for crash safety:
- * additions before it, removals and postponements after it. A crash in
- * between leaves an entry too many (a timer that finds nothing due, an index
- * entry with an empty outbox: both no-ops), never one too few.
+ * Neither set can join a customer's write (another Redis Cluster slot), so
+ * each change is ordered around that write for crash safety: additions
+ * before it, removals after it. A crash in between leaves an entry too many
+ * (a timer that finds nothing due, an index entry with an empty outbox:
+ * both no-ops), never one too few. Within a flush's pipeline that reads:
+ * the removals of earlier flushes whose writes succeeded (one ZREM per set,
+ * at the head), then every addition of this flush (one ZADD per set), then
+ * the customers' writes (store_flush.c). Grouping keeps the rules: every
+ * addition still precedes every write of the flush (a failed ZADD fails
+ * all its customers, which are then written again, so none is counted as
+ * written without its entry), a removal still waits for its write to have
+ * succeeded, and removals precede additions, so an entry removed and added
+ * again (a customer with a new due time or trigger since) stays.
  *
  * A later due time is not written at all (lazy postponement): the set keeps
  * the earlier entry, which fires, finds nothing due, and is then moved to
@@ -35,6 +43,11 @@ static int build_pkey(struct jd_store *st, int32_t source, const char *suffix)
     return 0;
 }
 
+static int known_source(const struct jd_store *st, int32_t source)
+{
+    return source >= 0 && (size_t)(source >> 16) < st->ntopics;
+}
+
 static int unstored(const struct jd_customer *c)
 {
     for (size_t k = 0; k < c->npending; k++)
@@ -43,49 +56,120 @@ static int unstored(const struct jd_customer *c)
     return 0;
 }
 
-static size_t queue_zadd(struct jd_store *st, int64_t score, const char *id, size_t id_len)
+/* -------- grouped writes --------
+ * All the additions (or removals) of one round trip to one set go as one
+ * variadic ZADD (ZREM): Redis runs one command and sends one reply per
+ * partition instead of one per customer. A ZADD or ZREM is applied whole
+ * or not at all, so a failed one fails every customer in it. */
+
+#define PM_CHUNK 1024 /* members per command */
+
+static struct pmember *pm_add(struct jd_store *st, int32_t source, uint8_t set, const char *id,
+                              size_t id_len, size_t owner)
 {
-    char num[24];
-    snprintf(num, sizeof num, "%" PRId64, score);
-    arg_str(st, 0, "ZADD");
-    arg(st, 1, st->pkey.data, st->pkey.len);
-    arg_str(st, 2, num);
-    arg(st, 3, id, id_len);
-    return append(st, 4, 1);
+    if (st->npm == st->pmcap) {
+        st->pmcap = st->pmcap ? st->pmcap * 2 : 64;
+        st->pm = jd_xrealloc(st->pm, st->pmcap * sizeof *st->pm);
+    }
+    struct pmember *m = &st->pm[st->npm++];
+    m->source = source;
+    m->set = set;
+    m->id = id;
+    m->id_len = id_len;
+    m->score_off = m->score_len = 0;
+    m->owner = owner;
+    return m;
 }
 
-static size_t queue_zrem(struct jd_store *st, const char *id, size_t id_len)
+static int pm_cmp(const void *a, const void *b)
 {
-    arg_str(st, 0, "ZREM");
-    arg(st, 1, st->pkey.data, st->pkey.len);
-    arg(st, 2, id, id_len);
-    return append(st, 3, 1);
+    const struct pmember *x = a, *y = b;
+    if (x->source != y->source)
+        return x->source < y->source ? -1 : 1;
+    if (x->set != y->set)
+        return x->set < y->set ? -1 : 1;
+    return x->owner < y->owner ? -1 : x->owner > y->owner;
 }
 
-struct queued jd_store_queue_pre(struct jd_store *st, const struct jd_customer *c)
+/* Appends st->pm[0..npm) as one ZADD (add) or ZREM per set and PM_CHUNK
+ * members, and empties it; an addition's customer learns its command
+ * (st->pre). Returns the number of commands. */
+static size_t pm_emit(struct jd_store *st, int add)
 {
-    struct queued q = {0, 0, 0};
+    static const char *const suffix[2] = {":timers", ":outbox"};
+    size_t ncmd = 0;
+    if (st->npm == 0)
+        return 0;
+    qsort(st->pm, st->npm, sizeof *st->pm, pm_cmp);
+    for (size_t g = 0; g < st->npm;) {
+        const struct pmember *m0 = &st->pm[g];
+        size_t end = g + 1;
+        while (end < st->npm && end - g < PM_CHUNK && st->pm[end].source == m0->source &&
+               st->pm[end].set == m0->set)
+            end++;
+        if (build_pkey(st, m0->source, suffix[m0->set]) != 0) { /* checked when added */
+            g = end;
+            continue;
+        }
+        args_reserve(st, 2 + 2 * (end - g));
+        arg_str(st, 0, add ? "ZADD" : "ZREM");
+        arg(st, 1, st->pkey.data, st->pkey.len);
+        size_t a = 2;
+        for (size_t k = g; k < end; k++) {
+            if (add)
+                arg(st, a++, st->scores.data + st->pm[k].score_off, st->pm[k].score_len);
+            arg(st, a++, st->pm[k].id, st->pm[k].id_len);
+        }
+        size_t i = append(st, a, 1);
+        ncmd++;
+        for (size_t k = g; add && k < end; k++)
+            st->pre[st->pm[k].owner].cmd[st->pm[k].set] = i;
+        g = end;
+    }
+    st->npm = 0;
+    return ncmd;
+}
+
+void jd_store_pre_begin(struct jd_store *st)
+{
+    st->npm = 0;
+    jd_buf_reset(&st->scores);
+}
+
+void jd_store_pre_add(struct jd_store *st, const struct jd_customer *c, size_t owner)
+{
     int64_t want = c->next_timer, have = c->stored_timer;
     /* a new or earlier due time: firing early finds nothing, firing late
      * would be wrong */
-    if (want && (!have || want < have) && build_pkey(st, c->partition, ":timers") == 0) {
-        q.first = queue_zadd(st, want, c->id, c->id_len);
-        q.n++;
+    if (want && (!have || want < have) && known_source(st, c->partition)) {
+        struct pmember *m = pm_add(st, c->partition, PSET_TIMERS, c->id, c->id_len, owner);
+        m->score_off = st->scores.len;
+        jd_buf_printf(&st->scores, "%" PRId64, want);
+        m->score_len = st->scores.len - m->score_off;
     }
     /* the outbox gets entries: index the customer first (a deferred ZREM of
      * it goes at the head of the same pipeline, so before this) */
-    if (unstored(c) && build_pkey(st, c->partition, ":outbox") == 0) {
-        size_t i = queue_zadd(st, 0, c->id, c->id_len);
-        if (q.n++ == 0)
-            q.first = i;
+    if (unstored(c) && known_source(st, c->partition)) {
+        struct pmember *m = pm_add(st, c->partition, PSET_OUTBOX, c->id, c->id_len, owner);
+        m->score_off = st->scores.len;
+        jd_buf_append(&st->scores, "0", 1);
+        m->score_len = 1;
     }
-    return q;
 }
 
-const char *jd_store_queued_error(struct jd_store *st, const struct queued *q, const char *why)
+size_t jd_store_pre_emit(struct jd_store *st)
 {
-    for (size_t k = 0; k < q->n; k++) {
-        const redisReply *r = jd_redis_reply(st->rd, q->first + k);
+    return pm_emit(st, 1);
+}
+
+const char *jd_store_pre_error(struct jd_store *st, const struct pre *p, const char *why,
+                               const char **node)
+{
+    for (size_t k = 0; k < 2; k++) {
+        if (p->cmd[k] == JD_NO_CMD)
+            continue;
+        const redisReply *r = jd_redis_reply(st->rd, p->cmd[k]);
+        *node = jd_redis_reply_node(st->rd, p->cmd[k]);
         if (!r)
             return why && why[0] ? why : "not executed";
         if (r->type == REDIS_REPLY_ERROR)
@@ -110,8 +194,8 @@ void jd_store_defer_post(struct jd_store *st, const struct jd_customer *c, int r
                          int unindex)
 {
     if (!rm_timer && !unindex)
-        return; /* nothing to remove (the common case: no key to format) */
-    if (build_pkey(st, c->partition, "") != 0)
+        return; /* nothing to remove (the common case) */
+    if (!known_source(st, c->partition))
         return; /* no partition key: nothing was added either */
     /* no due time any more: removed only once the state that says so is written */
     if (rm_timer)
@@ -132,15 +216,15 @@ void jd_store_queue_deferred(struct jd_store *st)
      * removal leaves an entry too many in a set (harmless: a timer that
      * finds nothing due is corrected when it fires). Taking them keeps a
      * removal from being sent again, later, by another store sharing the
-     * list, after a newer addition of the same customer. */
+     * list, after a newer addition of the same customer. The ids stay in
+     * the list's buffer (a reset keeps the memory) until they are appended
+     * here. */
     struct jd_due_list *l = st->deferred;
-    for (size_t i = 0; i < l->n; i++) {
-        const struct jd_due *d = &l->v[i];
-        (void)build_pkey(st, d->source,
-                         d->due < 0 ? ":outbox" : ":timers"); /* checked when added */
-        (void)queue_zrem(st, jd_due_id(l, i), d->id_len);
-    }
-    st->ndeferred_sent = l->n;
+    st->npm = 0;
+    for (size_t i = 0; i < l->n; i++)
+        (void)pm_add(st, l->v[i].source, l->v[i].due < 0 ? PSET_OUTBOX : PSET_TIMERS,
+                     jd_due_id(l, i), l->v[i].id_len, i);
+    st->ndeferred_sent = pm_emit(st, 0);
     jd_due_list_reset(l);
 }
 
@@ -300,14 +384,12 @@ int jd_store_timers_remove(struct jd_store *st, const struct jd_due_list *entrie
 {
     if (jd_redis_pending(st->rd))
         return exec_fail(st, "timers", "commands of another module are pending", errstr, errsize);
-    size_t ncmd = 0, first = 0;
-    for (size_t i = 0; i < entries->n; i++) {
-        if (build_pkey(st, entries->v[i].source, ":timers") != 0)
-            continue;
-        size_t k = queue_zrem(st, jd_due_id(entries, i), entries->v[i].id_len);
-        if (ncmd++ == 0)
-            first = k;
-    }
+    st->npm = 0;
+    for (size_t i = 0; i < entries->n; i++)
+        if (known_source(st, entries->v[i].source))
+            (void)pm_add(st, entries->v[i].source, PSET_TIMERS, jd_due_id(entries, i),
+                         entries->v[i].id_len, i);
+    size_t ncmd = pm_emit(st, 0); /* (nothing was pending: they are commands 0..ncmd) */
     if (ncmd == 0)
         return 0;
     char why[400];
@@ -315,7 +397,7 @@ int jd_store_timers_remove(struct jd_store *st, const struct jd_due_list *entrie
     (void)jd_redis_exec(st->rd, 0, why, sizeof why);
     int rc = 0;
     for (size_t k = 0; k < ncmd && rc == 0; k++)
-        rc = bad_reply(st, first + k, "timers", why, errstr, errsize);
+        rc = bad_reply(st, k, "timers", why, errstr, errsize);
     jd_redis_clear(st->rd);
     return rc;
 }

@@ -12,11 +12,13 @@
  *   j:{p:TOPIC:PARTITION}:outbox  sorted set (all scores 0) of the customers
  *                                 whose outbox is not empty
  *
- * A flush writes each dirty customer as one MULTI/EXEC on its own keys only
- * (never two customers in one transaction); a customer whose write is only
- * its state is one SET, or on a single node one key of an MSET shared with
- * other such customers (atomic too, store.c); all customers of a batch are
- * pipelined in one round trip (per master, on a Redis Cluster).
+ * A flush writes each dirty customer atomically: a customer whose write is
+ * only its state is one SET, or on a single node one key of an MSET shared
+ * with other such customers; one that also touches its outbox or history is
+ * a MULTI/EXEC, its own on its own keys on a Redis Cluster, one shared by
+ * all such customers of the flush on a single node (store_flush.c). All
+ * customers of a batch are pipelined in one round trip (per master, on a
+ * Redis Cluster).
  */
 #ifndef JOURNEYD_STORE_H
 #define JOURNEYD_STORE_H
@@ -53,9 +55,10 @@ int jd_store_load(struct jd_store *st, const struct jd_ruleset *rs, struct jd_cu
 
 /* Writes back the n customers (those with dirty set, or with acked ids to
  * remove): state, new outbox entries (pending ones not yet stored), removal
- * of acked ids, history lines; one MULTI/EXEC per customer, pipelined. On
- * success clears dirty and acked. Returns 0, or -1 with errstr (the
- * customers stay dirty, so a retry writes them again). */
+ * of acked ids, history lines; each customer atomically (above), all in one
+ * pipeline. On success clears dirty and acked. Returns 0, or -1 with errstr
+ * (the customers whose write failed stay dirty, so a retry writes them
+ * again). */
 int jd_store_flush(struct jd_store *st, const struct jd_ruleset *rs, struct jd_customer **cs,
                    size_t n, char *errstr, size_t errsize) JD_MUST_CHECK;
 
