@@ -22,4 +22,9 @@ void jd_state_set_count(struct jd_customer *c, const char *type, size_t len, int
 /* Hash of an event id as kept in the duplicate ring (never 0). */
 uint64_t jd_state_event_hash(const char *event_id);
 
+/* Writes d as the state text form does (the shortest of %.15g, %.16g,
+ * %.17g that reads back as d) to out (room for 32 bytes, no NUL); returns
+ * the length. Exposed for the codec's tests. */
+size_t jd_state_format_double(char *out, double d);
+
 #endif
