@@ -9,6 +9,7 @@
  * a rule set compiled by the real compiler, and each value decoded and
  * encoded again must give the same text.
  */
+#include <errno.h>
 #include <float.h>
 #include <inttypes.h>
 #include <math.h>
@@ -359,6 +360,94 @@ static void old_encode(const struct jd_customer *c, const struct jd_ruleset *rs,
         old_put_hex(out, h);
         first = 0;
     }
+}
+
+/* the decoder's parsers before the rewrite, verbatim */
+
+struct span {
+    const char *p;
+    size_t len;
+};
+
+static int old_hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+static int old_unescape(struct span s, struct jd_buf *out)
+{
+    jd_buf_reset(out);
+    for (size_t i = 0; i < s.len; i++) {
+        char ch = s.p[i];
+        if (ch == '%') {
+            if (i + 2 >= s.len)
+                return -1;
+            int hi = old_hexval(s.p[i + 1]), lo = old_hexval(s.p[i + 2]);
+            if (hi < 0 || lo < 0)
+                return -1;
+            ch = (char)(hi * 16 + lo);
+            i += 2;
+        } else if (old_needs_escape((unsigned char)ch)) {
+            return -1;
+        }
+        jd_buf_append(out, &ch, 1);
+    }
+    jd_buf_cstr(out);
+    return 0;
+}
+
+static int old_parse_i64(struct span s, int64_t *out)
+{
+    char tmp[32];
+    if (s.len == 0 || s.len >= sizeof tmp)
+        return -1;
+    memcpy(tmp, s.p, s.len);
+    tmp[s.len] = '\0';
+    if (!(tmp[0] == '-' || (tmp[0] >= '0' && tmp[0] <= '9')))
+        return -1;
+    char *end;
+    errno = 0;
+    long long v = strtoll(tmp, &end, 10);
+    if (errno || *end)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int old_parse_u64_hex(struct span s, uint64_t *out)
+{
+    char tmp[24];
+    if (s.len == 0 || s.len > 16)
+        return -1;
+    memcpy(tmp, s.p, s.len);
+    tmp[s.len] = '\0';
+    for (size_t i = 0; i < s.len; i++)
+        if (old_hexval(tmp[i]) < 0)
+            return -1;
+    *out = strtoull(tmp, NULL, 16);
+    return 0;
+}
+
+static int old_parse_double_opt(struct span s, double *out)
+{
+    char tmp[48];
+    if (s.len == 0) {
+        *out = 0;
+        return 0;
+    }
+    if (s.len >= sizeof tmp)
+        return -1;
+    memcpy(tmp, s.p, s.len);
+    tmp[s.len] = '\0';
+    char *end;
+    *out = strtod(tmp, &end);
+    return *end ? -1 : 0;
 }
 
 /* -------- generators -------- */
@@ -879,13 +968,160 @@ static void test_long_values(void **unused)
     jd_rules_destroy(rs);
 }
 
+/* -------- decoding: the hand-written parsers against the libc-based ones -------- */
+
+/* A number-like text: what the encoder writes, and its malformed cousins. */
+static size_t rnd_number_text(char *buf, size_t cap)
+{
+    if (rnd() % 3 == 0) /* what the encoder writes */
+        return jd_state_format_double(buf, edge_double());
+    static const char *junk[] = {"nan", "-nan", "inf", "-inf", "0x1p3", " 1", "1 ", "+",
+                                 "-",   ".",    "1.",  ".5",   "-.5",   "+7", "1e", "--1"};
+    if (rnd() % 8 == 0) {
+        const char *j = junk[rnd_below(sizeof junk / sizeof junk[0])];
+        size_t n = strlen(j);
+        memcpy(buf, j, n);
+        return n;
+    }
+    size_t n = 0;
+    if (rnd() % 3 == 0)
+        buf[n++] = rnd() % 8 ? '-' : '+';
+    for (uint64_t k = rnd_below(24); k > 0 && n < cap - 40; k--)
+        buf[n++] = (char)('0' + (k == 1 || rnd() & 1 ? rnd_below(10) : 0));
+    if (rnd() & 1) {
+        buf[n++] = '.';
+        for (uint64_t k = rnd_below(24); k > 0 && n < cap - 20; k--)
+            buf[n++] = (char)('0' + rnd_below(10));
+    }
+    if (rnd() % 6 == 0) {
+        buf[n++] = rnd() & 1 ? 'e' : 'E';
+        if (rnd() & 1)
+            buf[n++] = '-';
+        for (uint64_t k = rnd_below(4); k > 0; k--)
+            buf[n++] = (char)('0' + rnd_below(10));
+    }
+    if (rnd() % 20 == 0) /* a stray byte anywhere */
+        buf[rnd_below(n + 1)] = "x .eE-+a"[rnd_below(8)];
+    return n;
+}
+
+static int decode_text(struct jd_customer **c, const char *key, const char *text, size_t len)
+{
+    char v[512], err[256];
+    int n = snprintf(v, sizeof v, "v1|%s=", key);
+    memcpy(v + n, text, len);
+    jd_customer_destroy(*c);
+    *c = jd_customer_new("p", 1, 0, NULL);
+    return jd_customer_decode(*c, NULL, v, (size_t)n + len, err, sizeof err);
+}
+
+static void test_parse_numbers(void **unused)
+{
+    rng_state = 0x082efa98ec4e6c89u;
+    struct jd_customer *c = NULL;
+    char text[128];
+    int accepted[3] = {0, 0, 0};
+    for (int i = 0; i < 200000; i++) {
+        size_t n = rnd_number_text(text, sizeof text);
+        struct span s = {text, n};
+        text[n] = '\0';
+        /* sp: a double, never empty */
+        double want;
+        int ok = n > 0 && old_parse_double_opt(s, &want) == 0;
+        int rc = decode_text(&c, "sp", text, n);
+        if (rc != (ok ? 0 : -1))
+            fail_msg("sp=\"%s\": old %s, new %s", text, ok ? "accepts" : "rejects",
+                     rc ? "rejects" : "accepts");
+        if (ok && memcmp(&want, &c->spend, sizeof want) != 0)
+            fail_msg("sp=\"%s\": old %a, new %a", text, want, c->spend);
+        accepted[0] += ok;
+        /* fs: an integer */
+        int64_t wi = 0;
+        ok = old_parse_i64(s, &wi) == 0;
+        rc = decode_text(&c, "fs", text, n);
+        if (rc != (ok ? 0 : -1) || (ok && wi != c->first_seen))
+            fail_msg("fs=\"%s\": old %d %" PRId64 ", new %d %" PRId64, text, ok, wi, rc,
+                     c->first_seen);
+        accepted[1] += ok;
+    }
+    /* integers at and past the limits of int64 */
+    static const char *ints[] = {"9223372036854775807",
+                                 "9223372036854775808",
+                                 "-9223372036854775808",
+                                 "-9223372036854775809",
+                                 "18446744073709551615",
+                                 "18446744073709551616",
+                                 "00000000000000000000000000000001",
+                                 "0000000000000000000000000000001",
+                                 "-0",
+                                 "0"};
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+        int64_t wi = 0;
+        struct span s = {ints[i], strlen(ints[i])};
+        int ok = old_parse_i64(s, &wi) == 0;
+        int rc = decode_text(&c, "fs", s.p, s.len);
+        if (rc != (ok ? 0 : -1) || (ok && wi != c->first_seen))
+            fail_msg("fs=\"%s\": old %d, new %d", s.p, ok, rc);
+    }
+    /* ri: one hex id (not 0) */
+    for (int i = 0; i < 50000; i++) {
+        static const char hexchars[] = "0123456789abcdefABCDEFxg -";
+        size_t n = (size_t)rnd_below(19);
+        for (size_t k = 0; k < n; k++)
+            text[k] = hexchars[rnd() % 8 ? rnd_below(22) : rnd_below(sizeof hexchars - 1)];
+        text[n] = '\0';
+        uint64_t wh = 0;
+        struct span s = {text, n};
+        int ok = old_parse_u64_hex(s, &wh) == 0 && wh != 0;
+        int rc = decode_text(&c, "ri", text, n);
+        if (rc != (ok ? 0 : -1) || (ok && c->recent_ids[0] != wh))
+            fail_msg("ri=\"%s\": old %d, new %d", text, ok, rc);
+        accepted[2] += ok;
+    }
+    /* every shape was seen both ways */
+    assert_true(accepted[0] > 20000 && accepted[0] < 195000);
+    assert_true(accepted[1] > 5000 && accepted[1] < 195000);
+    assert_true(accepted[2] > 5000 && accepted[2] < 45000);
+    jd_customer_destroy(c);
+}
+
+static void test_parse_escapes(void **unused)
+{
+    rng_state = 0xbe5466cf34e90c6cu;
+    struct jd_customer *c = NULL;
+    struct jd_buf want;
+    jd_buf_init(&want);
+    char text[64];
+    int accepted = 0;
+    for (int i = 0; i < 100000; i++) {
+        static const char pool[] = "%%%0123456789aAfFgG=,\x01\x7f\xc3\xa9 z";
+        size_t n = (size_t)rnd_below(30);
+        for (size_t k = 0; k < n; k++) {
+            text[k] = rnd() % 16 ? pool[rnd_below(sizeof pool - 1)] : (char)rnd();
+            if (text[k] == '|')
+                text[k] = '%'; /* a field separator would end the value */
+        }
+        text[n] = '\0';
+        struct span s = {text, n};
+        int ok = old_unescape(s, &want) == 0;
+        int rc = decode_text(&c, "ch", text, n);
+        if (rc != (ok ? 0 : -1))
+            fail_msg("ch=\"%s\": old %d, new %d", text, ok, rc);
+        if (ok && strcmp(c->last_channel, want.data) != 0)
+            fail_msg("ch=\"%s\": old \"%s\", new \"%s\"", text, want.data, c->last_channel);
+        accepted += ok;
+    }
+    assert_true(accepted > 10000 && accepted < 90000);
+    jd_customer_destroy(c);
+    jd_buf_free(&want);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_doubles_fixed),
-        cmocka_unit_test(test_doubles_random),
-        cmocka_unit_test(test_customers),
-        cmocka_unit_test(test_long_values),
+        cmocka_unit_test(test_doubles_fixed), cmocka_unit_test(test_doubles_random),
+        cmocka_unit_test(test_customers),     cmocka_unit_test(test_long_values),
+        cmocka_unit_test(test_parse_numbers), cmocka_unit_test(test_parse_escapes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
