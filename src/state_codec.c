@@ -1,7 +1,8 @@
 /*
  * state_codec — the stored form of a customer's state: one short, versioned
  * line of text ("v1|key=value|..."), readable with redis-cli and parsed in a
- * few lines of Python. docs/state-format.md is the reference.
+ * few lines of Python. docs/state-format.md is the reference. This file
+ * writes it (jd_customer_encode); state_decode.c reads it.
  *
  * Names that come from the rule set (stage, segments, aggregate keys,
  * triggers) are written by name and matched against the rule set on decode,
@@ -10,8 +11,6 @@
  */
 #include "journeyd/state.h"
 
-#include <errno.h>
-#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,108 +19,313 @@
 #include "journeyd/rules.h"
 #include "state_internal.h"
 
-#define STATE_VERSION "v1"
-/* sanity bound on a send-time list (max_per_customer and caps[].max are at most 1e6) */
-#define JD_MAX_SEND_TIMES 1000000u
+/* The bytes the text form escapes (docs/state-format.md): below 0x20, 0x7F,
+ * '%', ',', '=' and '|'. NUL is among them: the encoder stops there. */
+const unsigned char jd_state_escape[256] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1,
+};
 
-static int needs_escape(unsigned char ch)
+/* The encoder writes through a cursor into out's memory: each field makes
+ * room once for the longest text it can produce (wr_need), then its pieces
+ * are stored without a bounds check, a call or a NUL each. Encoding runs on
+ * the engine's thread for every written customer (~800,000 per 1M events). */
+struct wr {
+    struct jd_buf *b;
+    char *p;   /* next byte */
+    char *lim; /* end of the room (one byte beyond it is kept for the NUL) */
+};
+
+static void wr_grow(struct wr *w, size_t n)
 {
-    return ch < 0x20 || ch == 0x7f || ch == '|' || ch == '=' || ch == ',' || ch == '%';
+    w->b->len = (size_t)(w->p - w->b->data);
+    jd_buf_reserve(w->b, n);
+    w->p = w->b->data + w->b->len;
+    w->lim = w->b->data + w->b->cap - 1;
 }
 
-static void put_escaped(struct jd_buf *b, const char *s, size_t len)
+static inline char *wr_need(struct wr *w, size_t n)
 {
-    static const char hex[] = "0123456789ABCDEF";
-    size_t run = 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (!needs_escape(ch))
-            continue;
-        jd_buf_append(b, s + run, i - run);
-        char e[3] = {'%', hex[ch >> 4], hex[ch & 15]};
-        jd_buf_append(b, e, 3);
-        run = i + 1;
+    if ((size_t)(w->lim - w->p) < n)
+        wr_grow(w, n);
+    return w->p;
+}
+
+static inline char *put_lit(char *p, const char *s, size_t n)
+{
+    memcpy(p, s, n);
+    return p + n;
+}
+
+#define PUT_LIT(p, s) put_lit((p), (s), sizeof(s) - 1)
+
+/* the room a number takes at most: "-" and 20 digits, or a double (24) */
+#define NUM_MAX 32
+
+static const char digits2[201] = "0001020304050607080910111213141516171819"
+                                 "2021222324252627282930313233343536373839"
+                                 "4041424344454647484950515253545556575859"
+                                 "6061626364656667686970717273747576777879"
+                                 "8081828384858687888990919293949596979899";
+
+static const uint64_t pow10_u64[20] = {UINT64_C(1),
+                                       UINT64_C(10),
+                                       UINT64_C(100),
+                                       UINT64_C(1000),
+                                       UINT64_C(10000),
+                                       UINT64_C(100000),
+                                       UINT64_C(1000000),
+                                       UINT64_C(10000000),
+                                       UINT64_C(100000000),
+                                       UINT64_C(1000000000),
+                                       UINT64_C(10000000000),
+                                       UINT64_C(100000000000),
+                                       UINT64_C(1000000000000),
+                                       UINT64_C(10000000000000),
+                                       UINT64_C(100000000000000),
+                                       UINT64_C(1000000000000000),
+                                       UINT64_C(10000000000000000),
+                                       UINT64_C(100000000000000000),
+                                       UINT64_C(1000000000000000000),
+                                       UINT64_C(10000000000000000000)};
+
+/* Decimal digits of v (>= 1): the bit length's estimate, corrected by one
+ * comparison. */
+static inline unsigned ndigits(uint64_t v)
+{
+    unsigned t = (unsigned)(64 - __builtin_clzll(v | 1)) * 1233 >> 12;
+    return t + (v >= pow10_u64[t]);
+}
+
+/* Exactly 8 digits of v (< 10^8) ending at e. */
+static inline void put_8digits(char *e, uint32_t v)
+{
+    uint32_t hi = v / 10000, lo = v % 10000;
+    memcpy(e - 8, digits2 + 2 * (hi / 100), 2);
+    memcpy(e - 6, digits2 + 2 * (hi % 100), 2);
+    memcpy(e - 4, digits2 + 2 * (lo / 100), 2);
+    memcpy(e - 2, digits2 + 2 * (lo % 100), 2);
+}
+
+/* Integers are formatted by hand, two digits at a time, 8 at a time in
+ * 32-bit arithmetic: times in ms have 13 digits, and the division chain
+ * of a digit-by-digit loop was the largest part of encoding. */
+static inline char *put_u64(char *p, uint64_t v)
+{
+    if (v < 10) {
+        *p = (char)('0' + v);
+        return p + 1;
     }
-    jd_buf_append(b, s + run, len - run);
+    char *e = p + ndigits(v), *q = e;
+    while (v >= 100000000) {
+        put_8digits(q, (uint32_t)(v % 100000000));
+        v /= 100000000;
+        q -= 8;
+    }
+    uint32_t x = (uint32_t)v;
+    while (x >= 100) {
+        q -= 2;
+        memcpy(q, digits2 + 2 * (x % 100), 2);
+        x /= 100;
+    }
+    if (x >= 10)
+        memcpy(q - 2, digits2 + 2 * x, 2);
+    else
+        q[-1] = (char)('0' + x);
+    return e;
 }
 
-static void put_escaped_str(struct jd_buf *b, const char *s)
-{
-    put_escaped(b, s, strlen(s));
-}
-
-/* Integers are formatted by hand: encoding runs once per written customer,
- * and printf was the largest part of it. */
-static void put_u64(struct jd_buf *b, uint64_t v)
-{
-    char tmp[24];
-    size_t i = sizeof tmp;
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    jd_buf_append(b, tmp + i, sizeof tmp - i);
-}
-
-static void put_i64(struct jd_buf *b, int64_t v)
+static inline char *put_i64(char *p, int64_t v)
 {
     if (v < 0) {
-        jd_buf_append(b, "-", 1);
-        put_u64(b, (uint64_t)0 - (uint64_t)v);
-    } else {
-        put_u64(b, (uint64_t)v);
+        *p++ = '-';
+        return put_u64(p, (uint64_t)0 - (uint64_t)v);
     }
+    return put_u64(p, (uint64_t)v);
 }
 
-static void put_hex(struct jd_buf *b, uint64_t v)
+static inline char *put_hex(char *p, uint64_t v)
 {
     static const char hex[] = "0123456789abcdef";
-    char tmp[16];
-    size_t i = sizeof tmp;
-    do {
-        tmp[--i] = hex[v & 15];
-        v >>= 4;
-    } while (v);
-    jd_buf_append(b, tmp + i, sizeof tmp - i);
+    unsigned n = (unsigned)(67 - __builtin_clzll(v | 1)) / 4;
+    for (unsigned i = n; i-- > 0; v >>= 4)
+        p[i] = hex[v & 15];
+    return p + n;
 }
 
-/* Shortest text that reads back as the same double. Whole numbers (counts,
- * times) and amounts in cents, which are nearly all values, take a fast
- * path that prints what %.15g would. */
-static void put_double(struct jd_buf *b, double d)
+#ifdef __SIZEOF_INT128__
+typedef unsigned __int128 u128;
+
+static u128 pow10_u128(int s)
 {
-    char tmp[40];
-    if (d > -1e15 && d < 1e15 && !signbit(d)) {
-        double w = (double)(int64_t)d;
-        if (w == d) {
-            put_i64(b, (int64_t)d);
-            return;
-        }
-        /* k / 100 is the double nearest to the decimal k/100, so printing
-         * k/100 in decimal reads back as d (strtod rounds to nearest) */
-        double k = nearbyint(d * 100);
-        if (k < 1e13 && k / 100 == d) {
-            int64_t ki = (int64_t)k;
-            put_i64(b, ki / 100);
-            char frac[3] = {'.', (char)('0' + ki % 100 / 10), (char)('0' + ki % 10)};
-            jd_buf_append(b, frac, frac[2] == '0' ? 2 : 3);
-            return;
-        }
+    return s <= 19 ? pow10_u64[s] : (u128)pow10_u64[19] * pow10_u64[s - 19];
+}
+
+/* What "%.15g", "%.16g" or "%.17g" (the first that reads back as a) prints
+ * for 1e-5 <= a < 1e15, computed exactly: a = m / 2^k with m < 2^53, so
+ * a * 10^s (s <= 21) is m * 10^s / 2^k in 128-bit integers, rounded to
+ * nearest (ties to even, as glibc's printf); the digits read back as a when
+ * they are nearer to it than half the gap to its neighbours (ties: strtod
+ * picks the even mantissa). Returns NULL when %g would use the exponent
+ * form (snprintf then writes it). */
+static char *put_double_exact(char *p, double a)
+{
+    uint64_t bits;
+    memcpy(&bits, &a, sizeof bits);
+    int be = (int)(bits >> 52 & 0x7ff);
+    uint64_t m = (bits & ((UINT64_C(1) << 52) - 1)) | UINT64_C(1) << 52;
+    int k = 1075 - be; /* a = m / 2^k, 3 <= k <= 69 in this range */
+    /* X, the decimal exponent: 10^X <= a < 10^(X+1), i.e. the 17-digit
+     * scaling of a has 17 digits before the point */
+    int X = ((be - 1023) * 78913) >> 18;
+    for (;;) {
+        uint64_t q = (uint64_t)((m * pow10_u128(16 - X)) >> k);
+        if (q >= pow10_u64[17])
+            X++;
+        else if (q < pow10_u64[16])
+            X--;
+        else
+            break;
     }
+    u128 one = (u128)1 << k, half = one >> 1;
+    for (int prec = 15; prec <= 17; prec++) {
+        int s = prec - 1 - X; /* 0 <= s <= 21 */
+        u128 ps = pow10_u128(s), n = m * ps;
+        uint64_t d = (uint64_t)(n >> k);
+        u128 r = n & (one - 1);
+        int up = r > half || (r == half && (d & 1));
+        /* 2^k * |digits - a * 10^s|, against 2^k * (half a gap) * 10^s.
+         * In this range the digits never fall exactly between two doubles
+         * (a midpoint has more than 17 digits) and a power of two is exact
+         * at 15 digits, so the last two cases are for completeness. */
+        u128 err = up ? one - r : r;
+        int exact;
+        if (!up && r && m == UINT64_C(1) << 52) /* below a power of two: half the gap */
+            exact = 4 * err <= ps;
+        else
+            exact = 2 * err < ps || (2 * err == ps && !(m & 1));
+        if (prec < 17 && !exact)
+            continue;
+        d += (uint64_t)up;
+        int x = X;
+        if (d == pow10_u64[prec]) { /* rounded up to the next power of ten */
+            d /= 10;
+            x++;
+        }
+        if (x < -4 || x >= prec)
+            return NULL;
+        char dig[20];
+        put_u64(dig, d); /* prec digits */
+        int nd = prec;
+        while (nd > x + 1 && dig[nd - 1] == '0')
+            nd--; /* %g drops trailing zeros of the fraction */
+        if (x >= 0) {
+            p = put_lit(p, dig, (size_t)x + 1);
+            if (nd > x + 1) {
+                *p++ = '.';
+                p = put_lit(p, dig + x + 1, (size_t)(nd - x - 1));
+            }
+        } else {
+            p = PUT_LIT(p, "0.");
+            for (int i = -1; i > x; i--)
+                *p++ = '0';
+            p = put_lit(p, dig, (size_t)nd);
+        }
+        return p;
+    }
+    return NULL;
+}
+#endif
+
+/* Shortest text that reads back as the same double: %.15g, %.16g or
+ * %.17g, whichever is first exact (docs/state-format.md). Whole numbers and
+ * amounts in cents, nearly all values, take a short path; other values in
+ * 1e-5..1e15 an exact integer computation; the rest snprintf. */
+static char *put_double(char *p, double d)
+{
+    double a = fabs(d);
+    if (a < 1e15) {
+        if (signbit(d))
+            *p++ = '-'; /* %g of -x is "-" and %g of x; so is -0 */
+        double w = (double)(int64_t)a;
+        if (w == a)
+            return put_u64(p, (uint64_t)a);
+        /* k / 100 is the double nearest to the decimal k/100, so printing
+         * k/100 in decimal reads back as a (strtod rounds to nearest) */
+        double k = nearbyint(a * 100);
+        if (k < 1e13 && k / 100 == a) {
+            uint64_t ki = (uint64_t)k;
+            p = put_u64(p, ki / 100);
+            p[0] = '.';
+            p[1] = (char)('0' + ki % 100 / 10);
+            p[2] = (char)('0' + ki % 10);
+            return p + (p[2] == '0' ? 2 : 3);
+        }
+#ifdef __SIZEOF_INT128__
+        if (a >= 1e-5) {
+            char *e = put_double_exact(p, a);
+            if (e)
+                return e;
+        }
+#endif
+        if (signbit(d))
+            p--;
+    }
+    char tmp[40];
     for (int prec = 15; prec <= 17; prec++) {
         snprintf(tmp, sizeof tmp, "%.*g", prec, d);
         if (prec == 17 || strtod(tmp, NULL) == d || isnan(d))
             break;
     }
-    jd_buf_puts(b, tmp);
+    size_t n = strlen(tmp);
+    memcpy(p, tmp, n);
+    return p + n;
 }
 
-/* A zero is written as nothing inside comma lists. */
-static void put_double_nz(struct jd_buf *b, double d)
+size_t jd_state_format_double(char *out, double d)
 {
-    if (d != 0 || signbit(d))
-        put_double(b, d);
+    return (size_t)(put_double(out, d) - out);
 }
+
+/* Writes s escaped in one pass, without its length first: the table
+ * flags the terminating NUL too. Room is made 32 bytes of s at a time. */
+static void put_escaped_str(struct wr *w, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    const unsigned char *u = (const unsigned char *)s;
+    for (;;) {
+        char *p = wr_need(w, 3 * 32);
+        for (int i = 0; i < 32; i++) {
+            unsigned char ch = *u++;
+            if (__builtin_expect(!jd_state_escape[ch], 1)) {
+                *p++ = (char)ch;
+                continue;
+            }
+            if (!ch) {
+                w->p = p;
+                return;
+            }
+            p[0] = '%';
+            p[1] = hex[ch >> 4];
+            p[2] = hex[ch & 15];
+            p += 3;
+        }
+        w->p = p;
+    }
+}
+
+/* A field's key: "|" PREFIX NAME(escaped) "=" */
+static void put_key(struct wr *w, const char *prefix, size_t plen, const char *name)
+{
+    w->p = put_lit(wr_need(w, plen), prefix, plen);
+    put_escaped_str(w, name);
+    *wr_need(w, 1) = '=';
+    w->p++;
+}
+
+#define PUT_KEY(w, prefix, name) put_key((w), (prefix), sizeof(prefix) - 1, (name))
 
 static int same_double(double x, double y)
 {
@@ -165,7 +369,7 @@ static int ring_next(struct ring_walk *w, uint64_t *pos, double *x)
     return 0;
 }
 
-static void put_agg(struct jd_buf *b, const struct jd_agg *a, const char *key, uint32_t nb)
+static void put_agg(struct wr *w, const struct jd_agg *a, const char *key, uint32_t nb)
 {
     /* the ring and the string share their pointer: nb says which it is */
     const struct jd_ring *r = nb ? a->ring : NULL;
@@ -175,104 +379,123 @@ static void put_agg(struct jd_buf *b, const struct jd_agg *a, const char *key, u
         nonzero = r->b[k].v != 0 || r->b[k].n != 0;
     if (!nonzero)
         return;
-    jd_buf_puts(b, "|a.");
-    put_escaped_str(b, key);
-    jd_buf_puts(b, "=");
-    put_double_nz(b, a->v);
-    jd_buf_puts(b, ",");
-    put_double_nz(b, a->n);
-    jd_buf_puts(b, ",");
+    PUT_KEY(w, "|a.", key);
+    char *p = wr_need(w, 5 * NUM_MAX);
+    if (a->v != 0 || signbit(a->v))
+        p = put_double(p, a->v);
+    *p++ = ',';
+    if (a->n != 0 || signbit(a->n))
+        p = put_double(p, a->n);
+    *p++ = ',';
     if (a->t)
-        put_i64(b, a->t);
+        p = put_i64(p, a->t);
     if (nb || a->base) {
-        jd_buf_puts(b, ",");
+        *p++ = ',';
         if (a->base)
-            put_i64(b, a->base);
+            p = put_i64(p, a->base);
         /* Count windows hold the same numbers in both halves: write one. */
         int dup = nb > 0 && r;
         for (uint32_t k = 0; dup && r && k < r->len; k++)
             dup = same_double(r->b[k].v, (double)r->b[k].n);
-        jd_buf_append(b, ",", 1);
-        put_u64(b, nb);
+        *p++ = ',';
+        p = put_u64(p, nb);
         if (dup)
-            jd_buf_append(b, "c", 1);
-        struct ring_walk w = {r, nb, 0, 0, dup ? 1 : 2};
+            *p++ = 'c';
+        struct ring_walk rw = {r, nb, 0, 0, dup ? 1 : 2};
         uint64_t i = 0, j = 0;
         double x = 0, y = 0;
-        int more = ring_next(&w, &i, &x);
+        int more = ring_next(&rw, &i, &x);
         while (more) {
             uint64_t last = i; /* a run of equal values is written once */
-            while ((more = ring_next(&w, &j, &y)) && j == last + 1 && same_double(y, x))
+            while ((more = ring_next(&rw, &j, &y)) && j == last + 1 && same_double(y, x))
                 last = j;
-            jd_buf_append(b, ",", 1);
-            put_u64(b, i);
+            w->p = p;
+            p = wr_need(w, 3 * NUM_MAX);
+            *p++ = ',';
+            p = put_u64(p, i);
             if (last > i) {
-                jd_buf_append(b, "-", 1);
-                put_u64(b, last);
+                *p++ = '-';
+                p = put_u64(p, last);
             }
-            jd_buf_append(b, ":", 1);
-            put_double(b, x);
+            *p++ = ':';
+            p = put_double(p, x);
             i = j;
             x = y;
         }
     }
+    w->p = p;
     if (s) {
-        jd_buf_puts(b, "|as.");
-        put_escaped_str(b, key);
-        jd_buf_puts(b, "=");
-        put_escaped_str(b, s);
+        PUT_KEY(w, "|as.", key);
+        put_escaped_str(w, s);
     }
 }
 
-/* "=T1,T2,..." ascending send times */
-static void put_times(struct jd_buf *b, const struct jd_times *ts)
+/* "T1,T2,..." ascending send times (after the key's '=') */
+static void put_times(struct wr *w, const struct jd_times *ts)
 {
-    for (uint32_t i = 0; i < ts->n; i++)
-        jd_buf_printf(b, "%c%" PRId64, i ? ',' : '=', ts->t[i]);
+    for (uint32_t i = 0; i < ts->n; i++) {
+        char *p = wr_need(w, NUM_MAX);
+        if (i)
+            *p++ = ',';
+        w->p = put_i64(p, ts->t[i]);
+    }
 }
 
 void jd_customer_encode(const struct jd_customer *c, const struct jd_ruleset *rs,
                         struct jd_buf *out)
 {
-    jd_buf_puts(out, STATE_VERSION);
+    /* The rings are separate allocations, rarely in cache: their loads
+     * start now and overlap the fields written before the aggregates. */
+    if (rs) {
+        size_t naggs = jd_rules_naggs(rs);
+        for (size_t i = 0; i < c->naggs && i < naggs; i++)
+            if (jd_rules_agg_nbuckets(rs, i) && c->aggs[i].ring)
+                __builtin_prefetch(c->aggs[i].ring);
+    }
+    /* most values fit in the first room: the checks below rarely grow it */
+    jd_buf_reserve(out, 1024);
+    struct wr w = {out, out->data + out->len, out->data + out->cap - 1};
+    char *p = wr_need(&w, 2 + 5 * NUM_MAX);
+    p = PUT_LIT(p, JD_STATE_VERSION);
     if (c->applied_offset >= 0) {
-        jd_buf_puts(out, "|p=");
-        put_i64(out, c->partition);
-        jd_buf_append(out, ":", 1);
-        put_i64(out, c->applied_offset);
+        p = PUT_LIT(p, "|p=");
+        p = put_i64(p, c->partition);
+        *p++ = ':';
+        p = put_i64(p, c->applied_offset);
     }
     if (c->first_seen) {
-        jd_buf_puts(out, "|fs=");
-        put_i64(out, c->first_seen);
+        p = PUT_LIT(p, "|fs=");
+        p = put_i64(p, c->first_seen);
     }
     if (c->last_seen) {
-        jd_buf_puts(out, "|ls=");
-        put_i64(out, c->last_seen);
+        p = PUT_LIT(p, "|ls=");
+        p = put_i64(p, c->last_seen);
     }
+    w.p = p;
     if (c->last_channel) {
-        jd_buf_puts(out, "|ch=");
-        put_escaped_str(out, c->last_channel);
+        w.p = PUT_LIT(wr_need(&w, 4), "|ch=");
+        put_escaped_str(&w, c->last_channel);
     }
     for (size_t i = 0; i < c->ncounts; i++) {
         int64_t n = jd_customer_count_n(c, i);
         if (n == 0)
             continue;
-        jd_buf_puts(out, "|c.");
-        put_escaped_str(out, jd_customer_count_type(c, i));
-        jd_buf_append(out, "=", 1);
-        put_i64(out, n);
+        PUT_KEY(&w, "|c.", jd_customer_count_type(c, i));
+        w.p = put_i64(wr_need(&w, NUM_MAX), n);
     }
+    p = wr_need(&w, 2 * NUM_MAX);
     if (c->spend != 0) {
-        jd_buf_puts(out, "|sp=");
-        put_double(out, c->spend);
+        p = PUT_LIT(p, "|sp=");
+        p = put_double(p, c->spend);
     }
     if (c->last_score >= 0) {
-        jd_buf_puts(out, "|sc=");
-        put_i64(out, c->last_score);
+        p = PUT_LIT(p, "|sc=");
+        p = put_i64(p, c->last_score);
     }
+    w.p = p;
     if (rs && c->stage >= 0 && (size_t)c->stage < jd_rules_nstages(rs)) {
-        jd_buf_puts(out, "|st=");
-        put_escaped_str(out, jd_rules_stage_name(rs, (size_t)c->stage));
+        w.p = PUT_LIT(wr_need(&w, 4), "|st=");
+        put_escaped_str(&w, jd_rules_stage_name(rs, (size_t)c->stage));
     }
     if (rs && c->segments) {
         size_t nseg = jd_rules_nsegments(rs);
@@ -280,56 +503,66 @@ void jd_customer_encode(const struct jd_customer *c, const struct jd_ruleset *rs
         for (size_t i = 0; i < nseg && i < JD_MAX_SEGMENTS; i++) {
             if (!(c->segments & (UINT64_C(1) << i)))
                 continue;
-            jd_buf_puts(out, first ? "|sg=" : ",");
-            put_escaped_str(out, jd_rules_segment_name(rs, i));
+            p = wr_need(&w, 4);
+            w.p = first ? PUT_LIT(p, "|sg=") : PUT_LIT(p, ",");
+            put_escaped_str(&w, jd_rules_segment_name(rs, i));
             first = 0;
         }
     }
     if (rs) {
         size_t naggs = jd_rules_naggs(rs);
         for (size_t i = 0; i < c->naggs && i < naggs; i++)
-            put_agg(out, &c->aggs[i], jd_rules_agg_key(rs, i), jd_rules_agg_nbuckets(rs, i));
+            put_agg(&w, &c->aggs[i], jd_rules_agg_key(rs, i), jd_rules_agg_nbuckets(rs, i));
         size_t ntrig = jd_rules_ntriggers(rs);
         for (size_t i = 0; i < c->ntriggers && i < ntrig; i++) {
             if (!jd_customer_last_fired(c)[i] && !jd_customer_fired_count(c)[i])
                 continue;
-            jd_buf_puts(out, "|tf.");
-            put_escaped_str(out, jd_rules_trigger(rs, i)->on.name);
-            jd_buf_append(out, "=", 1);
-            put_i64(out, jd_customer_last_fired(c)[i]);
-            jd_buf_append(out, ":", 1);
-            put_u64(out, jd_customer_fired_count(c)[i]);
+            PUT_KEY(&w, "|tf.", jd_rules_trigger(rs, i)->on.name);
+            p = wr_need(&w, 2 * NUM_MAX);
+            p = put_i64(p, jd_customer_last_fired(c)[i]);
+            *p++ = ':';
+            w.p = put_u64(p, jd_customer_fired_count(c)[i]);
         }
         for (size_t i = 0; c->trigger_sends && i < c->ntriggers && i < ntrig; i++) {
             if (c->trigger_sends[i].n == 0)
                 continue;
-            jd_buf_puts(out, "|tt.");
-            put_escaped_str(out, jd_rules_trigger(rs, i)->on.name);
-            put_times(out, &c->trigger_sends[i]);
+            PUT_KEY(&w, "|tt.", jd_rules_trigger(rs, i)->on.name);
+            put_times(&w, &c->trigger_sends[i]);
         }
     }
     for (int k = 0; c->kind_sends && k < JD_KIND_COUNT; k++) {
         if (c->kind_sends[k].n == 0)
             continue;
-        jd_buf_printf(out, "|kt.%s", jd_kind_name((enum jd_trigger_kind)k));
-        put_times(out, &c->kind_sends[k]);
+        const char *name = jd_kind_name((enum jd_trigger_kind)k); /* not escaped */
+        size_t n = strlen(name);
+        p = wr_need(&w, 5 + n);
+        p = PUT_LIT(p, "|kt.");
+        p = put_lit(p, name, n);
+        *p++ = '=';
+        w.p = p;
+        put_times(&w, &c->kind_sends[k]);
     }
     if (c->tz) {
-        jd_buf_puts(out, "|tz=");
-        put_escaped_str(out, c->tz);
+        w.p = PUT_LIT(wr_need(&w, 4), "|tz=");
+        put_escaped_str(&w, c->tz);
     }
     if (c->optout) {
         int first = 1;
         for (int k = 0; k < JD_KIND_COUNT; k++) {
             if (!(c->optout & (1u << k)))
                 continue;
-            jd_buf_printf(out, "%s%s", first ? "|oo=" : ",", jd_kind_name((enum jd_trigger_kind)k));
+            const char *name = jd_kind_name((enum jd_trigger_kind)k);
+            size_t n = strlen(name);
+            p = wr_need(&w, 4 + n);
+            p = first ? PUT_LIT(p, "|oo=") : PUT_LIT(p, ",");
+            w.p = put_lit(p, name, n);
             first = 0;
         }
     }
     if (c->next_timer) {
-        jd_buf_puts(out, "|nt=");
-        put_i64(out, c->next_timer);
+        p = wr_need(&w, 4 + NUM_MAX);
+        p = PUT_LIT(p, "|nt=");
+        w.p = put_i64(p, c->next_timer);
     }
     if (rs && c->ngoals) {
         size_t ntrig = jd_rules_ntriggers(rs);
@@ -338,490 +571,28 @@ void jd_customer_encode(const struct jd_customer *c, const struct jd_ruleset *rs
             const struct jd_goal *g = &c->goals[i];
             if (g->trigger >= ntrig)
                 continue;
-            jd_buf_puts(out, first ? "|og=" : ",");
-            put_escaped_str(out, jd_rules_trigger(rs, g->trigger)->on.name);
-            jd_buf_printf(out, ":%c:%" PRId64, g->control ? 'c' : 't', g->deadline);
+            p = wr_need(&w, 4);
+            w.p = first ? PUT_LIT(p, "|og=") : PUT_LIT(p, ",");
+            put_escaped_str(&w, jd_rules_trigger(rs, g->trigger)->on.name);
+            p = wr_need(&w, 3 + NUM_MAX);
+            *p++ = ':';
+            *p++ = g->control ? 'c' : 't';
+            *p++ = ':';
+            w.p = put_i64(p, g->deadline);
             first = 0;
         }
     }
     /* Oldest first, so that decoding rebuilds the ring in the same order. */
+    p = wr_need(&w, 4 + 17 * JD_RECENT_IDS);
     int first = 1;
     for (size_t k = 0; k < JD_RECENT_IDS; k++) {
         uint64_t h = c->recent_ids[(c->recent_pos + k) % JD_RECENT_IDS];
         if (!h)
             continue;
-        jd_buf_puts(out, first ? "|ri=" : ",");
-        put_hex(out, h);
+        p = first ? PUT_LIT(p, "|ri=") : PUT_LIT(p, ",");
+        p = put_hex(p, h);
         first = 0;
     }
-}
-
-/* -------- decoding -------- */
-
-struct span {
-    const char *p;
-    size_t len;
-};
-
-struct dec {
-    struct jd_customer *c;
-    const struct jd_ruleset *rs;
-    struct jd_buf name; /* unescaped name scratch */
-    struct jd_buf name2;
-    char *errstr;
-    size_t errsize;
-};
-
-static int fail(struct dec *d, const char *what, struct span s)
-{
-    int n = s.len > 40 ? 40 : (int)s.len;
-    snprintf(d->errstr, d->errsize, "corrupt state: %s near \"%.*s\"", what, n, s.p);
-    return -1;
-}
-
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
-static int unescape(struct span s, struct jd_buf *out)
-{
-    jd_buf_reset(out);
-    for (size_t i = 0; i < s.len; i++) {
-        char ch = s.p[i];
-        if (ch == '%') {
-            if (i + 2 >= s.len)
-                return -1;
-            int hi = hexval(s.p[i + 1]), lo = hexval(s.p[i + 2]);
-            if (hi < 0 || lo < 0)
-                return -1;
-            ch = (char)(hi * 16 + lo);
-            i += 2;
-        } else if (needs_escape((unsigned char)ch)) {
-            return -1;
-        }
-        jd_buf_append(out, &ch, 1);
-    }
-    jd_buf_cstr(out);
-    return 0;
-}
-
-/* Splits `s` at the first `sep`: head in *head, the rest (after sep) in *s.
- * Returns 0 when there was no separator (head = all of s). */
-static int split(struct span *s, char sep, struct span *head)
-{
-    const char *q = memchr(s->p, sep, s->len);
-    if (!q) {
-        *head = *s;
-        s->p += s->len;
-        s->len = 0;
-        return 0;
-    }
-    head->p = s->p;
-    head->len = (size_t)(q - s->p);
-    s->len -= head->len + 1;
-    s->p = q + 1;
-    return 1;
-}
-
-static int parse_i64(struct span s, int64_t *out)
-{
-    char tmp[32];
-    if (s.len == 0 || s.len >= sizeof tmp)
-        return -1;
-    memcpy(tmp, s.p, s.len);
-    tmp[s.len] = '\0';
-    if (!(tmp[0] == '-' || (tmp[0] >= '0' && tmp[0] <= '9')))
-        return -1;
-    char *end;
-    errno = 0;
-    long long v = strtoll(tmp, &end, 10);
-    if (errno || *end)
-        return -1;
-    *out = v;
-    return 0;
-}
-
-/* An empty field is 0 (zeros are left out in lists). */
-static int parse_i64_opt(struct span s, int64_t *out)
-{
-    if (s.len == 0) {
-        *out = 0;
-        return 0;
-    }
-    return parse_i64(s, out);
-}
-
-static int parse_u64_hex(struct span s, uint64_t *out)
-{
-    char tmp[24];
-    if (s.len == 0 || s.len > 16)
-        return -1;
-    memcpy(tmp, s.p, s.len);
-    tmp[s.len] = '\0';
-    for (size_t i = 0; i < s.len; i++)
-        if (hexval(tmp[i]) < 0)
-            return -1;
-    *out = strtoull(tmp, NULL, 16);
-    return 0;
-}
-
-static int parse_double_opt(struct span s, double *out)
-{
-    char tmp[48];
-    if (s.len == 0) {
-        *out = 0;
-        return 0;
-    }
-    if (s.len >= sizeof tmp)
-        return -1;
-    memcpy(tmp, s.p, s.len);
-    tmp[s.len] = '\0';
-    char *end;
-    *out = strtod(tmp, &end);
-    return *end ? -1 : 0;
-}
-
-static int is_key(struct span k, const char *name)
-{
-    size_t n = strlen(name);
-    return k.len == n && memcmp(k.p, name, n) == 0;
-}
-
-static int has_prefix(struct span k, const char *pfx, struct span *rest)
-{
-    size_t n = strlen(pfx);
-    if (k.len <= n || memcmp(k.p, pfx, n) != 0)
-        return 0;
-    rest->p = k.p + n;
-    rest->len = k.len - n;
-    return 1;
-}
-
-static int find_agg(const struct dec *d, const char *key)
-{
-    if (!d->rs)
-        return -1;
-    size_t n = jd_rules_naggs(d->rs);
-    for (size_t i = 0; i < n && i < d->c->naggs; i++)
-        if (strcmp(jd_rules_agg_key(d->rs, i), key) == 0)
-            return (int)i;
-    return -1;
-}
-
-/* A bucket count as the ring holds it: the whole number it always is when
- * journeyd wrote it; anything else (a corrupt value) is rounded into
- * 0..UINT32_MAX rather than failing the whole customer. */
-static uint32_t count_of(double x)
-{
-    if (!(x > 0))
-        return 0; /* also NaN */
-    if (x >= 4294967295.0)
-        return UINT32_MAX;
-    return (uint32_t)nearbyint(x);
-}
-
-/* v,n,t[,base,nb[,i:val...]] — parsed fully (so corruption is caught even
- * for a slot the rule set no longer has), stored only into a slot of the
- * same shape. */
-static int dec_agg(struct dec *d, struct span key, struct span val)
-{
-    if (unescape(key, &d->name) != 0)
-        return fail(d, "bad escape in aggregate key", key);
-    int slot = find_agg(d, d->name.data);
-    struct jd_agg *a = slot >= 0 ? &d->c->aggs[slot] : NULL;
-    struct span f, rest = val;
-    double v, n;
-    int64_t t, base = 0, nb = 0;
-    if (!split(&rest, ',', &f) || parse_double_opt(f, &v) != 0)
-        return fail(d, "bad aggregate value", val);
-    if (!split(&rest, ',', &f) || parse_double_opt(f, &n) != 0)
-        return fail(d, "bad aggregate count", val);
-    int more = split(&rest, ',', &f);
-    int dup = 0;
-    if (parse_i64_opt(f, &t) != 0)
-        return fail(d, "bad aggregate time", val);
-    if (more) {
-        if (!split(&rest, ',', &f) || parse_i64_opt(f, &base) != 0)
-            return fail(d, "bad aggregate base", val);
-        more = split(&rest, ',', &f);
-        if (f.len > 1 && f.p[f.len - 1] == 'c') {
-            dup = 1;
-            f.len--;
-        }
-        if (parse_i64(f, &nb) != 0 || nb < 0 || nb > 1000000)
-            return fail(d, "bad aggregate bucket count", val);
-    }
-    if (a && (uint32_t)nb != jd_rules_agg_nbuckets(d->rs, (size_t)slot))
-        a = NULL; /* the window's shape changed: start it afresh */
-    if (a) {
-        a->v = v;
-        a->n = n;
-        a->t = t;
-        a->base = base;
-        if (nb > 0 && a->ring) /* nb == 0: the pointer is the string's */
-            a->ring->len = 0;
-        else if (more && nb > 0) /* else the ring stays unallocated (all zero) */
-            a->ring = jd_ring_new();
-    }
-    int64_t end = dup ? nb : 2 * nb;
-    while (more) {
-        more = split(&rest, ',', &f);
-        struct span idx, first;
-        int64_t lo, hi;
-        double bv;
-        if (!split(&f, ':', &idx) || f.len == 0 || parse_double_opt(f, &bv) != 0)
-            return fail(d, "bad aggregate bucket", val);
-        if (split(&idx, '-', &first)) {
-            if (parse_i64(first, &lo) != 0 || parse_i64(idx, &hi) != 0)
-                return fail(d, "bad aggregate bucket range", val);
-        } else if (parse_i64(first, &lo) != 0) {
-            return fail(d, "bad aggregate bucket", val);
-        } else {
-            hi = lo;
-        }
-        if (lo < 0 || hi < lo || hi >= end)
-            return fail(d, "aggregate bucket out of range", val);
-        for (int64_t i = lo; a && i <= hi; i++) {
-            /* entry i < nb is the value of bucket i, else the count of
-             * bucket i - nb; zeros are what an absent bucket holds */
-            uint32_t bi = (uint32_t)(i < nb ? i : i - nb);
-            if (is_pos_zero(bv) && !jd_ring_find(a->ring, bi))
-                continue;
-            struct jd_ring_bucket *bk = jd_ring_at(&a->ring, bi);
-            if (i < nb)
-                bk->v = bv;
-            else
-                bk->n = count_of(bv);
-        }
-    }
-    if (a && dup && a->ring)
-        for (uint32_t k = 0; k < a->ring->len; k++)
-            a->ring->b[k].n = count_of(a->ring->b[k].v);
-    return 0;
-}
-
-static int dec_agg_str(struct dec *d, struct span key, struct span val)
-{
-    if (unescape(key, &d->name) != 0 || unescape(val, &d->name2) != 0)
-        return fail(d, "bad escape in aggregate string", key);
-    int slot = find_agg(d, d->name.data);
-    if (slot < 0)
-        return 0;
-    if (jd_rules_agg_nbuckets(d->rs, (size_t)slot))
-        return 0; /* a windowed slot has no string (its pointer is the ring's) */
-    struct jd_agg *a = &d->c->aggs[slot];
-    free(a->s);
-    a->s = jd_strdup(d->name2.data);
-    return 0;
-}
-
-/* "T1,T2,..." into ts (NULL: checked and dropped). */
-static int dec_times(struct dec *d, struct span val, struct jd_times *ts)
-{
-    struct span rest = val, f;
-    uint32_t n = 0;
-    if (ts)
-        ts->n = 0;
-    for (int more = 1; more;) {
-        more = split(&rest, ',', &f);
-        int64_t t;
-        if (parse_i64(f, &t) != 0 || ++n > JD_MAX_SEND_TIMES)
-            return fail(d, "bad send times", val);
-        if (ts)
-            jd_times_add(ts, t);
-    }
-    return 0;
-}
-
-static int dec_field(struct dec *d, struct span key, struct span val)
-{
-    struct jd_customer *c = d->c;
-    struct span rest, f;
-    int64_t x;
-
-    if (is_key(key, "p")) {
-        int64_t part, off;
-        rest = val;
-        if (!split(&rest, ':', &f) || parse_i64(f, &part) != 0 || parse_i64(rest, &off) != 0 ||
-            part < INT32_MIN || part > INT32_MAX || off < -1)
-            return fail(d, "bad applied offset", val);
-        /* A watermark only means something for the source it was taken on. */
-        if (c->partition < 0)
-            c->partition = (int32_t)part;
-        c->applied_offset = (int32_t)part == c->partition ? off : -1;
-    } else if (is_key(key, "fs")) {
-        if (parse_i64(val, &c->first_seen) != 0)
-            return fail(d, "bad first_seen", val);
-    } else if (is_key(key, "ls")) {
-        if (parse_i64(val, &c->last_seen) != 0)
-            return fail(d, "bad last_seen", val);
-    } else if (is_key(key, "nt")) {
-        if (parse_i64(val, &c->next_timer) != 0)
-            return fail(d, "bad next_timer", val);
-    } else if (is_key(key, "ch")) {
-        if (unescape(val, &d->name) != 0)
-            return fail(d, "bad escape in channel", val);
-        jd_state_unintern(c->last_channel);
-        c->last_channel = jd_state_intern(d->name.data, d->name.len);
-    } else if (has_prefix(key, "c.", &rest)) {
-        if (unescape(rest, &d->name) != 0)
-            return fail(d, "bad escape in event type", key);
-        if (parse_i64(val, &x) != 0 || x < 0 || x > JD_COUNT_MAX)
-            return fail(d, "bad count", val);
-        jd_state_set_count(c, d->name.data, d->name.len, x);
-    } else if (is_key(key, "sp")) {
-        if (val.len == 0 || parse_double_opt(val, &c->spend) != 0)
-            return fail(d, "bad spend", val);
-    } else if (is_key(key, "sc")) {
-        if (parse_i64(val, &x) != 0 || x < 0 || x > INT32_MAX)
-            return fail(d, "bad score", val);
-        c->last_score = (int32_t)x;
-    } else if (is_key(key, "st")) {
-        if (unescape(val, &d->name) != 0)
-            return fail(d, "bad escape in stage", val);
-        c->stage = d->rs ? jd_rules_stage_index(d->rs, d->name.data) : -1;
-    } else if (is_key(key, "sg")) {
-        rest = val;
-        c->segments = 0;
-        for (int more = 1; more;) {
-            more = split(&rest, ',', &f);
-            if (unescape(f, &d->name) != 0)
-                return fail(d, "bad escape in segment", val);
-            int i = d->rs ? jd_rules_segment_index(d->rs, d->name.data) : -1;
-            if (i >= 0 && i < JD_MAX_SEGMENTS)
-                c->segments |= UINT64_C(1) << i;
-        }
-    } else if (has_prefix(key, "a.", &rest)) {
-        return dec_agg(d, rest, val);
-    } else if (has_prefix(key, "as.", &rest)) {
-        return dec_agg_str(d, rest, val);
-    } else if (has_prefix(key, "tf.", &rest)) {
-        int64_t ms, n;
-        struct span v2 = val;
-        if (!split(&v2, ':', &f) || parse_i64(f, &ms) != 0 || parse_i64(v2, &n) != 0 || n < 0 ||
-            n > UINT32_MAX)
-            return fail(d, "bad trigger bookkeeping", val);
-        if (unescape(rest, &d->name) != 0)
-            return fail(d, "bad escape in trigger name", key);
-        int i = d->rs ? jd_rules_trigger_index(d->rs, d->name.data) : -1;
-        if (i >= 0 && (size_t)i < c->ntriggers) {
-            jd_customer_last_fired(c)[i] = ms;
-            jd_customer_fired_count(c)[i] = (uint32_t)n;
-        }
-    } else if (has_prefix(key, "tt.", &rest)) {
-        if (unescape(rest, &d->name) != 0)
-            return fail(d, "bad escape in trigger name", key);
-        int i = d->rs ? jd_rules_trigger_index(d->rs, d->name.data) : -1;
-        struct jd_times *ts = i >= 0 ? jd_customer_trigger_sends(c, (size_t)i) : NULL;
-        return dec_times(d, val, ts);
-    } else if (has_prefix(key, "kt.", &rest)) {
-        if (unescape(rest, &d->name) != 0)
-            return fail(d, "bad escape in kind", key);
-        enum jd_trigger_kind k;
-        /* a kind this build does not know is parsed and dropped */
-        return dec_times(
-            d, val, jd_kind_parse(d->name.data, &k) == 0 ? jd_customer_kind_sends(c, k) : NULL);
-    } else if (is_key(key, "tz")) {
-        if (unescape(val, &d->name) != 0 || d->name.len == 0)
-            return fail(d, "bad time zone", val);
-        jd_customer_set_tz(c, d->name.data, d->name.len);
-    } else if (is_key(key, "oo")) {
-        rest = val;
-        c->optout = 0;
-        for (int more = 1; more;) {
-            more = split(&rest, ',', &f);
-            enum jd_trigger_kind k;
-            if (unescape(f, &d->name) != 0 || d->name.len == 0)
-                return fail(d, "bad opt-out kinds", val);
-            if (jd_kind_parse(d->name.data, &k) == 0)
-                c->optout |= (uint8_t)(1u << k);
-        }
-    } else if (is_key(key, "og")) {
-        /* NAME:t|c:DEADLINE,... — goals of triggers the rule set no longer
-         * has are dropped (their outcome is no longer measured) */
-        rest = val;
-        for (int more = 1; more;) {
-            more = split(&rest, ',', &f);
-            struct span name, grp;
-            int64_t deadline;
-            if (!split(&f, ':', &name) || !split(&f, ':', &grp) || grp.len != 1 ||
-                (grp.p[0] != 't' && grp.p[0] != 'c') || parse_i64(f, &deadline) != 0)
-                return fail(d, "bad open goal", val);
-            if (unescape(name, &d->name) != 0)
-                return fail(d, "bad escape in goal trigger", val);
-            int i = d->rs ? jd_rules_trigger_index(d->rs, d->name.data) : -1;
-            if (i < 0)
-                continue;
-            struct jd_goal *g = jd_customer_add_goal(c);
-            g->trigger = (uint32_t)i;
-            g->control = grp.p[0] == 'c';
-            g->deadline = deadline;
-        }
-    } else if (is_key(key, "ri")) {
-        rest = val;
-        size_t k = 0;
-        memset(c->recent_ids, 0, sizeof c->recent_ids);
-        for (int more = 1; more;) {
-            more = split(&rest, ',', &f);
-            uint64_t h;
-            if (k == JD_RECENT_IDS || parse_u64_hex(f, &h) != 0 || h == 0)
-                return fail(d, "bad recent ids", val);
-            c->recent_ids[k++] = h;
-        }
-        c->recent_pos = (uint8_t)(k % JD_RECENT_IDS);
-    } else {
-        return fail(d, "unknown field", key);
-    }
-    return 0;
-}
-
-int jd_customer_decode(struct jd_customer *c, const struct jd_ruleset *rs, const char *data,
-                       size_t len, char *errstr, size_t errsize)
-{
-    /* Decoded into a fresh customer, moved into c only when all of it
-     * parsed: a corrupt value leaves c untouched. */
-    struct jd_customer *tmp = jd_customer_new(c->id, c->id_len, c->partition, rs);
-    struct dec d = {.c = tmp, .rs = rs, .errstr = errstr, .errsize = errsize};
-    jd_buf_init(&d.name);
-    jd_buf_init(&d.name2);
-    struct span rest = {data, len}, field, key;
-    int rc = -1;
-
-    if (!data) {
-        snprintf(errstr, errsize, "corrupt state: no value");
-        goto out;
-    }
-    int more = split(&rest, '|', &field);
-    if (!is_key(field, STATE_VERSION)) {
-        fail(&d, "unknown version", field);
-        goto out;
-    }
-    while (more) {
-        more = split(&rest, '|', &field);
-        if (!split(&field, '=', &key) || key.len == 0) {
-            fail(&d, "field without '='", key);
-            goto out;
-        }
-        if (dec_field(&d, key, field) != 0)
-            goto out;
-    }
-    rc = 0;
-out:
-    jd_buf_free(&d.name);
-    jd_buf_free(&d.name2);
-    if (rc == 0) {
-        if (c->partition < 0)
-            c->partition = tmp->partition;
-        jd_customer_take_state(c, tmp);
-    } else {
-        jd_customer_destroy(tmp);
-    }
-    return rc;
+    out->len = (size_t)(p - out->data);
+    *p = '\0';
 }

@@ -1,6 +1,6 @@
 /*
  * state_internal — helpers shared by the state module's files (state.c,
- * state_codec.c); not part of the public interface.
+ * state_codec.c, state_decode.c); not part of the public interface.
  */
 #ifndef JOURNEYD_STATE_INTERNAL_H
 #define JOURNEYD_STATE_INTERNAL_H
@@ -21,5 +21,15 @@ void jd_state_set_count(struct jd_customer *c, const char *type, size_t len, int
 
 /* Hash of an event id as kept in the duplicate ring (never 0). */
 uint64_t jd_state_event_hash(const char *event_id);
+
+#define JD_STATE_VERSION "v1"
+
+/* 1 for the bytes the text form escapes (docs/state-format.md), and NUL. */
+extern const unsigned char jd_state_escape[256];
+
+/* Writes d as the state text form does (the shortest of %.15g, %.16g,
+ * %.17g that reads back as d) to out (room for 32 bytes, no NUL); returns
+ * the length. Exposed for the codec's tests. */
+size_t jd_state_format_double(char *out, double d);
 
 #endif
