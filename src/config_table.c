@@ -156,12 +156,14 @@ const struct jd_cfg_key jd_cfg_keys[] = {
      "batching. 0: a batch is what the consumer has already fetched (librdkafka prefetches, "
      "so under load batches are full without waiting; with light traffic a wait only adds "
      "latency)."},
-    {"processing.flush_interval", JD_CFG_DURATION, "250ms", BOUNDS, 0, 60000, NULL,
+    {"processing.flush_interval", JD_CFG_DURATION, "1s", BOUNDS, 0, 60000, NULL,
      C_OFF(flush_interval_ms), 0, C_SZ(flush_interval_ms),
      "How often customers changed without a new trigger are written back (one write for "
      "all their events since the last one); customers with a new trigger are written at "
      "the end of their batch. Offsets are committed only behind a write-back: a crash "
-     "replays at most this much. 0: every batch."},
+     "replays at most about this much (a round under load can take a little longer). "
+     "Shorter: offsets follow closer, more Redis writes (docs/performance.md). 0: every "
+     "batch."},
     {"processing.cache_max_customers", JD_CFG_INT, "1000000", BOUNDS, 1, 100000000, NULL,
      C_OFF(cache_max_customers), 0, C_SZ(cache_max_customers),
      "Customers kept in memory per instance (least recently seen are evicted)."},

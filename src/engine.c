@@ -59,6 +59,7 @@ struct jd_engine *jd_engine_new(const struct jd_config *cfg, struct jd_ruleset *
     if (!(e->consumer =
               jd_kafka_consumer_new(cfg, jd_engine_rebalance, stats_cb, e, errstr, errsize)))
         goto err;
+    e->nudge = jd_fetch_nudge_start(e->consumer);
     if (metrics) {
         jd_metrics_bind_rules(metrics, rs);
         jd_metrics_set_ready_inputs(metrics, 0, 1, 0);
@@ -78,6 +79,7 @@ void jd_engine_destroy(struct jd_engine *e)
     for (size_t i = 0; i < e->nmsgs; i++)
         rd_kafka_message_destroy(e->msgs[i]);
     jd_engine_wb_destroy(e); /* before the customers it may still hold */
+    jd_fetch_nudge_stop(e->nudge);
     if (e->consumer)
         rd_kafka_destroy(e->consumer);
     if (e->producer) {
@@ -253,6 +255,8 @@ static void shutdown_engine(struct jd_engine *e)
     rd_kafka_resp_err_t err = rd_kafka_commit(e->consumer, NULL, 0);
     if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
         jd_warn(MOD, "final commit: %s", rd_kafka_err2str(err));
+    jd_fetch_nudge_stop(e->nudge);
+    e->nudge = NULL;
     err = rd_kafka_consumer_close(e->consumer);
     if (err)
         jd_warn(MOD, "leaving the group: %s", rd_kafka_err2str(err));
@@ -307,6 +311,11 @@ int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig
         if (e->metrics) {
             jd_metrics_heartbeat(e->metrics);
             jd_metrics_gauge(e->metrics, JD_G_OUTBOX_PENDING, (int64_t)e->inflight);
+            uint64_t nudges = jd_fetch_nudge_count(e->nudge);
+            if (nudges != e->nudges_seen) {
+                jd_metrics_add(e->metrics, JD_C_FETCH_NUDGES, nudges - e->nudges_seen);
+                e->nudges_seen = nudges;
+            }
             jd_insights_tick(e->insights, e->metrics); /* program gauges, every few s */
         }
     }

@@ -516,8 +516,12 @@ void jd_engine_process_batch(struct jd_engine *e)
     jd_debug(MOD, "batch of %zu events in %.3f ms, the first produced %" PRId64 " ms ago", e->nmsgs,
              (double)(jd_monotonic_ns() - t0) / 1e6, ts0 ? jd_now_ms() - ts0 : -1);
     e->last_batch = e->nmsgs;
-    for (size_t i = 0; i < e->nmsgs; i++)
+    size_t bytes = 0;
+    for (size_t i = 0; i < e->nmsgs; i++) {
+        bytes += e->msgs[i]->len + e->msgs[i]->key_len;
         rd_kafka_message_destroy(e->msgs[i]);
+    }
+    jd_fetch_nudge_msg_size(e->nudge, bytes / e->nmsgs);
     e->nmsgs = 0;
     jd_cache_evict(e->cache);
     return;

@@ -12,6 +12,7 @@
 #include "journeyd/config.h"
 #include "journeyd/insights.h"
 #include "journeyd/engine.h"
+#include "journeyd/fetch_nudge.h"
 #include "journeyd/metrics.h"
 #include "journeyd/policy.h"
 #include "journeyd/rules.h"
@@ -76,6 +77,8 @@ struct jd_engine {
     size_t last_batch;            /* events in the last batch (the slice size) */
     rd_kafka_t *consumer;
     rd_kafka_t *producer;
+    struct jd_fetch_nudge *nudge; /* NULL: not running */
+    uint64_t nudges_seen;         /* its count, as last added to the metrics */
 
     /* owned partitions: parts[topic index][partition] */
     struct jd_part **parts;

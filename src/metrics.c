@@ -87,6 +87,9 @@ static const struct metric_def counter_defs[JD_C_COUNT] = {
     [JD_C_KAFKA_ERRORS] = {"journeyd_kafka_errors_total", "Errors reported by librdkafka."},
     [JD_C_REDIS_REDIRECTS] = {"journeyd_redis_redirects_total",
                               "MOVED/ASK redirections followed (Redis Cluster)."},
+    [JD_C_FETCH_NUDGES] = {"journeyd_kafka_fetch_nudges_total",
+                           "Times the consumer's fetcher was woken after its queue ran low "
+                           "(draining a backlog)."},
 };
 
 static const struct metric_def gauge_defs[JD_G_COUNT] = {
