@@ -114,6 +114,7 @@ void jd_engine_destroy(struct jd_engine *e)
     free(e->load);
     free(e->dirty);
     free(e->urgent);
+    free(e->holds);
     jd_buf_free(&e->tmp);
     jd_buf_free(&e->history);
     free(e);
@@ -290,8 +291,8 @@ int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig
             rc = -1;
             break;
         }
-        /* (before the write that leaves at the end of the turn: the tick
-         * waits for the write on its way) */
+        /* (before the write that leaves at the end of the turn: a tick that
+         * fires writes its customers at once, after the write on its way) */
         jd_engine_timers_tick(e);
         if (jd_engine_persist_due(e, idle, stop) != 0) {
             e->abandoned = 1;

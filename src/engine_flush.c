@@ -50,6 +50,8 @@ void jd_engine_push_urgent(struct jd_engine *e, struct jd_customer *c)
 
 void jd_engine_produce_customer(struct jd_engine *e, struct jd_customer *c)
 {
+    if (c->held && jd_engine_produce_held(e, c))
+        return;
     if (c->npending == 0)
         return;
     struct jd_part *p = jd_engine_part_by_source(e, c->partition);
@@ -128,7 +130,8 @@ static int persist_async(struct jd_engine *e, int due, volatile sig_atomic_t *st
     if (due && e->ndirty == 0 && e->wb_round == 0 && e->nurgent == 0)
         return jd_engine_persist(e, stop); /* nothing to send: acks, seals */
     jd_engine_apply_acks(e);
-    if (jd_engine_flush_stats(e, stop) != 0 || jd_engine_fenced(e)) {
+    /* (fenced first: a member that lost its partitions writes no stats) */
+    if (jd_engine_fenced(e) || jd_engine_flush_stats(e, stop) != 0) {
         if (!jd_engine_fenced(e))
             return -1;
         jd_engine_drop_dirty(e); /* not ours any more: the new owner replays it */

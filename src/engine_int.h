@@ -31,6 +31,17 @@ struct jd_ckpt {
     struct jd_ckpt *next;
 };
 
+/* A checkpoint kept from being stored until a customer's new triggers are
+ * produced into it (engine_wb.c): the triggers of an urgent customer are
+ * produced a turn after its batch, yet must count on a checkpoint no later
+ * than its batch's. */
+struct jd_hold {
+    struct jd_customer *c;
+    struct jd_ckpt *ck; /* valid while its partition's gen is `gen` */
+    int32_t source;
+    uint32_t gen;
+};
+
 /* One owned input partition. */
 struct jd_part {
     int assigned;
@@ -99,6 +110,8 @@ struct jd_engine {
     size_t ndirty, capdirty;
     struct jd_customer **urgent; /* c->urgent: to write at the end of the batch */
     size_t nurgent, capurgent;
+    struct jd_hold *holds; /* c->held (engine_wb.c) */
+    size_t nholds, capholds;
     int64_t last_persist_ns; /* monotonic time of the last full write-back */
     int64_t last_commit_ns;  /* of the last commit made by engine_flush.c */
     int offsets_stored;      /* offsets stored since that commit */
@@ -181,6 +194,11 @@ void jd_engine_wb_destroy(struct jd_engine *e);
 int jd_engine_wb_submit(struct jd_engine *e, size_t k, int seal);
 /* A write is on its way. */
 int jd_engine_wb_busy(const struct jd_engine *e);
+/* Produces c's triggers into the checkpoint held for it (jd_engine_wb_submit)
+ * and releases the hold; 0 when c holds none. */
+int jd_engine_produce_held(struct jd_engine *e, struct jd_customer *c);
+/* Forgets the holds of a partition being released (its checkpoints go). */
+void jd_engine_holds_drop(struct jd_engine *e, int32_t source);
 /* Waits for the write-back on its way, if any, and records it: produces
  * its customers' outbox, seals the checkpoints it covers. 0; -1 when it
  * failed (its customers are back on the write-back list). */

@@ -113,6 +113,7 @@ static void released(struct jd_engine *e, rd_kafka_topic_partition_list_t *parts
         if (p->assigned)
             e->assigned_count--;
         p->assigned = 0;
+        jd_engine_holds_drop(e, p->source);
         jd_engine_part_free(p);
         jd_cache_drop_partition(e->cache, p->source);
         jd_info(MOD, "%s %s/%" PRId32, lost ? "lost" : "revoked", p->topic, p->partition);

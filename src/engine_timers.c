@@ -326,7 +326,8 @@ void jd_engine_timers_tick(struct jd_engine *e)
         return;
     if (e->abandoned || e->assigned_count == 0)
         return;
-    /* Not waiting for the write on its way (engine_wb.c): fire_due leaves
+    /* Not waiting for the write on its way (engine_wb.c) to look for due
+     * timers (only a tick that fires waits, to write): fire_due leaves
      * its customers for the next tick (a customer whose first write is on
      * its way has no `exists` yet and its entry would look stray; a
      * correction of a stale entry would be overwritten by the write's

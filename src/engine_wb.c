@@ -23,6 +23,10 @@
  *   before it leaves); so the engine's thread waits for Redis only to load
  *   customers (measured before: a third of its time went to waiting for
  *   the slice on its way and then writing the urgent customers itself);
+ *   their triggers are produced into the oldest checkpoint of their
+ *   partition, held from the submit (struct jd_hold) so that it cannot be
+ *   stored meanwhile: an offset never passes an event whose trigger is not
+ *   acknowledged, also after a failed write (the hold waits for the retry);
  * - the checkpoints closed when a round begins are sealed only once its
  *   last slice is known to be written (never those closed meanwhile: their
  *   customers go with the next round), so no offset is stored ahead of its
@@ -188,6 +192,56 @@ int jd_engine_wb_busy(const struct jd_engine *e)
     return e->wb && e->wb->busy;
 }
 
+/* Holds the oldest checkpoint of c's partition (no later than the batch
+ * that gave c its new triggers: checkpoints are stored in order). */
+static void hold(struct jd_engine *e, struct jd_customer *c)
+{
+    struct jd_part *p = jd_engine_part_by_source(e, c->partition);
+    if (c->held || !p || !p->assigned || !p->head)
+        return;
+    if (e->nholds == e->capholds) {
+        e->capholds = e->capholds ? e->capholds * 2 : 64;
+        e->holds = jd_xrealloc(e->holds, e->capholds * sizeof *e->holds);
+    }
+    e->holds[e->nholds++] = (struct jd_hold){c, p->head, p->source, p->gen};
+    p->head->outstanding++;
+    c->held = 1;
+}
+
+int jd_engine_produce_held(struct jd_engine *e, struct jd_customer *c)
+{
+    if (!c->held)
+        return 0;
+    c->held = 0;
+    for (size_t i = 0; i < e->nholds; i++) {
+        struct jd_hold h = e->holds[i];
+        if (h.c != c)
+            continue;
+        e->holds[i] = e->holds[--e->nholds];
+        struct jd_part *p = jd_engine_part_by_source(e, h.source);
+        if (!p || p->gen != h.gen || !p->assigned) {
+            jd_engine_produce_customer(e, c); /* released meanwhile */
+            return 1;
+        }
+        jd_engine_produce_pending(e, c, h.ck);
+        h.ck->outstanding--;
+        jd_engine_ckpt_advance(e, p);
+        return 1;
+    }
+    return 0;
+}
+
+void jd_engine_holds_drop(struct jd_engine *e, int32_t source)
+{
+    for (size_t i = 0; i < e->nholds;) {
+        if (e->holds[i].source == source) {
+            e->holds[i].c->held = 0;
+            e->holds[i] = e->holds[--e->nholds];
+        } else
+            i++;
+    }
+}
+
 static void take(struct jd_wb *wb, struct jd_customer *c)
 {
     c->writing = 1; /* pinned in the cache until the write is finished */
@@ -207,8 +261,10 @@ int jd_engine_wb_submit(struct jd_engine *e, size_t k, int seal)
         wb->cs = jd_xrealloc(wb->cs, wb->cap * sizeof *wb->cs);
     }
     wb->n = 0;
-    for (size_t i = 0; i < e->nurgent; i++)
+    for (size_t i = 0; i < e->nurgent; i++) {
+        hold(e, e->urgent[i]);
         take(wb, e->urgent[i]);
+    }
     for (size_t i = 0; i < k; i++) {
         struct jd_customer *c = e->dirty[i];
         c->queued = 0;

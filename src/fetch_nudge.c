@@ -93,7 +93,7 @@ static void *nudge_main(void *arg)
     pthread_mutex_lock(&n->mu);
     while (!n->quit) {
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
+        clock_gettime(CLOCK_MONOTONIC, &ts); /* (the condition's clock) */
         ts.tv_nsec += TICK_NS;
         if (ts.tv_nsec >= 1000000000L) {
             ts.tv_sec++;
@@ -126,7 +126,11 @@ struct jd_fetch_nudge *jd_fetch_nudge_start(rd_kafka_t *consumer)
     n->min_msgs = conf_num(consumer, "queued.min.messages", 100000);
     n->max_kbytes = conf_num(consumer, "queued.max.messages.kbytes", 65536);
     pthread_mutex_init(&n->mu, NULL);
-    pthread_cond_init(&n->cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* a clock step does not stall it */
+    pthread_cond_init(&n->cv, &ca);
+    pthread_condattr_destroy(&ca);
     if (!n->q || pthread_create(&n->thread, NULL, nudge_main, n) != 0) {
         jd_warn(MOD, "fetch nudge thread not started: a backlog drains slower");
         if (n->q)

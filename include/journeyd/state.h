@@ -149,6 +149,7 @@ struct jd_customer {
     unsigned queued : 1;            /* in the engine's write-back list (engine_flush.c) */
     unsigned urgent : 1;            /* in the engine's list of customers to write at once */
     unsigned writing : 1;           /* in a write-back still on its way to Redis (store.h) */
+    unsigned held : 1;              /* its triggers go into a held checkpoint (engine_wb.c) */
     struct jd_times *trigger_sends; /* [ntriggers] for max_per_customer; NULL until needed */
     struct jd_times *kind_sends;    /* [JD_KIND_COUNT] for policy.caps; NULL until needed */
     const char *tz;       /* latest time zone attribute value, shared (jd_customer_set_tz); NULL:
