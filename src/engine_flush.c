@@ -50,7 +50,7 @@ void jd_engine_push_urgent(struct jd_engine *e, struct jd_customer *c)
 
 void jd_engine_produce_customer(struct jd_engine *e, struct jd_customer *c)
 {
-    if (c->held && jd_engine_produce_held(e, c))
+    if (jd_engine_produce_held(e, c))
         return;
     if (c->npending == 0)
         return;

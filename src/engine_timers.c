@@ -348,8 +348,11 @@ void jd_engine_timers_tick(struct jd_engine *e)
             struct jd_part *p = &e->parts[ti][pi];
             if (!p->topic || !p->assigned)
                 continue;
-            if (p->recover && (jd_engine_wb_wait(e), recover_outboxes(e, p) != 0))
-                return;
+            if (p->recover) {
+                (void)jd_engine_wb_wait(e); /* it loads customers */
+                if (recover_outboxes(e, p) != 0)
+                    return;
+            }
             idle_advance(e, p, mono);
             t->sources[n] = p->source;
             t->upto[n] = jd_engine_clock(e, p);
