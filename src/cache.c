@@ -148,6 +148,29 @@ struct jd_customer *jd_cache_get(struct jd_cache *cache, const char *id, size_t 
     return c;
 }
 
+void jd_cache_prefetch(const struct jd_cache *cache, const char *id, size_t id_len, int stage)
+{
+    uint64_t h = id_hash(id, id_len);
+    const cache_slot *slot = &cache->slots[h & (cache->cap - 1)];
+    if (stage == 0) {
+        __builtin_prefetch(slot);
+        return;
+    }
+    /* (the home slot's customer: the match unless the probe goes on) */
+    if (!*slot || (*slot & TAG_MASK) != hash_tag(h))
+        return;
+    const struct jd_customer *c = slot_c(*slot);
+    if (stage == 1) {
+        __builtin_prefetch(&c->id_len);
+        __builtin_prefetch(&c->lru_prev); /* (with the id itself, right after) */
+        return;
+    }
+    if (c->lru_prev)
+        __builtin_prefetch(&c->lru_prev->lru_next, 1);
+    if (c->lru_next)
+        __builtin_prefetch(&c->lru_next->lru_prev, 1);
+}
+
 void jd_cache_put(struct jd_cache *cache, struct jd_customer *c)
 {
     if ((cache->n + 1) * 4 > cache->cap * 3)

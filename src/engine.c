@@ -35,6 +35,7 @@ struct jd_engine *jd_engine_new(const struct jd_config *cfg, struct jd_ruleset *
     e->maxmsgs = (size_t)cfg->batch_max_events;
     e->msgs = jd_xcalloc(e->maxmsgs, sizeof *e->msgs);
     e->mcust = jd_xcalloc(e->maxmsgs, sizeof *e->mcust);
+    e->mpart = jd_xcalloc(e->maxmsgs, sizeof *e->mpart);
     e->parts = jd_xcalloc(cfg->ninput_topics, sizeof *e->parts);
     e->nparts = jd_xcalloc(cfg->ninput_topics, sizeof *e->nparts);
     jd_buf_init(&e->tmp);
@@ -53,6 +54,8 @@ struct jd_engine *jd_engine_new(const struct jd_config *cfg, struct jd_ruleset *
     e->insights = jd_insights_new(cfg, rs);
     e->timers = jd_engine_timers_new();
     if (jd_engine_wb_start(e, errstr, errsize) != 0)
+        goto err;
+    if (jd_engine_loader_start(e, errstr, errsize) != 0)
         goto err;
     if (!(e->producer = jd_kafka_producer_new(cfg, jd_engine_delivery, e, errstr, errsize)))
         goto err;
@@ -78,7 +81,8 @@ void jd_engine_destroy(struct jd_engine *e)
         return;
     for (size_t i = 0; i < e->nmsgs; i++)
         rd_kafka_message_destroy(e->msgs[i]);
-    jd_engine_wb_destroy(e); /* before the customers it may still hold */
+    jd_engine_loader_destroy(e); /* before the customers it may still hold */
+    jd_engine_wb_destroy(e);
     jd_fetch_nudge_stop(e->nudge);
     if (e->consumer)
         rd_kafka_destroy(e->consumer);
@@ -111,6 +115,7 @@ void jd_engine_destroy(struct jd_engine *e)
     jd_config_destroy(e->reload_cfg);
     free(e->msgs);
     free(e->mcust);
+    free(e->mpart);
     free(e->load);
     free(e->dirty);
     free(e->urgent);
@@ -173,19 +178,22 @@ static void reload_rules(struct jd_engine *e)
 }
 
 /* Collects up to batch_max_events messages, waiting at most batch_max_wait
- * after the first one. Returns -1 on a fatal consumer error. */
-static int collect(struct jd_engine *e)
+ * after the first one; `nowait`: only what is already fetched. Returns -1
+ * on a fatal consumer error. */
+static int collect(struct jd_engine *e, int nowait)
 {
     int64_t deadline = 0;
     e->short_poll = 0;
     while (e->nmsgs < e->maxmsgs && !*e->stop) {
         int timeout = 100;
-        if (e->nmsgs == 0 && jd_engine_wb_busy(e)) {
+        if (nowait) {
+            timeout = 0;
+        } else if (e->nmsgs == 0 && jd_engine_wb_busy(e)) {
             /* a write on its way holds triggers: back soon to produce them */
             timeout = 1;
             e->short_poll = 1;
         }
-        if (e->nmsgs > 0) {
+        if (e->nmsgs > 0 && !nowait) {
             /* past the deadline, what is already fetched still joins the
              * batch (timeout 0): batch_max_wait = 0 means "take what is
              * there, never wait" */
@@ -216,6 +224,29 @@ static int collect(struct jd_engine *e)
         if (e->nmsgs == 0)
             deadline = jd_monotonic_ns() + e->cfg->batch_max_wait_ms * 1000000;
         e->msgs[e->nmsgs++] = m;
+    }
+    return 0;
+}
+
+/* Under load (the last batch held at least AHEAD_MIN events), the next
+ * batch is taken from what is already fetched as soon as this one is
+ * applied, and its new customers are loaded by the loader thread while
+ * this one is written back and produced (engine_load.c). Not while a
+ * reload or a stop is asked: those are served between batches. Returns -1
+ * on a fatal consumer error. */
+#define AHEAD_MIN 256
+
+static int take_ahead(struct jd_engine *e)
+{
+    if (!e->loader || e->last_batch < AHEAD_MIN || *e->stop || (e->reload && *e->reload))
+        return 0;
+    if (collect(e, 1) != 0)
+        return -1;
+    /* (a rebalance served by that poll may have finished what it took) */
+    if (e->nmsgs > 0 && !e->abandoned) {
+        jd_engine_batch_prepare(e);
+        jd_engine_loader_submit(e);
+        e->prepared = 1;
     }
     return 0;
 }
@@ -274,11 +305,13 @@ int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig
     jd_info(MOD, "running: rules %s, consuming %s as group %s", jd_rules_version(e->rs),
             e->cfg->input_topics[0], e->cfg->group_id);
     while (!*stop) {
-        if (reload && *reload) {
+        /* (not while a batch taken ahead is being loaded: its customers are
+         * the loader's until the batch waits for them) */
+        if (reload && *reload && !e->prepared) {
             *reload = 0;
             reload_rules(e);
         }
-        if (collect(e) != 0) {
+        if (!e->prepared && collect(e, 0) != 0) {
             rc = -1;
             break;
         }
@@ -294,6 +327,14 @@ int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig
         /* (before the write that leaves at the end of the turn: a tick that
          * fires writes its customers at once, after the write on its way) */
         jd_engine_timers_tick(e);
+        if (take_ahead(e) != 0) {
+            rc = -1;
+            break;
+        }
+        if (e->abandoned || e->fatal) {
+            rc = -1;
+            break;
+        }
         if (jd_engine_persist_due(e, idle, stop) != 0) {
             e->abandoned = 1;
             break;

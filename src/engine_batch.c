@@ -131,6 +131,8 @@ void jd_engine_redis_succeeded(struct jd_engine *e)
     set_backpressure(e, 0);
 }
 
+static void loaded(struct jd_engine *e);
+
 /* Loads e->load[0..nload) until it works or we are told to stop. */
 int jd_engine_load(struct jd_engine *e, volatile sig_atomic_t *stop)
 {
@@ -148,6 +150,14 @@ int jd_engine_load(struct jd_engine *e, volatile sig_atomic_t *stop)
         if ((stop && *stop) || fenced(e))
             return -1;
     }
+    loaded(e);
+    return 0;
+}
+
+/* e->load[0..nload) is loaded: an outbox left by a crash is produced again
+ * (same ids). */
+static void loaded(struct jd_engine *e)
+{
     for (size_t i = 0; i < e->nload; i++) {
         struct jd_customer *c = e->load[i];
         /* an outbox left by a crash is produced again (same ids) */
@@ -159,7 +169,6 @@ int jd_engine_load(struct jd_engine *e, volatile sig_atomic_t *stop)
         }
     }
     e->nload = 0;
-    return 0;
 }
 
 /* insights: the stats offsets of the partitions in this batch (a round trip
@@ -168,9 +177,8 @@ static int load_stats_offsets(struct jd_engine *e, volatile sig_atomic_t *stop)
 {
     char errstr[512];
     for (size_t i = 0; i < e->nmsgs; i++) {
-        rd_kafka_message_t *m = e->msgs[i];
-        struct jd_part *p = jd_engine_part(e, rd_kafka_topic_name(m->rkt), m->partition, 0);
-        if (p)
+        struct jd_part *p = e->mpart[i];
+        if (p && (i == 0 || p != e->mpart[i - 1]))
             jd_insights_want(e->insights, p->source, p->topic, p->partition, p->gen);
     }
     while (jd_insights_load_offsets(e->insights, errstr, sizeof errstr) != 0) {
@@ -384,27 +392,47 @@ static int naive_roundtrip(struct jd_engine *e, struct jd_customer *c, volatile 
     return 0;
 }
 
-void jd_engine_process_batch(struct jd_engine *e)
-{
-    volatile sig_atomic_t *stop = e->stop;
-    if (e->nmsgs == 0)
-        return;
-    if (fenced(e))
-        goto abandon; /* messages polled before the revocation: not ours */
-    e->fenced_logged = 0;
-    int64_t t0 = jd_monotonic_ns();
+/* How many lookups ahead each stage of jd_cache_prefetch is asked for: far
+ * enough for its line to arrive from memory, the later stages nearer. */
+#define AHEAD_SLOT 12
+#define AHEAD_CUSTOMER 8
+#define AHEAD_NEIGHBOURS 4
 
-    /* 1. the customers this batch touches that are not cached yet */
+static void prefetch_lookup(struct jd_engine *e, size_t i, int stage)
+{
+    if (i >= e->nmsgs)
+        return;
+    const rd_kafka_message_t *m = e->msgs[i];
+    if (m->key && m->key_len > 0)
+        jd_cache_prefetch(e->cache, m->key, m->key_len, stage);
+}
+
+/* Step 1 of a batch: looks up the customer and the partition of every
+ * message (once: the batch takes them from mcust and mpart) and creates the
+ * customers not cached yet, listed in e->load for loading. */
+void jd_engine_batch_prepare(struct jd_engine *e)
+{
     e->nload = 0;
+    const rd_kafka_topic_t *rkt = NULL;
+    int32_t partition = -1;
+    struct jd_part *p = NULL;
     for (size_t i = 0; i < e->nmsgs; i++) {
         rd_kafka_message_t *m = e->msgs[i];
+        /* messages come in runs of one partition: looked up once a run */
+        if (m->rkt != rkt || m->partition != partition) {
+            rkt = m->rkt;
+            partition = m->partition;
+            p = jd_engine_part(e, rd_kafka_topic_name(m->rkt), m->partition, 0);
+        }
+        e->mpart[i] = p;
         e->mcust[i] = NULL;
+        prefetch_lookup(e, i + AHEAD_SLOT, 0);
+        prefetch_lookup(e, i + AHEAD_CUSTOMER, 1);
+        prefetch_lookup(e, i + AHEAD_NEIGHBOURS, 2);
         if (!m->key || m->key_len == 0)
             continue;
-        /* looked up once per event: step 2 takes it from mcust */
         if ((e->mcust[i] = jd_cache_get(e->cache, m->key, m->key_len)))
             continue;
-        struct jd_part *p = jd_engine_part(e, rd_kafka_topic_name(m->rkt), m->partition, 0);
         struct jd_customer *c = jd_customer_new(m->key, m->key_len, p ? p->source : 0, e->rs);
         jd_cache_put(e->cache, c);
         e->mcust[i] = c;
@@ -414,6 +442,27 @@ void jd_engine_process_batch(struct jd_engine *e)
         }
         e->load[e->nload++] = c;
     }
+}
+
+void jd_engine_process_batch(struct jd_engine *e)
+{
+    volatile sig_atomic_t *stop = e->stop;
+    /* a batch taken ahead: its customers are looked up, and loading them
+     * may be on its way (engine_load.c) */
+    int prepared = e->prepared;
+    e->prepared = 0;
+    if (prepared && jd_engine_loader_wait(e) == 0)
+        loaded(e);
+    if (e->nmsgs == 0)
+        return;
+    if (fenced(e))
+        goto abandon; /* messages polled before the revocation: not ours */
+    e->fenced_logged = 0;
+    int64_t t0 = jd_monotonic_ns();
+
+    if (!prepared)
+        jd_engine_batch_prepare(e);
+    /* (a load ahead that failed left e->load as it was: loaded here) */
     if (jd_engine_load(e, stop) != 0)
         goto abandon;
     if (load_stats_offsets(e, stop) != 0)
@@ -423,7 +472,7 @@ void jd_engine_process_batch(struct jd_engine *e)
     char errstr[512];
     for (size_t i = 0; i < e->nmsgs; i++) {
         rd_kafka_message_t *m = e->msgs[i];
-        struct jd_part *p = jd_engine_part(e, rd_kafka_topic_name(m->rkt), m->partition, 0);
+        struct jd_part *p = e->mpart[i];
         if (!p)
             continue;
         jd_engine_ckpt_open(p);
@@ -494,19 +543,13 @@ void jd_engine_process_batch(struct jd_engine *e)
 
     /* 4. the batch's offsets wait for the next write-back and for their
      * acknowledgements now */
-    for (size_t i = 0; i < e->nmsgs; i++) {
-        rd_kafka_message_t *m = e->msgs[i];
-        struct jd_part *p = jd_engine_part(e, rd_kafka_topic_name(m->rkt), m->partition, 0);
-        if (p && p->open) {
-            /* messages of one partition arrive in offset order: the last
-             * one of the partition in the batch seals its checkpoint */
-            int last = 1;
-            for (size_t k = i + 1; k < e->nmsgs && last; k++)
-                if (e->msgs[k]->rkt == m->rkt && e->msgs[k]->partition == m->partition)
-                    last = 0;
-            if (last)
-                jd_engine_ckpt_close(p, m->offset + 1);
-        }
+    for (size_t i = e->nmsgs; i-- > 0;) {
+        /* messages of one partition arrive in offset order: the last one of
+         * the partition in the batch (the first met from the end) closes
+         * its checkpoint */
+        struct jd_part *p = e->mpart[i];
+        if (p && p->open)
+            jd_engine_ckpt_close(p, e->msgs[i]->offset + 1);
     }
     if (e->metrics) {
         jd_metrics_observe(e->metrics, JD_H_BATCH_EVENTS, (double)e->nmsgs);

@@ -84,6 +84,8 @@ struct jd_engine {
     struct jd_insights *insights; /* program health and trigger outcomes */
     struct jd_timers *timers;     /* engine_timers.c */
     struct jd_wb *wb;             /* engine_wb.c; NULL: write-backs are synchronous */
+    struct jd_loader *loader;     /* engine_load.c; NULL: loads are synchronous */
+    int prepared;                 /* the batch in hand was taken ahead (engine_load.c) */
     size_t wb_round;              /* customers of the write-back round still to send */
     size_t last_batch;            /* events in the last batch (the slice size) */
     rd_kafka_t *consumer;
@@ -99,6 +101,7 @@ struct jd_engine {
     /* the batch being collected */
     rd_kafka_message_t **msgs;
     struct jd_customer **mcust; /* the customer of msgs[i] (NULL: no key) */
+    struct jd_part **mpart;     /* the partition of msgs[i] (NULL: not owned) */
     size_t nmsgs;
     size_t maxmsgs;
     int short_poll; /* collect polled briefly (a write on its way), not idle */
@@ -205,6 +208,23 @@ void jd_engine_holds_drop(struct jd_engine *e, int32_t source);
 int jd_engine_wb_wait(struct jd_engine *e);
 /* Gives back the write-back's buffers (none on its way). */
 void jd_engine_wb_trim(struct jd_engine *e);
+
+/* engine_load.c — the next batch's customers loaded ahead (see the comment
+ * atop the file) */
+/* Starts the loader thread and its connection (not on a Redis Cluster, nor
+ * in naive mode: e->loader stays NULL). 0, or -1 with errstr. */
+int jd_engine_loader_start(struct jd_engine *e, char *errstr, size_t errsize);
+void jd_engine_loader_destroy(struct jd_engine *e);
+/* Hands e->load[0..nload) to the loader thread (e->loader set, none on its
+ * way); e->load is empty after. */
+void jd_engine_loader_submit(struct jd_engine *e);
+/* Waits for the load on its way. 0: done, its customers are back in
+ * e->load[0..nload); -1: it failed, e->load holds them unloaded; 1: none
+ * was on its way (e->load untouched). */
+int jd_engine_loader_wait(struct jd_engine *e);
+/* engine_batch.c: step 1 of a batch (looks up its customers, lists the new
+ * ones in e->load). */
+void jd_engine_batch_prepare(struct jd_engine *e);
 
 /* engine_timers.c — timers (docs/time.md) */
 struct jd_timers *jd_engine_timers_new(void);

@@ -90,6 +90,9 @@ static const struct metric_def counter_defs[JD_C_COUNT] = {
     [JD_C_FETCH_NUDGES] = {"journeyd_kafka_fetch_nudges_total",
                            "Times the consumer's fetcher was woken after its queue ran low "
                            "(draining a backlog)."},
+    [JD_C_LOADS_AHEAD] = {"journeyd_loads_ahead_total",
+                          "Batches whose new customers were loaded from Redis by the loader "
+                          "thread while the batch before was written back."},
 };
 
 static const struct metric_def gauge_defs[JD_G_COUNT] = {

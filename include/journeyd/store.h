@@ -171,6 +171,13 @@ struct jd_cache *jd_cache_new(size_t max_customers);
 void jd_cache_destroy(struct jd_cache *cache);
 /* Looks a customer up (no allocation) and marks it most recently used. */
 struct jd_customer *jd_cache_get(struct jd_cache *cache, const char *id, size_t id_len);
+/* Prefetching for a run of lookups: a lookup misses the cache up to four
+ * times (the slot, the customer's id, and its two LRU neighbours, which
+ * the touch relinks). A caller that knows the ids to come asks for stage
+ * 0 (the slot) a few lookups ahead, stage 1 (the customer in it) fewer
+ * ahead and stage 2 (its neighbours) fewer still; each stage reads only
+ * what the one before brought in. Hints only: nothing changes. */
+void jd_cache_prefetch(const struct jd_cache *cache, const char *id, size_t id_len, int stage);
 /* Takes ownership of c (replacing nothing: c->id must be absent). */
 void jd_cache_put(struct jd_cache *cache, struct jd_customer *c);
 /* Gives c back to the caller without destroying it. */
