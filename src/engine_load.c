@@ -28,53 +28,31 @@
  * On a Redis Cluster and in processing.naive mode loads stay synchronous
  * (like the write-back: engine_wb.c).
  */
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "engine_int.h"
 #include "journeyd/log.h"
 #include "journeyd/redis_conn.h"
+#include "journeyd/worker.h"
 
 #define MOD "engine"
 
 struct jd_loader {
-    struct jd_store *st; /* its own connection; used by the thread between submit and wait */
+    struct jd_store *st; /* its own connection; the worker's between submit and wait */
+    struct jd_worker *worker;
     const struct jd_ruleset *rs;
-    pthread_t thread;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int pending; /* a load was handed to the thread */
-    int done;    /* and the thread has run it */
-    int quit;
-    int busy; /* engine side: submitted, not yet waited for */
-    int rc;   /* jd_store_load's result */
+    int rc; /* jd_store_load's result */
     char errstr[512];
     struct jd_customer **cs; /* swapped with e->load at submit and wait */
     size_t n, cap;
     int64_t t0;
 };
 
-static void *loader_main(void *arg)
+static void loader_run(void *arg)
 {
     struct jd_loader *ld = arg;
-    pthread_setname_np(pthread_self(), "jd-loader"); /* (top -H, perf) */
-    pthread_mutex_lock(&ld->mu);
-    for (;;) {
-        while (!ld->pending && !ld->quit)
-            pthread_cond_wait(&ld->cv, &ld->mu);
-        if (ld->quit)
-            break;
-        pthread_mutex_unlock(&ld->mu);
-        int rc = jd_store_load(ld->st, ld->rs, ld->cs, ld->n, ld->errstr, sizeof ld->errstr);
-        pthread_mutex_lock(&ld->mu);
-        ld->rc = rc;
-        ld->pending = 0;
-        ld->done = 1;
-        pthread_cond_broadcast(&ld->cv);
-    }
-    pthread_mutex_unlock(&ld->mu);
-    return NULL;
+    ld->rc = jd_store_load(ld->st, ld->rs, ld->cs, ld->n, ld->errstr, sizeof ld->errstr);
 }
 
 int jd_engine_loader_start(struct jd_engine *e, char *errstr, size_t errsize)
@@ -86,12 +64,8 @@ int jd_engine_loader_start(struct jd_engine *e, char *errstr, size_t errsize)
         free(ld);
         return -1;
     }
-    pthread_mutex_init(&ld->mu, NULL);
-    pthread_cond_init(&ld->cv, NULL);
-    if (pthread_create(&ld->thread, NULL, loader_main, ld) != 0) {
+    if (!(ld->worker = jd_worker_start("jd-loader", loader_run, ld))) {
         snprintf(errstr, errsize, "cannot start the loader thread");
-        pthread_mutex_destroy(&ld->mu);
-        pthread_cond_destroy(&ld->cv);
         jd_store_destroy(ld->st);
         free(ld);
         return -1;
@@ -100,40 +74,16 @@ int jd_engine_loader_start(struct jd_engine *e, char *errstr, size_t errsize)
     return 0;
 }
 
-/* Waits for the thread to finish the load on its way, if any. */
-static void join_load(struct jd_loader *ld)
-{
-    pthread_mutex_lock(&ld->mu);
-    while (!ld->done)
-        pthread_cond_wait(&ld->cv, &ld->mu);
-    ld->done = 0;
-    pthread_mutex_unlock(&ld->mu);
-    ld->busy = 0;
-}
-
 void jd_engine_loader_destroy(struct jd_engine *e)
 {
     struct jd_loader *ld = e->loader;
     if (!ld)
         return;
-    if (ld->busy)
-        join_load(ld);
-    pthread_mutex_lock(&ld->mu);
-    ld->quit = 1;
-    pthread_cond_broadcast(&ld->cv);
-    pthread_mutex_unlock(&ld->mu);
-    pthread_join(ld->thread, NULL);
-    pthread_mutex_destroy(&ld->mu);
-    pthread_cond_destroy(&ld->cv);
+    jd_worker_stop(ld->worker); /* after the load on its way */
     jd_store_destroy(ld->st);
     free(ld->cs);
     free(ld);
     e->loader = NULL;
-}
-
-int jd_engine_loader_busy(const struct jd_engine *e)
-{
-    return e->loader && e->loader->busy;
 }
 
 /* Swaps e->load (and its capacity) with the loader's list. */
@@ -158,19 +108,15 @@ void jd_engine_loader_submit(struct jd_engine *e)
     e->nload = 0;
     ld->rs = e->rs;
     ld->t0 = jd_monotonic_ns();
-    pthread_mutex_lock(&ld->mu);
-    ld->pending = 1;
-    pthread_cond_broadcast(&ld->cv);
-    pthread_mutex_unlock(&ld->mu);
-    ld->busy = 1;
+    jd_worker_submit(ld->worker);
 }
 
 int jd_engine_loader_wait(struct jd_engine *e)
 {
     struct jd_loader *ld = e->loader;
-    if (!ld || !ld->busy)
+    if (!ld || !jd_worker_busy(ld->worker))
         return 1;
-    join_load(ld);
+    jd_worker_wait(ld->worker);
     swap_lists(e, ld); /* the customers are e->load[0..nload) again */
     ld->n = 0;
     if (ld->rc != 0) {

@@ -45,50 +45,29 @@
  * On a Redis Cluster and in processing.naive mode the write-back stays
  * synchronous.
  */
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "engine_int.h"
 #include "journeyd/log.h"
 #include "journeyd/redis_conn.h"
+#include "journeyd/worker.h"
 
 #define MOD "engine"
 
 struct jd_wb {
-    struct jd_store *st; /* its own connection; used by the thread between submit and wait */
-    pthread_t thread;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int pending; /* a write-back was handed to the thread */
-    int done;    /* and the thread has executed it */
-    int quit;
-    int busy; /* engine side: submitted, not yet finished */
+    struct jd_store *st; /* its own connection; the worker's between submit and wait */
+    struct jd_worker *worker;
     int seal; /* the last slice of its round: seals the marked checkpoints */
     struct jd_customer **cs;
     size_t n, cap;
     int64_t t0;
 };
 
-static void *wb_main(void *arg)
+static void wb_run(void *arg)
 {
     struct jd_wb *wb = arg;
-    pthread_setname_np(pthread_self(), "jd-writeback"); /* (top -H, perf) */
-    pthread_mutex_lock(&wb->mu);
-    for (;;) {
-        while (!wb->pending && !wb->quit)
-            pthread_cond_wait(&wb->cv, &wb->mu);
-        if (wb->quit)
-            break;
-        pthread_mutex_unlock(&wb->mu);
-        jd_store_flush_exec(wb->st);
-        pthread_mutex_lock(&wb->mu);
-        wb->pending = 0;
-        wb->done = 1;
-        pthread_cond_broadcast(&wb->cv);
-    }
-    pthread_mutex_unlock(&wb->mu);
-    return NULL;
+    jd_store_flush_exec(wb->st);
 }
 
 int jd_engine_wb_start(struct jd_engine *e, char *errstr, size_t errsize)
@@ -101,12 +80,8 @@ int jd_engine_wb_start(struct jd_engine *e, char *errstr, size_t errsize)
         return -1;
     }
     jd_store_share_deferred(wb->st, e->store);
-    pthread_mutex_init(&wb->mu, NULL);
-    pthread_cond_init(&wb->cv, NULL);
-    if (pthread_create(&wb->thread, NULL, wb_main, wb) != 0) {
+    if (!(wb->worker = jd_worker_start("jd-writeback", wb_run, wb))) {
         snprintf(errstr, errsize, "cannot start the write-back thread");
-        pthread_mutex_destroy(&wb->mu);
-        pthread_cond_destroy(&wb->cv);
         jd_store_destroy(wb->st);
         free(wb);
         return -1;
@@ -121,13 +96,7 @@ void jd_engine_wb_destroy(struct jd_engine *e)
     if (!wb)
         return;
     (void)jd_engine_wb_wait(e);
-    pthread_mutex_lock(&wb->mu);
-    wb->quit = 1;
-    pthread_cond_broadcast(&wb->cv);
-    pthread_mutex_unlock(&wb->mu);
-    pthread_join(wb->thread, NULL);
-    pthread_mutex_destroy(&wb->mu);
-    pthread_cond_destroy(&wb->cv);
+    jd_worker_stop(wb->worker);
     jd_store_destroy(wb->st);
     free(wb->cs);
     free(wb);
@@ -137,14 +106,9 @@ void jd_engine_wb_destroy(struct jd_engine *e)
 int jd_engine_wb_wait(struct jd_engine *e)
 {
     struct jd_wb *wb = e->wb;
-    if (!wb || !wb->busy)
+    if (!wb || !jd_worker_busy(wb->worker))
         return 0;
-    pthread_mutex_lock(&wb->mu);
-    while (!wb->done)
-        pthread_cond_wait(&wb->cv, &wb->mu);
-    wb->done = 0;
-    pthread_mutex_unlock(&wb->mu);
-    wb->busy = 0;
+    jd_worker_wait(wb->worker);
 
     char errstr[512];
     int rc = jd_store_flush_finish(wb->st, wb->cs, wb->n, errstr, sizeof errstr);
@@ -179,7 +143,7 @@ int jd_engine_wb_wait(struct jd_engine *e)
 void jd_engine_wb_trim(struct jd_engine *e)
 {
     struct jd_wb *wb = e->wb;
-    if (!wb || wb->busy)
+    if (!wb || jd_worker_busy(wb->worker))
         return;
     jd_store_trim(wb->st);
     free(wb->cs);
@@ -189,7 +153,7 @@ void jd_engine_wb_trim(struct jd_engine *e)
 
 int jd_engine_wb_busy(const struct jd_engine *e)
 {
-    return e->wb && e->wb->busy;
+    return e->wb && jd_worker_busy(e->wb->worker);
 }
 
 /* Holds the oldest checkpoint of c's partition (no later than the batch
@@ -279,10 +243,6 @@ int jd_engine_wb_submit(struct jd_engine *e, size_t k, int seal)
     wb->seal = seal;
     wb->t0 = jd_monotonic_ns();
     jd_store_flush_build(wb->st, e->rs, wb->cs, wb->n);
-    pthread_mutex_lock(&wb->mu);
-    wb->pending = 1;
-    pthread_cond_broadcast(&wb->cv);
-    pthread_mutex_unlock(&wb->mu);
-    wb->busy = 1;
+    jd_worker_submit(wb->worker);
     return 0;
 }
