@@ -136,6 +136,7 @@ static void rebind_one(struct jd_customer *c, void *ud)
  * policy are reloaded; connection settings need a restart. */
 static void reload_rules(struct jd_engine *e)
 {
+    jd_engine_stats_quiet(e); /* jd_insights_bind remaps what a flush carries */
     struct jd_errors errs;
     jd_errors_init(&errs);
     struct jd_config *ncfg = jd_config_load(e->cfg->path, &errs);
@@ -358,6 +359,8 @@ int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig
                 jd_metrics_add(e->metrics, JD_C_FETCH_NUDGES, nudges - e->nudges_seen);
                 e->nudges_seen = nudges;
             }
+            if (jd_insights_tick_due(e->insights))
+                jd_engine_stats_quiet(e);              /* the tick reads on the stats' connection */
             jd_insights_tick(e->insights, e->metrics); /* program gauges, every few s */
         }
     }

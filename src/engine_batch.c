@@ -181,6 +181,8 @@ static int load_stats_offsets(struct jd_engine *e, volatile sig_atomic_t *stop)
         if (p && (i == 0 || p != e->mpart[i - 1]))
             jd_insights_want(e->insights, p->source, p->topic, p->partition, p->gen);
     }
+    if (jd_insights_offsets_wanted(e->insights))
+        jd_engine_stats_quiet(e);
     while (jd_insights_load_offsets(e->insights, errstr, sizeof errstr) != 0) {
         jd_engine_redis_failed(e, "stats offsets", errstr);
         if (stop && *stop)
@@ -189,15 +191,37 @@ static int load_stats_offsets(struct jd_engine *e, volatile sig_atomic_t *stop)
     return 0;
 }
 
-int jd_engine_flush_stats(struct jd_engine *e, volatile sig_atomic_t *stop)
+/* Runs a stats write (the whole flush, or its build) until it works or we
+ * are told to stop. */
+static int stats_retry(struct jd_engine *e, volatile sig_atomic_t *stop,
+                       int (*write)(struct jd_insights *, char *, size_t))
 {
     char errstr[512];
-    while (jd_insights_flush(e->insights, errstr, sizeof errstr) != 0) {
+    while (write(e->insights, errstr, sizeof errstr) != 0) {
         jd_engine_redis_failed(e, "stats flush", errstr);
         if (stop && *stop)
             return -1;
     }
     return 0;
+}
+
+int jd_engine_stats_build(struct jd_engine *e, volatile sig_atomic_t *stop)
+{
+    return stats_retry(e, stop, jd_insights_flush_build);
+}
+
+/* Waits for the write-back on its way when it carries the stats: the
+ * insights connection is its until then. */
+void jd_engine_stats_quiet(struct jd_engine *e)
+{
+    if (jd_insights_flying(e->insights))
+        (void)jd_engine_wb_wait(e);
+}
+
+int jd_engine_flush_stats(struct jd_engine *e, volatile sig_atomic_t *stop)
+{
+    jd_engine_stats_quiet(e);
+    return stats_retry(e, stop, jd_insights_flush);
 }
 
 /* Writes back cs[0..n) until it works or we are told to stop (or fenced),

@@ -111,9 +111,9 @@ failed:
     return 0;
 }
 
-/* The end of a batch with the write-back thread (engine_wb.c): the stats
- * synchronously, then one write on its way holding the urgent customers
- * and, when a write-back is due, the next slice of its round. The urgent
+/* The end of a batch with the write-back thread (engine_wb.c): one write
+ * on its way holding the batch's stats, the urgent customers and, when a
+ * write-back is due, the next slice of its round. The urgent
  * customers' triggers are produced when that write is finished: at the
  * next turn of the main loop, which does not wait for the write meanwhile
  * (it applies the next batch). Under light load (small batches) the
@@ -130,8 +130,9 @@ static int persist_async(struct jd_engine *e, int due, volatile sig_atomic_t *st
     if (due && e->ndirty == 0 && e->wb_round == 0 && e->nurgent == 0)
         return jd_engine_persist(e, stop); /* nothing to send: acks, seals */
     jd_engine_apply_acks(e);
-    /* (fenced first: a member that lost its partitions writes no stats) */
-    if (jd_engine_fenced(e) || jd_engine_flush_stats(e, stop) != 0) {
+    /* (fenced first: a member that lost its partitions writes no stats);
+     * the stats go with the write, ahead of its customers (engine_wb.c) */
+    if (jd_engine_fenced(e) || jd_engine_stats_build(e, stop) != 0) {
         if (!jd_engine_fenced(e))
             return -1;
         jd_engine_drop_dirty(e); /* not ours any more: the new owner replays it */
@@ -159,7 +160,7 @@ static int persist_async(struct jd_engine *e, int due, volatile sig_atomic_t *st
         e->wb_round -= k;
         seal = e->wb_round == 0;
     }
-    if (k > 0 || e->nurgent > 0)
+    if (k > 0 || e->nurgent > 0 || jd_insights_flying(e->insights))
         jd_engine_wb_submit(e, k, seal);
     return 0;
 }

@@ -185,6 +185,13 @@ void jd_engine_redis_succeeded(struct jd_engine *e);
 /* Writes the insights stats of what was applied so far (before any
  * customer of it), retrying while Redis fails. 0, or -1 when stopping. */
 int jd_engine_flush_stats(struct jd_engine *e, volatile sig_atomic_t *stop);
+/* The same, built for the write that leaves next (engine_wb.c sends it
+ * ahead of the customers); an earlier flush that failed is written again
+ * first, at once, retrying while Redis fails. 0, or -1 when stopping. */
+int jd_engine_stats_build(struct jd_engine *e, volatile sig_atomic_t *stop);
+/* Waits for the write on its way if it carries the stats (before any other
+ * use of the insights connection). */
+void jd_engine_stats_quiet(struct jd_engine *e);
 
 /* engine_wb.c — the write-back on its way (see the comment atop the file) */
 /* Starts the write-back thread and its connection (not on a Redis Cluster,

@@ -393,6 +393,8 @@ void jd_engine_timers_tick(struct jd_engine *e)
         if (p && p->assigned)
             jd_insights_want(e->insights, p->source, p->topic, p->partition, p->gen);
     }
+    if (jd_insights_offsets_wanted(e->insights))
+        jd_engine_stats_quiet(e);
     if (jd_insights_load_offsets(e->insights, errstr, sizeof errstr) != 0) {
         jd_engine_redis_failed(e, "stats offsets", errstr);
         return;

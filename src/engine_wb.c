@@ -58,7 +58,9 @@
 struct jd_wb {
     struct jd_store *st; /* its own connection; the worker's between submit and wait */
     struct jd_worker *worker;
-    int seal; /* the last slice of its round: seals the marked checkpoints */
+    struct jd_insights *ins; /* the engine's; its flush is the worker's when `stats` */
+    int stats;               /* an insights flush goes first (jd_insights_flush_build) */
+    int seal;                /* the last slice of its round: seals the marked checkpoints */
     struct jd_customer **cs;
     size_t n, cap;
     int64_t t0;
@@ -67,6 +69,12 @@ struct jd_wb {
 static void wb_run(void *arg)
 {
     struct jd_wb *wb = arg;
+    /* the stats of what the customers hold are written first, and the
+     * customers only once they are (a crash in between must not find
+     * customers whose events the stats offset does not cover): not written,
+     * the customers are not sent either, and their finish says so */
+    if (wb->stats && jd_insights_flush_exec(wb->ins) != 0)
+        return;
     jd_store_flush_exec(wb->st);
 }
 
@@ -80,6 +88,7 @@ int jd_engine_wb_start(struct jd_engine *e, char *errstr, size_t errsize)
         return -1;
     }
     jd_store_share_deferred(wb->st, e->store);
+    wb->ins = e->insights;
     if (!(wb->worker = jd_worker_start("jd-writeback", wb_run, wb))) {
         snprintf(errstr, errsize, "cannot start the write-back thread");
         jd_store_destroy(wb->st);
@@ -111,7 +120,19 @@ int jd_engine_wb_wait(struct jd_engine *e)
     jd_worker_wait(wb->worker);
 
     char errstr[512];
+    int stats_rc = 0;
+    if (wb->stats) {
+        wb->stats = 0;
+        if ((stats_rc = jd_insights_flush_finish(e->insights, errstr, sizeof errstr)) != 0)
+            jd_error(MOD, "redis stats write failed: %s", errstr);
+    }
     int rc = jd_store_flush_finish(wb->st, wb->cs, wb->n, errstr, sizeof errstr);
+    if (stats_rc != 0 && rc == 0) {
+        /* nothing of the customers was to be sent: the stats are written
+         * again (first) by the next flush, and nothing is sealed meanwhile */
+        snprintf(errstr, sizeof errstr, "stats not written");
+        rc = -1;
+    }
     for (size_t i = 0; i < wb->n; i++)
         wb->cs[i]->writing = 0; /* (also those with nothing to write) */
     if (rc == 0) {
@@ -242,6 +263,7 @@ int jd_engine_wb_submit(struct jd_engine *e, size_t k, int seal)
     e->ndirty -= k;
     wb->seal = seal;
     wb->t0 = jd_monotonic_ns();
+    wb->stats = jd_insights_flying(e->insights);
     jd_store_flush_build(wb->st, e->rs, wb->cs, wb->n);
     jd_worker_submit(wb->worker);
     return 0;

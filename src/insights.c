@@ -32,6 +32,7 @@
  */
 #include "journeyd/insights.h"
 
+#include <assert.h>
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -161,6 +162,8 @@ static long layout_find(const struct layout *l, const char *name)
 
 /* ---- state ---- */
 
+enum { FLY_NONE, FLY_BUILT, FLY_FAILED };
+
 struct ipart {
     char *key; /* NULL: slot unused */
     uint32_t gen;
@@ -171,6 +174,11 @@ struct ipart {
     int64_t offset;  /* stats offset in Redis; -1 none */
     int64_t pending; /* highest offset counted in the unwritten deltas */
     int64_t *d;      /* [layout.n] */
+    /* the deltas of a flush (see "writing" below): taken out of d by the
+     * build, zero again once written; kept whole when their write failed */
+    int64_t *fly; /* [layout.n] */
+    int64_t fly_offset;
+    int fly_state; /* FLY_NONE, FLY_BUILT (in the pipeline), FLY_FAILED */
     /* reply indices in the pipeline at hand; SIZE_MAX: no such command */
     size_t q_hget, q_sadd, q_eval;
 };
@@ -195,6 +203,12 @@ struct jd_insights {
 
     int64_t last_tick_ns;
     int tick_failing;
+
+    /* a flush built and not yet finished (the write-back thread may be
+     * sending it: nothing else uses rd meanwhile) */
+    int built;
+    int exec_rc;
+    char exec_err[512];
 
     /* scratch */
     const char **argv;
@@ -226,6 +240,7 @@ void jd_insights_destroy(struct jd_insights *ins)
         for (int32_t p = 0; p < ins->nparts[t]; p++) {
             free(ins->parts[t][p].key);
             free(ins->parts[t][p].d);
+            free(ins->parts[t][p].fly);
         }
         free(ins->parts[t]);
     }
@@ -249,23 +264,32 @@ static void each_part(struct jd_insights *ins,
                 fn(ins, &ins->parts[t][p], ud);
 }
 
+static int64_t *remap(const struct jd_insights *ins, const struct layout *old, int64_t *d)
+{
+    int64_t *nd = jd_xcalloc(ins->lay.n ? ins->lay.n : 1, sizeof *nd);
+    for (size_t i = 0; i < old->n; i++) {
+        long j = d[i] ? layout_find(&ins->lay, old->names[i]) : -1;
+        if (j >= 0)
+            nd[j] = d[i];
+    }
+    free(d);
+    return nd;
+}
+
 static void remap_part(struct jd_insights *ins, struct ipart *ip, void *ud)
 {
     /* Deltas are written at the end of every batch and reloads happen
-     * between batches, so this is normally all zero; carry what is not. */
+     * between batches, so this is normally all zero; carry what is not
+     * (a failed flush's deltas too: they are sent again under the new
+     * names, which keep their meaning across a reload). */
     const struct layout *old = ud;
-    int64_t *nd = jd_xcalloc(ins->lay.n ? ins->lay.n : 1, sizeof *nd);
-    for (size_t i = 0; i < old->n; i++) {
-        long j = ip->d[i] ? layout_find(&ins->lay, old->names[i]) : -1;
-        if (j >= 0)
-            nd[j] = ip->d[i];
-    }
-    free(ip->d);
-    ip->d = nd;
+    ip->d = remap(ins, old, ip->d);
+    ip->fly = remap(ins, old, ip->fly);
 }
 
 void jd_insights_bind(struct jd_insights *ins, const struct jd_ruleset *rs)
 {
+    assert(!ins->built);
     struct layout old = ins->lay;
     ins->rs = rs;
     layout_build(&ins->lay, rs);
@@ -304,6 +328,7 @@ void jd_insights_want(struct jd_insights *ins, int32_t source, const char *topic
                  ins->cfg->key_prefix ? ins->cfg->key_prefix : "j", topic, partition);
         ip->key = jd_strdup(tmp);
         ip->d = jd_xcalloc(ins->lay.n ? ins->lay.n : 1, sizeof *ip->d);
+        ip->fly = jd_xcalloc(ins->lay.n ? ins->lay.n : 1, sizeof *ip->fly);
         ip->gen = gen;
     }
     if (ip->gen != gen) {
@@ -314,6 +339,8 @@ void jd_insights_want(struct jd_insights *ins, int32_t source, const char *topic
         ip->known = 0;
         ip->dirty = 0;
         memset(ip->d, 0, ins->lay.n * sizeof *ip->d);
+        memset(ip->fly, 0, ins->lay.n * sizeof *ip->fly);
+        ip->fly_state = FLY_NONE;
     }
     if (!ip->known)
         ip->want = 1;
@@ -423,6 +450,15 @@ static void want_reply(struct jd_insights *ins, struct ipart *ip, void *ud)
     ip->pending = ip->offset;
 }
 
+int jd_insights_offsets_wanted(const struct jd_insights *ins)
+{
+    for (size_t t = 0; t < ins->cfg->ninput_topics; t++)
+        for (int32_t p = 0; p < ins->nparts[t]; p++)
+            if (ins->parts[t][p].want && !ins->parts[t][p].known)
+                return 1;
+    return 0;
+}
+
 int jd_insights_load_offsets(struct jd_insights *ins, char *errstr, size_t errsize)
 {
     size_t n = 0;
@@ -431,6 +467,7 @@ int jd_insights_load_offsets(struct jd_insights *ins, char *errstr, size_t errsi
             n = ins->parts[t][p].want && !ins->parts[t][p].known;
     if (n == 0)
         return 0;
+    assert(!ins->built);
     if (conn(ins, errstr, errsize) != 0)
         return -1;
     struct outcome ld = {0, errstr, errsize};
@@ -577,14 +614,37 @@ void jd_insights_suppressed(struct jd_insights *ins, struct jd_customer *c, size
         decided(ins, c, trigger, 1, now);
 }
 
-/* ---- writing ---- */
+/* ---- writing ----
+ * A flush sends each partition's deltas with the highest offset they count
+ * (the script's marker: deltas up to an offset are added once; Redis skips
+ * them when it has counted that far). It goes in three steps so that the
+ * write-back thread can send it ahead of the customers (engine_wb.c):
+ * build moves the deltas out of ip->d into the flight (ip->fly), so that
+ * the next batch counts afresh while it travels; exec sends it; finish
+ * judges every partition by its own reply. A flight whose write failed is
+ * kept whole and sent again first, alone, with its own marker: had Redis
+ * run it and only the reply been lost, the script skips it, whereas merged
+ * into newer deltas under a newer marker it would be counted twice. */
 
 static void flush_cmd(struct jd_insights *ins, struct ipart *ip, void *ud)
 {
-    (void)ud;
+    const int *retry = ud;
     ip->q_sadd = ip->q_eval = SIZE_MAX;
-    if (!ip->dirty || !ip->known)
+    if (!ip->known)
         return;
+    if (*retry) {
+        if (ip->fly_state != FLY_FAILED)
+            return;
+    } else {
+        if (!ip->dirty)
+            return;
+        int64_t *d = ip->fly; /* zero: no failed flight is left (the retry came first) */
+        ip->fly = ip->d;
+        ip->d = d;
+        ip->fly_offset = ip->pending;
+        ip->dirty = 0;
+    }
+    ip->fly_state = FLY_BUILT;
     if (!ip->registered) {
         /* on the registry's slot, apart from the script (another slot) */
         arg(ins, 0, "SADD", 4);
@@ -594,12 +654,12 @@ static void flush_cmd(struct jd_insights *ins, struct ipart *ip, void *ud)
     }
     /* numbers first (the buffer may move), then the pointers into it */
     jd_buf_reset(&ins->nums);
-    if (ip->pending > ip->offset)
-        jd_buf_printf(&ins->nums, "%" PRId64, ip->pending);
+    if (ip->fly_offset > ip->offset)
+        jd_buf_printf(&ins->nums, "%" PRId64, ip->fly_offset);
     size_t marker_len = ins->nums.len;
     for (size_t i = 0; i < ins->lay.n; i++)
-        if (ip->d[i]) {
-            jd_buf_printf(&ins->nums, "%" PRId64, ip->d[i]);
+        if (ip->fly[i]) {
+            jd_buf_printf(&ins->nums, "%" PRId64, ip->fly[i]);
             jd_buf_append(&ins->nums, "", 1);
         }
     const char *p = ins->nums.data ? ins->nums.data : "";
@@ -611,7 +671,7 @@ static void flush_cmd(struct jd_insights *ins, struct ipart *ip, void *ud)
     size_t a = 5;
     const char *q = p + marker_len;
     for (size_t i = 0; i < ins->lay.n; i++) {
-        if (!ip->d[i])
+        if (!ip->fly[i])
             continue;
         arg(ins, a++, ins->lay.names[i], strlen(ins->lay.names[i]));
         size_t len = strlen(q);
@@ -639,10 +699,11 @@ static void flush_reply(struct jd_insights *ins, struct ipart *ip, void *ud)
         }
     }
     if (reply_ok(ins, eval, "stats flush", ip->key, err, sizeof err) != 0) {
-        /* a script error (or no reply): the deltas stay for the retry */
+        /* a script error (or no reply): the flight is sent again, first */
         if (!fl->rc && jd_redis_reply(ins->rd, eval))
             snprintf(fl->errstr, fl->errsize, "%s", err);
         fl->rc = -1;
+        ip->fly_state = FLY_FAILED;
         return;
     }
     const redisReply *r = jd_redis_reply(ins->rd, eval);
@@ -650,33 +711,84 @@ static void flush_reply(struct jd_insights *ins, struct ipart *ip, void *ud)
         /* someone counted past us: a zombie owner, or our own write whose
          * reply was lost (then re-sent) */
         jd_warn(MOD, "%s: stats offset already past %" PRId64 "; deltas skipped", ip->key,
-                ip->pending);
+                ip->fly_offset);
     /* written: a partition's deltas are never sent twice, even when another
      * partition's write failed */
-    memset(ip->d, 0, ins->lay.n * sizeof *ip->d);
-    ip->dirty = 0;
-    if (ip->pending > ip->offset)
-        ip->offset = ip->pending;
+    memset(ip->fly, 0, ins->lay.n * sizeof *ip->fly);
+    ip->fly_state = FLY_NONE;
+    if (ip->fly_offset > ip->offset)
+        ip->offset = ip->fly_offset;
+}
+
+static int any_part(struct jd_insights *ins, int failed)
+{
+    for (size_t t = 0; t < ins->cfg->ninput_topics; t++)
+        for (int32_t p = 0; p < ins->nparts[t]; p++) {
+            const struct ipart *ip = &ins->parts[t][p];
+            if (ip->key && ip->known && (failed ? ip->fly_state == FLY_FAILED : ip->dirty))
+                return 1;
+        }
+    return 0;
+}
+
+/* Builds the pipeline of the failed flights (retry) or of the current
+ * deltas; 0 with nothing to send, 1 built, -1 no connection. */
+static int build(struct jd_insights *ins, int retry, char *errstr, size_t errsize)
+{
+    if (!any_part(ins, retry))
+        return 0;
+    if (conn(ins, errstr, errsize) != 0)
+        return -1;
+    each_part(ins, flush_cmd, &retry);
+    ins->built = 1;
+    return 1;
+}
+
+int jd_insights_flush_build(struct jd_insights *ins, char *errstr, size_t errsize)
+{
+    assert(!ins->built);
+    int rc = build(ins, 1, errstr, errsize);
+    if (rc == 1) {
+        jd_insights_flush_exec(ins);
+        rc = jd_insights_flush_finish(ins, errstr, errsize);
+    }
+    return rc < 0 ? -1 : build(ins, 0, errstr, errsize) < 0 ? -1 : 0;
+}
+
+int jd_insights_flush_exec(struct jd_insights *ins)
+{
+    if (!ins->built)
+        return 0;
+    /* replicated like the customers' writes: the stats offset must not be
+     * lost in a failover that keeps the customers written after it */
+    ins->exec_rc = jd_redis_exec(ins->rd, JD_REDIS_REPLICATED, ins->exec_err, sizeof ins->exec_err);
+    return ins->exec_rc;
+}
+
+int jd_insights_flush_finish(struct jd_insights *ins, char *errstr, size_t errsize)
+{
+    if (!ins->built)
+        return 0;
+    struct outcome fl = {ins->exec_rc, errstr, errsize};
+    if (fl.rc)
+        snprintf(errstr, errsize, "%s", ins->exec_err);
+    each_part(ins, flush_reply, &fl);
+    jd_redis_clear(ins->rd);
+    ins->built = 0;
+    return fl.rc;
+}
+
+int jd_insights_flying(const struct jd_insights *ins)
+{
+    return ins->built;
 }
 
 int jd_insights_flush(struct jd_insights *ins, char *errstr, size_t errsize)
 {
-    int any = 0;
-    for (size_t t = 0; t < ins->cfg->ninput_topics && !any; t++)
-        for (int32_t p = 0; p < ins->nparts[t] && !any; p++)
-            any = ins->parts[t][p].dirty;
-    if (!any)
-        return 0;
-    if (conn(ins, errstr, errsize) != 0)
+    if (jd_insights_flush_build(ins, errstr, errsize) != 0)
         return -1;
-    struct outcome fl = {0, errstr, errsize};
-    each_part(ins, flush_cmd, NULL);
-    /* replicated like the customers' writes: the stats offset must not be
-     * lost in a failover that keeps the customers written after it */
-    fl.rc = jd_redis_exec(ins->rd, JD_REDIS_REPLICATED, errstr, errsize);
-    each_part(ins, flush_reply, &fl);
-    jd_redis_clear(ins->rd);
-    return fl.rc;
+    jd_insights_flush_exec(ins);
+    return jd_insights_flush_finish(ins, errstr, errsize);
 }
 
 static void discard_part(struct jd_insights *ins, struct ipart *ip, void *ud)
@@ -716,6 +828,7 @@ static void program_shape(struct jd_program *p, const struct layout *l)
 
 int jd_insights_read(struct jd_insights *ins, struct jd_program *out, char *errstr, size_t errsize)
 {
+    assert(!ins->built);
     const struct layout *l = &ins->lay;
     memset(out, 0, sizeof *out);
     if (conn(ins, errstr, errsize) != 0)
@@ -798,10 +911,16 @@ int jd_insights_read(struct jd_insights *ins, struct jd_program *out, char *errs
 
 /* ---- gauges ---- */
 
+int jd_insights_tick_due(const struct jd_insights *ins)
+{
+    return !ins->last_tick_ns ||
+           jd_monotonic_ns() - ins->last_tick_ns >= JD_INSIGHTS_REFRESH_MS * 1000000LL;
+}
+
 void jd_insights_tick(struct jd_insights *ins, struct jd_metrics *m)
 {
     int64_t now = jd_monotonic_ns();
-    if (!m || (ins->last_tick_ns && now - ins->last_tick_ns < JD_INSIGHTS_REFRESH_MS * 1000000LL))
+    if (!m || !jd_insights_tick_due(ins))
         return;
     ins->last_tick_ns = now;
     struct jd_program p;

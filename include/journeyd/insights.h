@@ -79,6 +79,8 @@ void jd_insights_bind(struct jd_insights *ins, const struct jd_ruleset *rs);
 void jd_insights_want(struct jd_insights *ins, int32_t source, const char *topic, int32_t partition,
                       uint32_t gen);
 int jd_insights_load_offsets(struct jd_insights *ins, char *errstr, size_t errsize);
+/* jd_insights_load_offsets has something to load (a round trip). */
+int jd_insights_offsets_wanted(const struct jd_insights *ins);
 
 /* Around the rules of one event (ev) or timer (ev NULL) of customer c, whose
  * c->partition is its source: _begin resolves c's open goals and records the
@@ -99,8 +101,23 @@ void jd_insights_suppressed(struct jd_insights *ins, struct jd_customer *c, size
 
 /* Writes the batch's deltas (one script per partition, pipelined); call it
  * before the customers' flush. 0, or -1 with errstr (the deltas stay, a
- * retry writes them again). */
+ * retry writes them again). The same in three steps, for a thread that
+ * sends them ahead of the customers (engine_wb.c): */
 int jd_insights_flush(struct jd_insights *ins, char *errstr, size_t errsize);
+/* Sends again, at once, what an earlier flush failed to write, then builds
+ * the flush of the deltas counted since (nothing when there are none); the
+ * counting goes on in fresh deltas. 0, or -1 with errstr (nothing built). */
+int jd_insights_flush_build(struct jd_insights *ins, char *errstr, size_t errsize);
+/* Sends what the build built (any thread, while the owner of `ins` leaves
+ * its connection alone: see jd_insights_flying). 0, or -1: not written. */
+int jd_insights_flush_exec(struct jd_insights *ins);
+/* Judges each partition by its reply (the owner's thread, after the exec);
+ * the deltas of a partition that failed are sent again by the next build.
+ * 0, or -1 with errstr. */
+int jd_insights_flush_finish(struct jd_insights *ins, char *errstr, size_t errsize);
+/* A flush is built and not finished: until it is, nothing else may use the
+ * connection (loading offsets, reading the program, rebinding rules). */
+int jd_insights_flying(const struct jd_insights *ins);
 /* Forgets unwritten deltas (a batch abandoned: it will be consumed again). */
 void jd_insights_discard(struct jd_insights *ins);
 
@@ -110,5 +127,7 @@ int jd_insights_read(struct jd_insights *ins, struct jd_program *out, char *errs
  * sets the program-wide gauges and counters in m. */
 #define JD_INSIGHTS_REFRESH_MS 2000
 void jd_insights_tick(struct jd_insights *ins, struct jd_metrics *m);
+/* jd_insights_tick would read the program now (a round trip). */
+int jd_insights_tick_due(const struct jd_insights *ins);
 
 #endif

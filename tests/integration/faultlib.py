@@ -345,6 +345,18 @@ def consume_triggers(bootstrap, expect_n=None, timeout=120):
                               expect_n=expect_n, timeout=timeout, quiet=3)
 
 
+def kill_connections(client, last_command):
+    """Kills the Redis connections whose last command was `last_command`
+    (lower case, as CLIENT LIST shows it); a failure to list or kill (the
+    server busy, the connection gone already) is ignored."""
+    try:
+        for c in client.client_list():
+            if c.get("cmd") == last_command:
+                client.client_kill_filter(_id=c["id"])
+    except Exception:
+        pass
+
+
 def metric(jd, name):
     try:
         return jdtest.metric_sum(jd.metrics(), name)

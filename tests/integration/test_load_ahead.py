@@ -83,12 +83,7 @@ def test_load_ahead_survives_redis_connection_kills(write_config, redis_server, 
         while not stop.is_set() and time.monotonic() < deadline:
             if "redis load (ahead of the batch) failed" in jd.log_text():
                 return
-            try:
-                for c in client.client_list():
-                    if c.get("cmd") == "hgetall":
-                        client.client_kill_filter(_id=c["id"])
-            except Exception:
-                pass
+            faultlib.kill_connections(client, "hgetall")
             time.sleep(0.03)
 
     ref, version, ahead, log = run_two_halves(write_config, redis_server, jd_factory,

@@ -1,0 +1,97 @@
+"""The insights stats ride with the write-back (src/engine_wb.c): each write
+carries the stats of what it holds, sent ahead of the customers on the
+write-back thread. They must still count every event exactly once when
+their write fails: the same events, drained once undisturbed and once with
+the stats connection killed over and over, give the same stats.
+
+The rules here change only with events (no time windows, no quiet hours), so
+that the stats of the two runs do not depend on when timers fire.
+"""
+
+import time
+
+import jdtest
+import faultlib
+from faultlib import fault_broker, jd_factory  # noqa: F401 (fixtures)
+from jdtest import Raw
+
+SEED = 12
+
+RULES = {
+    "stages": Raw("""(
+      { name = "repeat";         when = "count('purchase') >= 2"; },
+      { name = "first_purchase"; when = "count('purchase') == 1"; },
+      { name = "prospect";       when = "true"; }
+    )"""),
+    "segments": Raw("""(
+      { name = "multi";     when = "count('purchase') >= 3"; },
+      { name = "detractor"; when = "last('feedback', score) <= 6"; }
+    )"""),
+    "triggers": Raw("""(
+      { name = "welcome_first_purchase"; kind = "REWARD";
+        on = "event: event.type == 'purchase' && count('purchase') == 1"; },
+      { name = "multi_welcome"; kind = "REWARD"; on = "enter:multi"; },
+      { name = "service_recovery"; kind = "REENGAGEMENT";
+        on = "event: event.type == 'feedback' && event.score <= 6"; cooldown = "1d"; }
+    )"""),
+    "policy": Raw("""{ audit_topic = "loyalty.suppressed"; }"""),
+}
+
+
+def stats(client, prefix):
+    """Every partition's stats hash summed field by field (the offsets
+    aside)."""
+    total = {}
+    for key in client.smembers(f"{prefix}:{{stats}}:partitions"):
+        for field, value in client.hgetall(key).items():
+            if field != "@offset":
+                total[field] = total.get(field, 0) + int(value)
+    return total
+
+
+def drain(write_config, jd_factory, fault_broker, redis_server, prefix, during=None):
+    group = faultlib.new_group("stats-" + prefix)
+    conf = faultlib.fault_config(write_config, group, name=f"{prefix}.conf",
+                                 extra=dict(RULES, **{"redis.key_prefix": prefix}))
+    jd = jd_factory(conf, redis_server.address)
+    if during:
+        during(jd)
+    jdtest.wait_caught_up(fault_broker.bootstrap, group, "touchpoints", timeout=300)
+    jdtest.wait_until(lambda: faultlib.metric(jd, "journeyd_outbox_pending") == 0, 60,
+                      what="outbox drained")
+    errors = faultlib.metric(jd, "journeyd_redis_errors_total")
+    assert jd.stop() == 0
+    return jd.log_text(), errors
+
+
+def test_stats_exact_when_their_writes_fail(write_config, redis_server, jd_factory,
+                                            fault_broker):
+    """The events arrive at 10,000/s while the stats connection (the one
+    whose last command was EVAL, the stats script) is killed every 20 ms
+    until a stats write has failed on the write-back thread; then the same
+    topic is drained again, undisturbed, under another key prefix."""
+    events = faultlib.workload(n_events=60_000, n_customers=3_000, seed=SEED, days=20)
+    client = redis_server.client()
+    prod = faultlib.BackgroundProducer(fault_broker.bootstrap, events, rate=10_000)
+
+    def kill_stats_connection(jd):
+        jd.wait_ready(timeout=60)
+        prod.start()
+        deadline = time.monotonic() + jdtest.scaled(120)
+        while time.monotonic() < deadline and not prod.done.is_set():
+            faultlib.kill_connections(client, "eval")
+            time.sleep(0.02)
+        prod.join(jdtest.scaled(120))
+        assert prod.error is None, prod.error
+
+    log, errors = drain(write_config, jd_factory, fault_broker, redis_server, "killed",
+                        during=kill_stats_connection)
+    assert "redis stats write failed" in log
+    assert errors > 0
+    killed = stats(client, "killed")
+
+    _, errors = drain(write_config, jd_factory, fault_broker, redis_server, "calm")
+    assert errors == 0
+    calm = stats(client, "calm")
+    assert sum(v for k, v in calm.items() if k.startswith("stage:")) > 0, calm
+    assert killed == calm
