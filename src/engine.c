@@ -222,8 +222,10 @@ static int collect(struct jd_engine *e, int nowait)
             rd_kafka_message_destroy(m);
             continue;
         }
-        if (e->nmsgs == 0)
-            deadline = jd_monotonic_ns() + e->cfg->batch_max_wait_ms * 1000000;
+        if (e->nmsgs == 0) {
+            e->taken_ns = jd_monotonic_ns();
+            deadline = e->taken_ns + e->cfg->batch_max_wait_ms * 1000000;
+        }
         e->msgs[e->nmsgs++] = m;
     }
     return 0;
@@ -271,6 +273,7 @@ static void warm_producer(struct jd_engine *e)
 
 static void shutdown_engine(struct jd_engine *e)
 {
+    jd_engine_settle_ahead(e); /* also when abandoned: closing the consumer drops customers */
     jd_notify("STOPPING=1");
     jd_info(MOD, "shutting down: finishing the batch in hand");
     if (!e->abandoned) {

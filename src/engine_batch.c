@@ -416,6 +416,15 @@ static int naive_roundtrip(struct jd_engine *e, struct jd_customer *c, volatile 
     return 0;
 }
 
+void jd_engine_settle_ahead(struct jd_engine *e)
+{
+    if (!e->prepared)
+        return;
+    /* (fenced: the revocation drops them; nothing of them is produced) */
+    if (jd_engine_loader_wait(e) == 0 && !fenced(e))
+        loaded(e);
+}
+
 /* How many lookups ahead each stage of jd_cache_prefetch is asked for: far
  * enough for its line to arrive from memory, the later stages nearer. */
 #define AHEAD_SLOT 12
@@ -474,9 +483,8 @@ void jd_engine_process_batch(struct jd_engine *e)
     /* a batch taken ahead: its customers are looked up, and loading them
      * may be on its way (engine_load.c) */
     int prepared = e->prepared;
+    jd_engine_settle_ahead(e);
     e->prepared = 0;
-    if (prepared && jd_engine_loader_wait(e) == 0)
-        loaded(e);
     if (e->nmsgs == 0)
         return;
     if (fenced(e))
@@ -499,7 +507,9 @@ void jd_engine_process_batch(struct jd_engine *e)
         struct jd_part *p = e->mpart[i];
         if (!p)
             continue;
-        jd_engine_ckpt_open(p);
+        struct jd_ckpt *ck = jd_engine_ckpt_open(p);
+        if (ck->events++ == 0)
+            ck->taken_ns = e->taken_ns;
         jd_engine_timers_seen(e, p, m->offset);
         if (e->metrics)
             jd_metrics_add(e->metrics, JD_C_EVENTS_CONSUMED, 1);
@@ -543,7 +553,6 @@ void jd_engine_process_batch(struct jd_engine *e)
             jd_customer_prefetch(e->mcust[i + 8], 0);
         if (i + 4 < e->nmsgs)
             jd_customer_prefetch(e->mcust[i + 4], 1);
-        int64_t te = jd_monotonic_ns();
         size_t npending = c->npending;
         apply_event(e, p, c, &ev, message_timestamp(m));
         if (c->npending != npending)
@@ -553,9 +562,6 @@ void jd_engine_process_batch(struct jd_engine *e)
                 goto abandon;
             jd_engine_produce_customer(e, c);
         }
-        if (e->metrics)
-            jd_metrics_observe(e->metrics, JD_H_EVENT_PROCESSING,
-                               (double)(jd_monotonic_ns() - te) / 1e9);
     }
 
     /* 3. customers with new triggers: persist (state and outbox at once),

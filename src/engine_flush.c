@@ -100,6 +100,7 @@ int jd_engine_persist(struct jd_engine *e, volatile sig_atomic_t *stop)
     e->ndirty -= n;
     e->last_persist_ns = jd_monotonic_ns();
     e->wb_round = 0; /* everything is written: a round in progress is over */
+    e->wb_failed = 0;
     jd_engine_ckpt_seal_closed(e);
     return 0;
 
@@ -123,7 +124,7 @@ failed:
 
 static int persist_async(struct jd_engine *e, int due, volatile sig_atomic_t *stop)
 {
-    if (jd_engine_wb_wait(e) != 0)
+    if (jd_engine_wb_wait(e) != 0 || e->wb_failed)
         return jd_engine_persist(e, stop); /* retries synchronously */
     if (!due && e->nurgent == 0)
         return 0;

@@ -25,9 +25,11 @@
 struct jd_ckpt {
     int64_t next_offset;
     uint32_t outstanding;
-    int closed;  /* its batch is over: no more events join (next_offset is final) */
-    int sealed;  /* and every customer its batch changed is written back */
-    int sealing; /* closed before the write-back on its way (engine_wb.c) was built */
+    int closed;       /* its batch is over: no more events join (next_offset is final) */
+    int sealed;       /* and every customer its batch changed is written back */
+    int sealing;      /* closed before the write-back on its way (engine_wb.c) was built */
+    uint32_t events;  /* messages of its batch (journeyd_event_processing_seconds) */
+    int64_t taken_ns; /* monotonic: when its batch was taken off the consumer */
     struct jd_ckpt *next;
 };
 
@@ -87,6 +89,7 @@ struct jd_engine {
     struct jd_loader *loader;     /* engine_load.c; NULL: loads are synchronous */
     int prepared;                 /* the batch in hand was taken ahead (engine_load.c) */
     size_t wb_round;              /* customers of the write-back round still to send */
+    int wb_failed;                /* a write-back failed: the next one is synchronous */
     size_t last_batch;            /* events in the last batch (the slice size) */
     rd_kafka_t *consumer;
     rd_kafka_t *producer;
@@ -104,7 +107,8 @@ struct jd_engine {
     struct jd_part **mpart;     /* the partition of msgs[i] (NULL: not owned) */
     size_t nmsgs;
     size_t maxmsgs;
-    int short_poll; /* collect polled briefly (a write on its way), not idle */
+    int64_t taken_ns; /* monotonic: when its first message was taken off the consumer */
+    int short_poll;   /* collect polled briefly (a write on its way), not idle */
 
     /* scratch, reused across batches */
     struct jd_customer **load;
@@ -232,6 +236,10 @@ int jd_engine_loader_wait(struct jd_engine *e);
 /* engine_batch.c: step 1 of a batch (looks up its customers, lists the new
  * ones in e->load). */
 void jd_engine_batch_prepare(struct jd_engine *e);
+/* Waits for the load of a batch taken ahead, if any: before anything may
+ * drop or write its customers (shutdown, a revocation). The batch stays in
+ * hand; what did not load is loaded when it is processed. */
+void jd_engine_settle_ahead(struct jd_engine *e);
 
 /* engine_timers.c — timers (docs/time.md) */
 struct jd_timers *jd_engine_timers_new(void);

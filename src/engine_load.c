@@ -22,9 +22,12 @@
  * - jd_store_load leaves every customer as it was when it fails: the wait
  *   then falls back to the engine's own load, which retries with backoff
  *   and reports Redis as unavailable, as before;
- * - jd_engine_process_batch waits for the load before anything else, so
- *   every path that finishes the batch in hand (shutdown, revocation) waits
- *   too.
+ * - jd_engine_process_batch waits for the load before anything else, and
+ *   shutdown and a revocation wait for it first too (jd_engine_settle_ahead),
+ *   also when they do not finish the batch (abandoned, lost): they drop
+ *   customers;
+ * - an acknowledgement from an earlier ownership of a partition is dropped
+ *   (jd_engine_apply_acks): it could name a customer reloaded since.
  * On a Redis Cluster and in processing.naive mode loads stay synchronous
  * (like the write-back: engine_wb.c).
  */

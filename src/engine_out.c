@@ -94,8 +94,13 @@ void jd_engine_ckpt_seal_marked(struct jd_engine *e)
             if (!p->head)
                 continue;
             for (struct jd_ckpt *ck = p->head; ck; ck = ck->next)
-                if (ck->sealing)
-                    ck->sealed = 1;
+                if (ck->sealing && !ck->sealed) {
+                    ck->sealed = 1; /* every event of its batch is persisted */
+                    if (e->metrics && ck->events)
+                        jd_metrics_observe_n(e->metrics, JD_H_EVENT_PROCESSING,
+                                             (double)(jd_monotonic_ns() - ck->taken_ns) / 1e9,
+                                             ck->events);
+                }
             jd_engine_ckpt_advance(e, p);
         }
     }
@@ -307,6 +312,16 @@ void jd_engine_apply_acks(struct jd_engine *e)
 {
     for (size_t i = 0; i < e->nacks; i++) {
         struct jd_inflight *f = e->acks[i];
+        /* An acknowledgement from an earlier ownership of the partition is
+         * dropped: the customer was dropped with the partition and its
+         * outbox, reloaded, is produced again (same ids) by this one. It
+         * must not touch a customer reloaded since, which may still be the
+         * loader's (engine_load.c). */
+        struct jd_part *p = jd_engine_part_by_source(e, f->source);
+        if (!p || p->gen != f->gen) {
+            free(f);
+            continue;
+        }
         struct jd_customer *c = jd_cache_get(e->cache, f->customer_id, strlen(f->customer_id));
         if (c && jd_customer_ack(c, f->trigger_id) == 0)
             jd_engine_queue_write(e, c); /* the HDEL only, not the state */

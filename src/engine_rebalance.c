@@ -69,7 +69,9 @@ void jd_engine_forget_dirty(struct jd_engine *e, const rd_kafka_topic_partition_
 
 static void released(struct jd_engine *e, rd_kafka_topic_partition_list_t *parts, int lost)
 {
-    /* a write-back on its way holds customers about to be dropped */
+    /* a write-back, or a load ahead, on its way holds customers about to
+     * be dropped */
+    jd_engine_settle_ahead(e);
     (void)jd_engine_wb_wait(e);
     if (!lost && !e->abandoned) {
         /* finish what we hold for these partitions (and the others: the

@@ -127,6 +127,7 @@ int jd_engine_wb_wait(struct jd_engine *e)
             jd_error(MOD, "redis stats write failed: %s", errstr);
     }
     int rc = jd_store_flush_finish(wb->st, wb->cs, wb->n, errstr, sizeof errstr);
+    int store_failed = rc != 0 && stats_rc == 0; /* (not sent at all when the stats failed) */
     if (stats_rc != 0 && rc == 0) {
         /* nothing of the customers was to be sent: the stats are written
          * again (first) by the next flush, and nothing is sealed meanwhile */
@@ -154,7 +155,10 @@ int jd_engine_wb_wait(struct jd_engine *e)
         /* at the tail of the list now: the round in progress no longer
          * covers them, so it must not seal; the next round covers all */
         e->wb_round = 0;
-        if (jd_store_reconnect(wb->st, errstr, sizeof errstr) != 0)
+        /* the next write-back goes synchronously (with backoff), also when
+         * this failure was met by a wait other than the write-back's own */
+        e->wb_failed = 1;
+        if (store_failed && jd_store_reconnect(wb->st, errstr, sizeof errstr) != 0)
             jd_warn(MOD, "redis reconnect (write-back): %s", errstr);
     }
     wb->n = 0;

@@ -207,6 +207,7 @@ struct jd_insights {
     /* a flush built and not yet finished (the write-back thread may be
      * sending it: nothing else uses rd meanwhile) */
     int built;
+    size_t nbuilt; /* commands in it */
     int exec_rc;
     char exec_err[512];
 
@@ -330,6 +331,8 @@ void jd_insights_want(struct jd_insights *ins, int32_t source, const char *topic
         ip->d = jd_xcalloc(ins->lay.n ? ins->lay.n : 1, sizeof *ip->d);
         ip->fly = jd_xcalloc(ins->lay.n ? ins->lay.n : 1, sizeof *ip->fly);
         ip->gen = gen;
+        /* in no pipeline (a flush on its way judges only its own) */
+        ip->q_hget = ip->q_sadd = ip->q_eval = SIZE_MAX;
     }
     if (ip->gen != gen) {
         /* Released and owned again: another instance may have counted
@@ -384,7 +387,9 @@ static void arg(struct jd_insights *ins, size_t i, const char *p, size_t len)
 /* Appends argv[0..argc) routed by argv[key_arg]; its reply index. */
 static size_t append(struct jd_insights *ins, int key_arg, size_t argc)
 {
-    return jd_redis_append(ins->rd, key_arg, (int)argc, ins->argv, ins->argvlen);
+    size_t i = jd_redis_append(ins->rd, key_arg, (int)argc, ins->argv, ins->argvlen);
+    ins->nbuilt = i + 1;
+    return i;
 }
 
 /* 0 when command i has a reply that is not an error; -1 otherwise, with
@@ -686,8 +691,8 @@ static void flush_reply(struct jd_insights *ins, struct ipart *ip, void *ud)
 {
     struct outcome *fl = ud;
     size_t sadd = ip->q_sadd, eval = ip->q_eval;
-    if (eval == SIZE_MAX)
-        return;
+    if (eval == SIZE_MAX || ip->fly_state != FLY_BUILT)
+        return; /* not in this flush (a partition may have come while it travelled) */
     char err[512];
     if (sadd != SIZE_MAX) {
         if (reply_ok(ins, sadd, "stats registry", ins->registry, err, sizeof err) == 0)
@@ -739,6 +744,7 @@ static int build(struct jd_insights *ins, int retry, char *errstr, size_t errsiz
         return 0;
     if (conn(ins, errstr, errsize) != 0)
         return -1;
+    ins->nbuilt = 0;
     each_part(ins, flush_cmd, &retry);
     ins->built = 1;
     return 1;
@@ -762,7 +768,18 @@ int jd_insights_flush_exec(struct jd_insights *ins)
     /* replicated like the customers' writes: the stats offset must not be
      * lost in a failover that keeps the customers written after it */
     ins->exec_rc = jd_redis_exec(ins->rd, JD_REDIS_REPLICATED, ins->exec_err, sizeof ins->exec_err);
-    return ins->exec_rc;
+    if (ins->exec_rc != 0)
+        return -1;
+    /* an error reply (a script error, WRONGTYPE, NOPERM) is a failure too:
+     * the customers behind it must not be sent (only the pipeline's own
+     * replies are read here: the partitions are the owner's; the finish
+     * says which partition failed and why) */
+    for (size_t i = 0; i < ins->nbuilt; i++) {
+        const redisReply *r = jd_redis_reply(ins->rd, i);
+        if (!r || r->type == REDIS_REPLY_ERROR)
+            return -1;
+    }
+    return 0;
 }
 
 int jd_insights_flush_finish(struct jd_insights *ins, char *errstr, size_t errsize)

@@ -285,7 +285,12 @@ void jd_metrics_gauge_add(struct jd_metrics *m, enum jd_gauge g, int64_t delta)
 
 void jd_metrics_observe(struct jd_metrics *m, enum jd_histogram h, double v)
 {
-    if ((unsigned)h >= JD_H_COUNT)
+    jd_metrics_observe_n(m, h, v, 1);
+}
+
+void jd_metrics_observe_n(struct jd_metrics *m, enum jd_histogram h, double v, uint64_t n)
+{
+    if ((unsigned)h >= JD_H_COUNT || n == 0)
         return;
     const struct hist_def *d = &hist_defs[h];
     if (!(v > 0)) /* negative or NaN: clock skew; count it as zero */
@@ -299,8 +304,8 @@ void jd_metrics_observe(struct jd_metrics *m, enum jd_histogram h, double v)
             lo = mid + 1;
     }
     struct hist *hs = &m->hists[h];
-    atomic_fetch_add_explicit(&hs->buckets[lo], 1, memory_order_relaxed);
-    double scaled = v * d->scale;
+    atomic_fetch_add_explicit(&hs->buckets[lo], n, memory_order_relaxed);
+    double scaled = v * d->scale * (double)n;
     uint64_t add = scaled >= 1.8e19 ? UINT64_C(18000000000000000000) : (uint64_t)(scaled + 0.5);
     atomic_fetch_add_explicit(&hs->sum_scaled, add, memory_order_relaxed);
 }

@@ -66,6 +66,8 @@ void jd_metrics_destroy(struct jd_metrics *m);
 void jd_metrics_add(struct jd_metrics *m, enum jd_counter c, uint64_t n);
 void jd_metrics_gauge(struct jd_metrics *m, enum jd_gauge g, int64_t v);
 void jd_metrics_observe(struct jd_metrics *m, enum jd_histogram h, double v);
+/* n observations of the same value at once. */
+void jd_metrics_observe_n(struct jd_metrics *m, enum jd_histogram h, double v, uint64_t n);
 void jd_metrics_failed(struct jd_metrics *m, enum jd_fail_reason r);
 
 /* Label sets that follow the rule set. jd_metrics_bind_rules is called at

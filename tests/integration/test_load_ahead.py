@@ -12,6 +12,7 @@ import time
 
 import jdtest
 import faultlib
+from jdtest import Raw
 from faultlib import fault_broker, jd_factory  # noqa: F401 (fixtures)
 
 SEED = 11
@@ -24,7 +25,11 @@ def run_two_halves(write_config, redis_server, jd_factory, fault_broker, during_
     Returns (reference, rule version, the second instance's
     journeyd_loads_ahead_total, its log text)."""
     group = faultlib.new_group("ahead")
-    conf = faultlib.fault_config(write_config, group)
+    # a small cache: customers are evicted and loaded again all along, so
+    # that loads ahead go on for the whole drain, not only in its first
+    # batches (3,000 customers fit one batch)
+    conf = faultlib.fault_config(write_config, group,
+                                 extra={"processing.cache_max_customers": Raw("300")})
     version = faultlib.rule_version(conf)
     events = faultlib.workload(n_events=n_events, n_customers=3_000, seed=SEED, days=20)
     ref = faultlib.Reference(events)

@@ -169,7 +169,7 @@ static void test_histograms(void **state)
     jd_metrics_observe(m, JD_H_BATCH_EVENTS, 5001);
     jd_metrics_observe(m, JD_H_BATCH_EVENTS, 200000);
 
-    char *t = render(m);
+    char *t = render(m), *t2;
     assert_non_null(strstr(t, "# TYPE journeyd_redis_roundtrip_seconds histogram\n"));
     assert_true(sample(t, "journeyd_redis_roundtrip_seconds_bucket{le=\"0.0001\"}") == 2);
     assert_true(sample(t, "journeyd_redis_roundtrip_seconds_bucket{le=\"0.0005\"}") == 2);
@@ -187,6 +187,18 @@ static void test_histograms(void **state)
     assert_true(sample(t, "journeyd_batch_events_bucket{le=\"100000\"}") == 3);
     assert_true(sample(t, "journeyd_batch_events_bucket{le=\"+Inf\"}") == 4);
     assert_true(sample(t, "journeyd_batch_events_sum") == 210002);
+    /* n observations at once (a sealed checkpoint's events); n = 0 is none */
+    jd_metrics_observe_n(m, JD_H_EVENT_PROCESSING, 0.3, 1000);
+    jd_metrics_observe_n(m, JD_H_EVENT_PROCESSING, 0.002, 3);
+    jd_metrics_observe_n(m, JD_H_EVENT_PROCESSING, 7.0, 0);
+    t2 = render(m);
+    assert_true(sample(t2, "journeyd_event_processing_seconds_bucket{le=\"0.0025\"}") == 3);
+    assert_true(sample(t2, "journeyd_event_processing_seconds_bucket{le=\"0.25\"}") == 3);
+    assert_true(sample(t2, "journeyd_event_processing_seconds_bucket{le=\"0.5\"}") == 1003);
+    assert_true(sample(t2, "journeyd_event_processing_seconds_count") == 1003);
+    sum = sample(t2, "journeyd_event_processing_seconds_sum");
+    assert_true(sum > 300.0059 && sum < 300.0061);
+    free(t2);
     /* untouched histograms still render every bucket at 0 */
     assert_true(sample(t, "journeyd_timer_lateness_seconds_bucket{le=\"3600\"}") == 0);
     assert_true(sample(t, "journeyd_event_to_trigger_seconds_count") == 0);
