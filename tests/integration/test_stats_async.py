@@ -8,6 +8,8 @@ The rules here change only with events (no time windows, no quiet hours), so
 that the stats of the two runs do not depend on when timers fire.
 """
 
+import socket
+import threading
 import time
 
 import jdtest
@@ -156,3 +158,108 @@ def test_customers_wait_for_their_stats_across_a_crash(write_config, redis_serve
 
     drain(write_config, jd_factory, fault_broker, redis_server, "calm2")
     assert crashed == stats(client, "calm2")
+
+
+class ReplyDropper:
+    """A TCP proxy in front of Redis that, `drops` times (every `every`-th
+    time, so that the retry goes through), lets a command containing EVAL
+    through and then drops its connection instead of passing the reply back:
+    Redis has run the stats script, journeyd never hears of it."""
+
+    def __init__(self, redis_port, drops, every=5):
+        self.redis_port = redis_port
+        self.drops = drops
+        self.every = every
+        self.evals = 0
+        self.dropped = 0
+        self.lock = threading.Lock()
+        self.srv = socket.socket()
+        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(64)
+        self.port = self.srv.getsockname()[1]
+        self.closed = False
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            s = socket.create_connection(("127.0.0.1", self.redis_port))
+            pair = {"eval": False}
+            threading.Thread(target=self.up, args=(c, s, pair), daemon=True).start()
+            threading.Thread(target=self.down, args=(s, c, pair), daemon=True).start()
+
+    def up(self, c, s, pair):
+        try:
+            while True:
+                data = c.recv(65536)
+                if not data:
+                    break
+                if b"EVAL" in data:
+                    pair["eval"] = True
+                s.sendall(data)
+        except OSError:
+            pass
+        for x in (c, s):
+            x.close()
+
+    def down(self, s, c, pair):
+        try:
+            while True:
+                data = s.recv(65536)
+                if not data:
+                    break
+                if pair["eval"]:
+                    pair["eval"] = False
+                    with self.lock:
+                        self.evals += 1
+                        drop = self.dropped < self.drops and self.evals % self.every == 0
+                        self.dropped += drop
+                    if drop:
+                        break  # the script ran; its reply is lost
+                c.sendall(data)
+        except OSError:
+            pass
+        for x in (c, s):
+            x.close()
+
+    def close(self):
+        self.closed = True
+        self.srv.close()
+
+
+def test_stats_counted_once_when_their_reply_is_lost(write_config, redis_server, jd_factory,
+                                                     fault_broker):
+    """The stats script runs but its reply is lost (the proxy drops the
+    connection), 5 times while events flow: the failed flight is sent again
+    alone under its own offset, which Redis then skips; merged into newer
+    deltas it would be counted twice."""
+    events = faultlib.workload(n_events=40_000, n_customers=2_000, seed=SEED + 2, days=20)
+    # (write-backs every 200 ms: some 40 stats writes go out in the run,
+    # every other one is lost until 5 were)
+    proxy = ReplyDropper(redis_server.port, drops=5, every=2)
+    try:
+        group = faultlib.new_group("stats-lost")
+        conf = faultlib.fault_config(write_config, group, name="lost.conf",
+                                     extra=dict(RULES, **{"redis.key_prefix": "lost",
+                                                          "processing.flush_interval": "200ms"}))
+        prod = faultlib.BackgroundProducer(fault_broker.bootstrap, events, rate=10_000)
+        jd = jd_factory(conf, f"127.0.0.1:{proxy.port}")
+        jd.wait_ready(timeout=60)
+        prod.start()
+        prod.join(jdtest.scaled(120))
+        assert prod.error is None, prod.error
+        jdtest.wait_caught_up(fault_broker.bootstrap, group, "touchpoints", timeout=300)
+        jdtest.wait_until(lambda: faultlib.metric(jd, "journeyd_outbox_pending") == 0, 60,
+                          what="outbox drained")
+        assert jd.stop() == 0
+        assert proxy.dropped >= 1, (proxy.dropped, proxy.evals)
+        # each lost flight was sent again and found counted already (one
+        # line per partition in it)
+        assert jd.log_text().count("deltas skipped") >= proxy.dropped
+    finally:
+        proxy.close()
+    check_against_reference(stats(redis_server.client(), "lost"), events)
