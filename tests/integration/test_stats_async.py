@@ -63,6 +63,21 @@ def check_against_reference(got, events):
     assert {k: got.get(k, 0) for k in want} == want
 
 
+def finish(jd, fault_broker, group, prod=None):
+    """Lets the producer (if any) finish, waits until journeyd has committed
+    everything and every trigger is acknowledged, stops it cleanly; returns
+    its journeyd_redis_errors_total."""
+    if prod:
+        prod.join(jdtest.scaled(120))
+        assert prod.error is None, prod.error
+    jdtest.wait_caught_up(fault_broker.bootstrap, group, "touchpoints", timeout=300)
+    jdtest.wait_until(lambda: faultlib.metric(jd, "journeyd_outbox_pending") == 0, 60,
+                      what="outbox drained")
+    errors = faultlib.metric(jd, "journeyd_redis_errors_total")
+    assert jd.stop() == 0
+    return errors
+
+
 def drain(write_config, jd_factory, fault_broker, redis_server, prefix, during=None):
     group = faultlib.new_group("stats-" + prefix)
     conf = faultlib.fault_config(write_config, group, name=f"{prefix}.conf",
@@ -70,11 +85,7 @@ def drain(write_config, jd_factory, fault_broker, redis_server, prefix, during=N
     jd = jd_factory(conf, redis_server.address)
     if during:
         during(jd)
-    jdtest.wait_caught_up(fault_broker.bootstrap, group, "touchpoints", timeout=300)
-    jdtest.wait_until(lambda: faultlib.metric(jd, "journeyd_outbox_pending") == 0, 60,
-                      what="outbox drained")
-    errors = faultlib.metric(jd, "journeyd_redis_errors_total")
-    assert jd.stop() == 0
+    errors = finish(jd, fault_broker, group)
     return jd.log_text(), errors
 
 
@@ -147,12 +158,7 @@ def test_customers_wait_for_their_stats_across_a_crash(write_config, redis_serve
     back.rename(aside, key)
     back.execute()
     jd = jd_factory(conf, redis_server.address)
-    prod.join(jdtest.scaled(120))
-    assert prod.error is None, prod.error
-    jdtest.wait_caught_up(fault_broker.bootstrap, group, "touchpoints", timeout=300)
-    jdtest.wait_until(lambda: faultlib.metric(jd, "journeyd_outbox_pending") == 0, 60,
-                      what="outbox drained")
-    assert jd.stop() == 0
+    finish(jd, fault_broker, group, prod)
     crashed = stats(client, "crash")
     check_against_reference(crashed, events)
 
@@ -250,12 +256,7 @@ def test_stats_counted_once_when_their_reply_is_lost(write_config, redis_server,
         jd = jd_factory(conf, f"127.0.0.1:{proxy.port}")
         jd.wait_ready(timeout=60)
         prod.start()
-        prod.join(jdtest.scaled(120))
-        assert prod.error is None, prod.error
-        jdtest.wait_caught_up(fault_broker.bootstrap, group, "touchpoints", timeout=300)
-        jdtest.wait_until(lambda: faultlib.metric(jd, "journeyd_outbox_pending") == 0, 60,
-                          what="outbox drained")
-        assert jd.stop() == 0
+        finish(jd, fault_broker, group, prod)
         assert proxy.dropped >= 1, (proxy.dropped, proxy.evals)
         # each lost flight was sent again and found counted already (one
         # line per partition in it)
