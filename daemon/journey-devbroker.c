@@ -62,19 +62,19 @@ static const struct devbroker_topic devbroker_default_topics[] = {
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: journey-devbroker [--brokers N] [--topic NAME:PARTITIONS]... "
-            "[--bootstrap-file FILE]\n"
-            "  Runs librdkafka's mock Kafka cluster on 127.0.0.1 (ports chosen by the\n"
-            "  kernel; the mock cannot bind a fixed port) and prints its bootstrap\n"
-            "  address as the first line on stdout.\n"
-            "  --brokers N            number of brokers, ids 1..N (default 1)\n"
-            "  --topic NAME:PARTS     create a topic (repeatable); without any, creates\n"
-            "                         touchpoints:8 loyalty.rewards:8 loyalty.reengagement:8\n"
-            "                         touchpoints.dlq:4 loyalty.suppressed:4\n"
-            "  --bootstrap-file FILE  also write the bootstrap address to FILE\n"
-            "  stdin commands: down ID | up ID | rtt ID MS | error APIKEY ERRCODE COUNT |\n"
-            "                  create TOPIC PARTITIONS   (each answered 'ok' or 'error: ...')\n");
+    fprintf(out, "usage: journey-devbroker [--brokers N] [--topic NAME:PARTITIONS]... "
+                 "[--bootstrap-file FILE]\n"
+                 "  Runs librdkafka's mock Kafka cluster on 127.0.0.1 (ports chosen by the\n"
+                 "  kernel; the mock cannot bind a fixed port) and prints its bootstrap\n"
+                 "  address as the first line on stdout.\n"
+                 "  --brokers N            number of brokers, ids 1..N (default 1)\n"
+                 "  --topic NAME:PARTS     create a topic (repeatable); without any, creates\n"
+                 "                         touchpoints:8 loyalty.rewards:8 loyalty.reengagement:8\n"
+                 "                         touchpoints.dlq:4 loyalty.suppressed:4\n"
+                 "  --bootstrap-file FILE  also write the bootstrap address to FILE\n"
+                 "  stdin commands: down ID | up ID | rtt ID MS | error APIKEY ERRCODE COUNT |\n"
+                 "                  clear APIKEY | create TOPIC PARTITIONS\n"
+                 "                  (each answered 'ok' or 'error: ...')\n");
 }
 
 /* Parses a whole decimal integer in [min, max]. */
@@ -172,6 +172,14 @@ static void control_command(rd_kafka_mock_cluster_t *mc, int brokers, char *line
             errs[i] = (rd_kafka_resp_err_t)b;
         rd_kafka_mock_push_request_errors_array(mc, (int16_t)a, (size_t)c, errs);
         err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    } else if (strcmp(argv[0], "clear") == 0 && argc == 2) {
+        /* the errors still queued for APIKEY are dropped */
+        if (parse_int(argv[1], 0, 32767, &a) != 0) {
+            reply("error: usage: clear APIKEY");
+            return;
+        }
+        rd_kafka_mock_clear_request_errors(mc, (int16_t)a);
+        err = RD_KAFKA_RESP_ERR_NO_ERROR;
     } else if (strcmp(argv[0], "create") == 0 && argc == 3) {
         if (parse_int(argv[2], 1, 10000, &a) != 0) {
             reply("error: usage: create TOPIC PARTITIONS");
@@ -180,7 +188,7 @@ static void control_command(rd_kafka_mock_cluster_t *mc, int brokers, char *line
         err = rd_kafka_mock_topic_create(mc, argv[1], (int)a, replication_for(brokers));
     } else {
         reply("error: unknown command '%s' (down ID | up ID | rtt ID MS | "
-              "error APIKEY ERRCODE COUNT | create TOPIC PARTITIONS)",
+              "error APIKEY ERRCODE COUNT | clear APIKEY | create TOPIC PARTITIONS)",
               argv[0]);
         return;
     }

@@ -267,7 +267,7 @@ static const char *stage_name(const struct jd_engine *e, const struct jd_custome
  * (a deferred one carries not_before); a suppressed one into a history line
  * and an audit record. */
 void jd_engine_emit(struct jd_engine *e, struct jd_customer *c, const struct jd_event *ev,
-                    const struct jd_fired *f, int64_t now, int64_t src_ts)
+                    const struct jd_fired *f, int64_t now, int64_t src_ts, int replayable)
 {
     const struct jd_trigger_src *ts = jd_rules_trigger(e->rs, f->trigger);
     const char *version = jd_rules_version(e->rs);
@@ -332,6 +332,7 @@ void jd_engine_emit(struct jd_engine *e, struct jd_customer *c, const struct jd_
     pt->topic = jd_strdup(ts->topic);
     pt->src_ts = src_ts;
     pt->not_before = d.not_before;
+    pt->replayable = replayable && d.not_before == 0;
     jd_buf_reset(&e->history);
     jd_buf_printf(&e->history, "%" PRId64 "|%s|%s|%s|%s", t.fired_at, t.trigger, t.trigger_id,
                   jd_kind_name(t.kind), t.reason);
@@ -396,7 +397,7 @@ static void apply_event(struct jd_engine *e, struct jd_part *p, struct jd_custom
     jd_engine_record_transitions(e, &res);
     jd_policy_order(e->rs, &res, order);
     for (size_t i = 0; i < res.nfired; i++)
-        jd_engine_emit(e, c, ev, &res.fired[order[i]], now, src_ts);
+        jd_engine_emit(e, c, ev, &res.fired[order[i]], now, src_ts, 1);
     jd_engine_timers_schedule(e, p, c, now);
     jd_insights_end(e->insights, c);
 }

@@ -65,6 +65,12 @@ int jd_engine_flush_urgent(struct jd_engine *e, volatile sig_atomic_t *stop)
     /* never two writes of one customer at once (engine_wb.c); a failed
      * write-back is back on the write-back list */
     (void)jd_engine_wb_wait(e);
+    /* their triggers go into the oldest checkpoint of their partition: here
+     * (a timer tick, an idle turn) the batch that gave them may be closed
+     * already, and a checkpoint opened after it could be stored before
+     * they are acknowledged */
+    for (size_t i = 0; i < e->nurgent; i++)
+        jd_engine_hold(e, e->urgent[i]);
     /* they stay in the write-back list: with nothing left to write there,
      * the next write-back skips them */
     if (jd_engine_flush_list(e, e->urgent, e->nurgent, stop) != 0)

@@ -117,8 +117,9 @@ struct jd_engine {
     size_t ndirty, capdirty;
     struct jd_customer **urgent; /* c->urgent: to write at the end of the batch */
     size_t nurgent, capurgent;
-    struct jd_hold *holds; /* c->held (engine_wb.c) */
+    struct jd_hold *holds; /* c->held (engine_wb.c); c NULL: released */
     size_t nholds, capholds;
+    size_t hold_first;       /* holds[0..hold_first) are all released */
     int64_t last_persist_ns; /* monotonic time of the last full write-back */
     int64_t last_commit_ns;  /* of the last commit made by engine_flush.c */
     int offsets_stored;      /* offsets stored since that commit */
@@ -179,9 +180,12 @@ void jd_engine_produce_customer(struct jd_engine *e, struct jd_customer *c);
  * customers with an outbox are pushed dirty so that it is produced. */
 int jd_engine_load(struct jd_engine *e, volatile sig_atomic_t *stop);
 /* Turns one fired rule into an outbox entry if the policy lets it out; ev
- * NULL for a timer (fired_at and the trigger id then come from now). */
+ * NULL for a timer (fired_at and the trigger id then come from now);
+ * replayable: fired while an input event is applied (by it, or by a timer
+ * its time made due), so that a replay of that event re-sends the entry
+ * (struct jd_pending_trigger). */
 void jd_engine_emit(struct jd_engine *e, struct jd_customer *c, const struct jd_event *ev,
-                    const struct jd_fired *f, int64_t now, int64_t src_ts);
+                    const struct jd_fired *f, int64_t now, int64_t src_ts, int replayable);
 void jd_engine_record_transitions(struct jd_engine *e, const struct jd_eval_result *res);
 void jd_engine_redis_failed(struct jd_engine *e, const char *what, const char *err);
 void jd_engine_redis_succeeded(struct jd_engine *e);
@@ -208,7 +212,12 @@ void jd_engine_wb_destroy(struct jd_engine *e);
 int jd_engine_wb_submit(struct jd_engine *e, size_t k, int seal);
 /* A write is on its way. */
 int jd_engine_wb_busy(const struct jd_engine *e);
-/* Produces c's triggers into the checkpoint held for it (jd_engine_wb_submit)
+/* Holds the oldest checkpoint of c's partition for c's triggers (no later
+ * than the batch that gave them: checkpoints are stored in order) until
+ * they are produced into it; c->held says so, and lets its store write
+ * skip the outbox index for what a replay re-sends (store_timers.c). */
+void jd_engine_hold(struct jd_engine *e, struct jd_customer *c);
+/* Produces c's triggers into the checkpoint held for it (jd_engine_hold)
  * and releases the hold; 0 when c holds none. */
 int jd_engine_produce_held(struct jd_engine *e, struct jd_customer *c);
 /* Forgets the holds of a partition being released (its checkpoints go). */

@@ -52,10 +52,22 @@ static int in_list(const rd_kafka_topic_partition_list_t *parts, const char *top
     return 0;
 }
 
-/* Customers of released partitions leave the dirty list before the cache
- * frees them (acknowledgements served while draining put them back on it). */
+/* Customers of released partitions leave the dirty and urgent lists before
+ * the cache frees them (acknowledgements served while draining put them
+ * back on the first; a partition lost while a turn's urgent customers wait
+ * for the write at its end, e.g. during the poll of the loads ahead, leaves
+ * them on the second). */
 void jd_engine_forget_dirty(struct jd_engine *e, const rd_kafka_topic_partition_list_t *parts)
 {
+    size_t nu = 0;
+    for (size_t i = 0; i < e->nurgent; i++) {
+        struct jd_part *p = jd_engine_part_by_source(e, e->urgent[i]->partition);
+        if (p && in_list(parts, p->topic, p->partition))
+            e->urgent[i]->urgent = 0;
+        else
+            e->urgent[nu++] = e->urgent[i];
+    }
+    e->nurgent = nu;
     size_t nd = 0;
     for (size_t i = 0; i < e->ndirty; i++) {
         struct jd_part *p = jd_engine_part_by_source(e, e->dirty[i]->partition);

@@ -15,7 +15,8 @@
  *
  * It also owns the two other things that are not tied to an input offset:
  * the outbox index of a newly assigned partition (loaded so that the
- * triggers a previous owner left unacknowledged are produced), and the
+ * triggers a previous owner left unacknowledged, and that no replay brings
+ * back, are produced), and the
  * event clock of an idle partition (its watermark follows the wall clock
  * once it has been caught up and silent for processing.idle_advance).
  */
@@ -135,7 +136,7 @@ int jd_engine_timers_fire(struct jd_engine *e, struct jd_part *p, struct jd_cust
         jd_engine_record_transitions(e, &res);
         jd_policy_order(e->rs, &res, order);
         for (size_t i = 0; i < res.nfired; i++)
-            jd_engine_emit(e, c, NULL, &res.fired[order[i]], due, 0);
+            jd_engine_emit(e, c, NULL, &res.fired[order[i]], due, 0, offset >= 0);
         jd_insights_end(e->insights, c);
         if (e->metrics && e->cfg->clock == JD_CLOCK_WALL) {
             int64_t late = jd_now_ms() - due;
@@ -193,12 +194,16 @@ static struct jd_customer *get_or_queue(struct jd_engine *e, int32_t source, con
 
 /* Loads every customer of p's outbox index that is not cached: their
  * outboxes are produced by the next persist (jd_engine_load pushes them
- * dirty). Returns -1 when Redis failed (retried at the next tick). */
+ * dirty). A listed customer is marked indexed, so that it is removed once
+ * its outbox empties; one whose outbox is empty already (a crash between
+ * its HDEL and the ZREM that follows it) is removed at once: no write is
+ * on its way (the caller waited), so no addition can overtake it. Returns
+ * -1 when Redis failed (retried at the next tick). */
 static int recover_outboxes(struct jd_engine *e, struct jd_part *p)
 {
     struct jd_timers *t = e->timers;
     char errstr[512];
-    size_t total = 0;
+    size_t total = 0, emptied = 0;
     jd_buf_reset(&t->after);
     for (;;) {
         jd_due_list_reset(&t->due);
@@ -210,9 +215,22 @@ static int recover_outboxes(struct jd_engine *e, struct jd_part *p)
         }
         e->nload = 0;
         for (size_t i = 0; i < t->due.n; i++)
-            get_or_queue(e, p->source, jd_due_id(&t->due, i), t->due.v[i].id_len);
+            get_or_queue(e, p->source, jd_due_id(&t->due, i), t->due.v[i].id_len)->indexed = 1;
         if (jd_engine_load(e, e->stop) != 0)
             return -1;
+        jd_due_list_reset(&t->strays);
+        for (size_t i = 0; i < t->due.n; i++) {
+            struct jd_customer *c =
+                jd_cache_get(e->cache, jd_due_id(&t->due, i), t->due.v[i].id_len);
+            if (c && c->npending == 0 && c->partition == p->source) {
+                c->indexed = 0;
+                jd_due_list_add(&t->strays, p->source, -1, c->id, c->id_len);
+            }
+        }
+        if (t->strays.n && jd_store_timers_remove(e->store, &t->strays, errstr, sizeof errstr) != 0)
+            jd_warn(MOD, "removing %zu outbox index entries: %s", t->strays.n, errstr);
+        emptied += t->strays.n;
+        jd_due_list_reset(&t->strays);
         total += t->due.n;
         if (t->due.n < RECOVER_PAGE)
             break;
@@ -220,11 +238,14 @@ static int recover_outboxes(struct jd_engine *e, struct jd_part *p)
         jd_buf_reset(&t->after);
         jd_buf_append(&t->after, jd_due_id(&t->due, last), t->due.v[last].id_len);
     }
-    if (total)
+    if (total > emptied)
         jd_info(MOD,
                 "%s/%" PRId32 ": %zu customer(s) with triggers left unacknowledged; producing "
                 "them again",
-                p->topic, p->partition, total);
+                p->topic, p->partition, total - emptied);
+    if (emptied)
+        jd_info(MOD, "%s/%" PRId32 ": %zu outbox index entries with an empty outbox removed",
+                p->topic, p->partition, emptied);
     p->recover = 0;
     return 0;
 }

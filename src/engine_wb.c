@@ -24,9 +24,12 @@
  *   customers (measured before: a third of its time went to waiting for
  *   the slice on its way and then writing the urgent customers itself);
  *   their triggers are produced into the oldest checkpoint of their
- *   partition, held from the submit (struct jd_hold) so that it cannot be
- *   stored meanwhile: an offset never passes an event whose trigger is not
- *   acknowledged, also after a failed write (the hold waits for the retry);
+ *   partition, held from the submit (struct jd_hold; also by a synchronous
+ *   write of urgent customers, engine_flush.c) so that it cannot be stored
+ *   meanwhile: an offset never passes an event whose trigger is not
+ *   acknowledged, also after a failed write (the hold waits for the retry),
+ *   which is what lets such triggers go without an outbox index entry
+ *   (store_timers.c);
  * - the checkpoints closed when a round begins are sealed only once its
  *   last slice is known to be written (never those closed meanwhile: their
  *   customers go with the next round), so no offset is stored ahead of its
@@ -181,9 +184,7 @@ int jd_engine_wb_busy(const struct jd_engine *e)
     return e->wb && jd_worker_busy(e->wb->worker);
 }
 
-/* Holds the oldest checkpoint of c's partition (no later than the batch
- * that gave c its new triggers: checkpoints are stored in order). */
-static void hold(struct jd_engine *e, struct jd_customer *c)
+void jd_engine_hold(struct jd_engine *e, struct jd_customer *c)
 {
     struct jd_part *p = jd_engine_part_by_source(e, c->partition);
     if (c->held || !p || !p->assigned || !p->head)
@@ -197,16 +198,29 @@ static void hold(struct jd_engine *e, struct jd_customer *c)
     c->held = 1;
 }
 
+/* Released holds stay in place (c NULL) until every one before them is
+ * released too: customers are produced in the order they were held, so the
+ * search for one starts where the live holds begin and finds it at once
+ * (a swap with the last made a tick of n urgent customers cost n*n/2). */
+static void release(struct jd_engine *e, size_t i)
+{
+    e->holds[i].c = NULL;
+    while (e->hold_first < e->nholds && !e->holds[e->hold_first].c)
+        e->hold_first++;
+    if (e->hold_first == e->nholds)
+        e->hold_first = e->nholds = 0;
+}
+
 int jd_engine_produce_held(struct jd_engine *e, struct jd_customer *c)
 {
     if (!c->held)
         return 0;
     c->held = 0;
-    for (size_t i = 0; i < e->nholds; i++) {
+    for (size_t i = e->hold_first; i < e->nholds; i++) {
         struct jd_hold h = e->holds[i];
         if (h.c != c)
             continue;
-        e->holds[i] = e->holds[--e->nholds];
+        release(e, i);
         struct jd_part *p = jd_engine_part_by_source(e, h.source);
         if (!p || p->gen != h.gen || !p->assigned) {
             jd_engine_produce_customer(e, c); /* released meanwhile */
@@ -222,12 +236,11 @@ int jd_engine_produce_held(struct jd_engine *e, struct jd_customer *c)
 
 void jd_engine_holds_drop(struct jd_engine *e, int32_t source)
 {
-    for (size_t i = 0; i < e->nholds;) {
-        if (e->holds[i].source == source) {
+    for (size_t i = e->hold_first; i < e->nholds; i++) {
+        if (e->holds[i].c && e->holds[i].source == source) {
             e->holds[i].c->held = 0;
-            e->holds[i] = e->holds[--e->nholds];
-        } else
-            i++;
+            release(e, i);
+        }
     }
 }
 
@@ -251,7 +264,7 @@ int jd_engine_wb_submit(struct jd_engine *e, size_t k, int seal)
     }
     wb->n = 0;
     for (size_t i = 0; i < e->nurgent; i++) {
-        hold(e, e->urgent[i]);
+        jd_engine_hold(e, e->urgent[i]);
         take(wb, e->urgent[i]);
     }
     for (size_t i = 0; i < k; i++) {

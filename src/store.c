@@ -196,6 +196,8 @@ static int parse_outbox_entry(struct jd_customer *tmp, const redisReply *field,
 /* Moves the outbox entries of tmp into c (an entry c already holds wins). */
 static void take_pending(struct jd_customer *c, struct jd_customer *tmp)
 {
+    if (tmp->npending > 0)
+        c->indexed = 1; /* perhaps (a replayable entry is not): unindexed when emptied */
     for (size_t k = 0; k < tmp->npending; k++) {
         struct jd_pending_trigger *src = &tmp->pending[k];
         if (jd_customer_find_pending(c, src->trigger_id))

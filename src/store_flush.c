@@ -245,7 +245,7 @@ static void snapshot(struct jd_customer *c, struct wsnap *w)
     w->was_dirty = c->dirty;
     w->held = jd_store_timer_held(c);
     w->rm_timer = c->stored_timer && !c->next_timer;
-    w->unindex = c->npending == 0 && c->nacked > 0;
+    w->unindex = c->npending == 0 && c->nacked > 0 && c->indexed;
     w->npending = c->npending;
     w->nhistory = c->nhistory;
     c->dirty = 0;
@@ -328,6 +328,8 @@ static void flushed(struct jd_store *st, struct jd_customer *c, const struct wsn
         free(c->pending[k].history);
         c->pending[k].history = NULL;
     }
+    if (w->unindex)
+        c->indexed = 0;
     jd_store_defer_post(st, c, w->rm_timer, w->unindex);
 }
 

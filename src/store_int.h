@@ -176,7 +176,7 @@ static inline int exec_fail(struct jd_store *st, const char *what, const char *w
  * state implies, or an outbox unindexed: at worst an entry too many.
  * Postponements are not written (store_timers.c: lazy postponement). */
 void jd_store_pre_begin(struct jd_store *st);
-void jd_store_pre_add(struct jd_store *st, const struct jd_customer *c, size_t owner);
+void jd_store_pre_add(struct jd_store *st, struct jd_customer *c, size_t owner);
 /* Appends the gathered additions; returns the number of commands. */
 size_t jd_store_pre_emit(struct jd_store *st);
 void jd_store_defer_post(struct jd_store *st, const struct jd_customer *c, int rm_timer,

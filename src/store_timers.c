@@ -2,9 +2,13 @@
  * store_timers — the per-partition keys of the store (layout in store.h):
  * the timer set, which lets the engine find the customers whose time has
  * come without ever scanning customers, and the outbox index, which lets a
- * new owner of a partition find every trigger still waiting for Kafka
- * (timer-fired and deferred triggers are tied to no input offset, so no
- * replay would bring them back).
+ * new owner of a partition find every trigger still waiting for Kafka that
+ * no replay would bring back (fired by a timer between events, deferred).
+ * A trigger fired while an event is applied, whose customer is held
+ * (engine_wb.c: its offset is not committed before the acknowledgement),
+ * is re-sent by the replay of that event, which loads its customer: it is
+ * not indexed (a ZADD and a ZREM per trigger were a tenth of Redis's work).
+ * c->indexed remembers who may be listed, so that only they are removed.
  *
  * Neither set can join a customer's write (another Redis Cluster slot), so
  * each change is ordered around that write for crash safety: additions
@@ -48,11 +52,16 @@ static int known_source(const struct jd_store *st, int32_t source)
     return source >= 0 && (size_t)(source >> 16) < st->ntopics;
 }
 
-static int unstored(const struct jd_customer *c)
+/* c's outbox gets an entry that no replay would bring back: a timer-fired
+ * or deferred trigger, or one whose customer is not held (its checkpoint
+ * may be stored before it is acknowledged). */
+static int needs_index(const struct jd_customer *c)
 {
-    for (size_t k = 0; k < c->npending; k++)
-        if (!c->pending[k].stored)
+    for (size_t k = 0; k < c->npending; k++) {
+        const struct jd_pending_trigger *p = &c->pending[k];
+        if (!p->stored && !(p->replayable && !p->not_before && c->held))
             return 1;
+    }
     return 0;
 }
 
@@ -136,7 +145,7 @@ void jd_store_pre_begin(struct jd_store *st)
     jd_buf_reset(&st->scores);
 }
 
-void jd_store_pre_add(struct jd_store *st, const struct jd_customer *c, size_t owner)
+void jd_store_pre_add(struct jd_store *st, struct jd_customer *c, size_t owner)
 {
     int64_t want = c->next_timer, have = c->stored_timer;
     /* a new or earlier due time: firing early finds nothing, firing late
@@ -149,7 +158,8 @@ void jd_store_pre_add(struct jd_store *st, const struct jd_customer *c, size_t o
     }
     /* the outbox gets entries: index the customer first (a deferred ZREM of
      * it goes at the head of the same pipeline, so before this) */
-    if (unstored(c) && known_source(st, c->partition)) {
+    if (needs_index(c) && known_source(st, c->partition)) {
+        c->indexed = 1;
         struct pmember *m = pm_add(st, c->partition, PSET_OUTBOX, c->id, c->id_len, owner);
         m->score_off = st->scores.len;
         jd_buf_append(&st->scores, "0", 1);
@@ -387,7 +397,8 @@ int jd_store_timers_remove(struct jd_store *st, const struct jd_due_list *entrie
     st->npm = 0;
     for (size_t i = 0; i < entries->n; i++)
         if (known_source(st, entries->v[i].source))
-            (void)pm_add(st, entries->v[i].source, PSET_TIMERS, jd_due_id(entries, i),
+            (void)pm_add(st, entries->v[i].source,
+                         entries->v[i].due < 0 ? PSET_OUTBOX : PSET_TIMERS, jd_due_id(entries, i),
                          entries->v[i].id_len, i);
     size_t ncmd = pm_emit(st, 0); /* (nothing was pending: they are commands 0..ncmd) */
     if (ncmd == 0)

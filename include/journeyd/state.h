@@ -92,6 +92,10 @@ struct jd_pending_trigger {
     int64_t src_ts;      /* Kafka timestamp (ms) of the event that caused it; 0 unknown */
     int64_t not_before;  /* clock time (ms) before which it must not be produced (a trigger
                             deferred past quiet hours); 0 = at once */
+    int replayable; /* fired while an input event is applied, and due at once: while its customer is
+                       held (engine_wb.c) its event's offset waits for its acknowledgement,
+                       so a crash replays the event, whose load re-sends it, and it needs
+                       no outbox index entry (store_timers.c) */
 };
 
 /* Send times (ms, ascending) a frequency cap counts; the policy drops the
@@ -144,12 +148,13 @@ struct jd_customer {
     /* contact policy (policy.c) */
     uint8_t optout; /* bit (1 << kind): the customer opted out of that kind */
     uint8_t recent_pos;
-    unsigned dirty : 1;             /* must be written back */
-    unsigned exists : 1;            /* was found in Redis or written there */
-    unsigned queued : 1;            /* in the engine's write-back list (engine_flush.c) */
-    unsigned urgent : 1;            /* in the engine's list of customers to write at once */
-    unsigned writing : 1;           /* in a write-back still on its way to Redis (store.h) */
-    unsigned held : 1;              /* its triggers go into a held checkpoint (engine_wb.c) */
+    unsigned dirty : 1;   /* must be written back */
+    unsigned exists : 1;  /* was found in Redis or written there */
+    unsigned queued : 1;  /* in the engine's write-back list (engine_flush.c) */
+    unsigned urgent : 1;  /* in the engine's list of customers to write at once */
+    unsigned writing : 1; /* in a write-back still on its way to Redis (store.h) */
+    unsigned held : 1;    /* its triggers go into a held checkpoint (engine_wb.c) */
+    unsigned indexed : 1; /* may be listed in its partition's outbox index (store_timers.c) */
     struct jd_times *trigger_sends; /* [ntriggers] for max_per_customer; NULL until needed */
     struct jd_times *kind_sends;    /* [JD_KIND_COUNT] for policy.caps; NULL until needed */
     const char *tz;       /* latest time zone attribute value, shared (jd_customer_set_tz); NULL:

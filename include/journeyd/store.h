@@ -10,7 +10,8 @@
  * Per-partition keys are hash-tagged on the partition (store_timers.c):
  *   j:{p:TOPIC:PARTITION}:timers  sorted set of customer ids by due time (ms)
  *   j:{p:TOPIC:PARTITION}:outbox  sorted set (all scores 0) of the customers
- *                                 whose outbox is not empty
+ *                                 whose outbox holds an entry that no replay
+ *                                 would bring back (store_timers.c)
  *
  * A flush writes each dirty customer atomically: a customer whose write is
  * only its state is one SET, or on a single node one key of an MSET shared
@@ -130,9 +131,10 @@ int jd_store_timers_due(struct jd_store *st, const int32_t *sources, const int64
                         size_t limit, int64_t *counts, struct jd_due_list *out, char *errstr,
                         size_t errsize) JD_MUST_CHECK;
 
-/* Removes the listed entries (source, id) from their partitions' timer sets:
- * entries of customers that do not belong to that partition (no flush would
- * ever correct them). One round trip. 0 or -1. */
+/* Removes the listed entries (source, id) from their partitions' timer sets
+ * (entries of customers that do not belong to that partition: no flush
+ * would ever correct them), or, those with due < 0, from their outbox
+ * indexes (customers whose outbox is empty). One round trip. 0 or -1. */
 int jd_store_timers_remove(struct jd_store *st, const struct jd_due_list *entries, char *errstr,
                            size_t errsize) JD_MUST_CHECK;
 

@@ -291,6 +291,9 @@ class DevBroker:
     def push_errors(self, api_key, err_code, count):
         return self.control(f"error {api_key} {err_code} {count}")
 
+    def clear_errors(self, api_key):
+        return self.control(f"clear {api_key}")
+
     def create_topic(self, name, partitions):
         self.topics[name] = partitions
         return self.control(f"create {name} {partitions}")

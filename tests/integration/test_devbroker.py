@@ -141,6 +141,15 @@ def test_control_down_up_create_error(devbroker):
     values = [r.value for r in jdtest.consume_all(b, "touchpoints", expect_n=2, decode=False)]
     assert sorted(values) == [b"after-errors", b"during-outage"]
 
+    # errors queued and then cleared fail nothing
+    devbroker.push_errors(0, 19, 1000)
+    assert devbroker.clear_errors(0) == "ok"
+    p = Producer({"bootstrap.servers": b, "retries": 0})
+    failed = []
+    p.produce("touchpoints", key=b"z", value=b"after-clear",
+              on_delivery=lambda err, msg: failed.append(err))
+    assert p.flush(jdtest.scaled(10)) == 0 and failed == [None]
+
 
 def test_stdin_eof_does_not_stop_it(devbroker):
     devbroker.proc.stdin.close()

@@ -145,3 +145,64 @@ def test_sigkill_at_random_moments(tmp_path, write_config, redis_server, jd_fact
     assert undelivered_left == []
     recovered = [c["recover_s"] for c in crashes if c.get("recover_s") is not None]
     assert recovered, "no restarted instance ever resumed consuming"
+
+
+def test_unacknowledged_event_triggers_survive_a_crash(tmp_path, write_config, redis_server,
+                                                       jd_factory, fault_broker):
+    """A trigger fired by an input event is in its customer's outbox but not
+    in the partition's outbox index (store_timers.c): until Kafka
+    acknowledges it, its event's offset is not committed, so a crash
+    replays the event, and loading the customer re-sends the outbox. Here
+    every Produce request of journeyd fails (injected NOT_LEADER), it is
+    SIGKILLed with all the expected triggers in the outboxes and none in the
+    index, and the next start delivers each expected id exactly once."""
+    group = faultlib.new_group("evob")
+    conf = faultlib.fault_config(write_config, group, instance_id="jd-evob-1",
+                                 session_timeout="4s",
+                                 kafka_properties={"heartbeat.interval.ms": "500"})
+    version = faultlib.rule_version(conf)
+    events = faultlib.workload(n_events=3000, n_customers=200, seed=SEED + 2, dup_rate=0.01)
+    ref = faultlib.Reference(events)
+    faultlib.produce(fault_broker.bootstrap, events)
+    fault_broker.push_errors(0, 6, 1024)  # Produce: NOT_LEADER_OR_FOLLOWER
+    jd = jd_factory(conf, redis_server.address)
+    client = redis_server.client()
+    want = {faultlib.trigger_id("welcome_first_purchase", version, c, e)
+            for c, e in ref.first_purchase.items()}
+    assert len(want) > 50
+
+    def outboxed():
+        return {t for ids in faultlib.outbox_leftovers(client).values() for t in ids}
+
+    jdtest.wait_until(lambda: want <= outboxed(), 60, what="every expected trigger outboxed")
+    # indexed: only customers with a trigger that no replay brings back (a
+    # timer that the partition's clock made due between events)
+    indexed = set()
+    for p in range(faultlib.FAULT_TOPICS["touchpoints"]):
+        indexed |= set(client.zrange(f"j:{{p:touchpoints:{p}}}:outbox", 0, -1))
+    only_event = {c for c, ids in faultlib.outbox_leftovers(client).items() if set(ids) <= want}
+    assert len(only_event) >= 10
+    assert not indexed & only_event, f"{sorted(indexed & only_event)[:5]} indexed"
+    assert faultlib.metric(jd, "journeyd_triggers_redelivered_total") == 0
+    jd.sigkill()
+    jd.wait(10)
+    fault_broker.clear_errors(0)
+    # an entry left by a crash between an outbox's HDEL and its ZREM: the
+    # next owner removes it at assignment
+    client.zadd("j:{p:touchpoints:0}:outbox", {"stale-customer": 0})
+
+    jd = jd_factory(conf, redis_server.address)
+    jdtest.wait_caught_up(fault_broker.bootstrap, group, "touchpoints", timeout=60)
+    jdtest.wait_until(lambda: faultlib.metric(jd, "journeyd_outbox_pending") == 0, 60,
+                      what="outbox drained")
+    assert faultlib.metric(jd, "journeyd_triggers_redelivered_total") >= len(want)
+    jd.wait_for_log(r"touchpoints/0: \d+ outbox index entries with an empty outbox removed")
+    assert client.zscore("j:{p:touchpoints:0}:outbox", "stale-customer") is None
+    assert jd.stop() == 0
+    assert faultlib.check_state(client, ref) == []
+    recs = faultlib.consume_triggers(fault_broker.bootstrap, expect_n=len(want))
+    chk = faultlib.TriggerCheck(recs, ref, version)
+    assert chk.problems() == []
+    assert want <= set(chk.by_id)
+    assert chk.duplicate_deliveries == 0, "nothing was delivered before the crash"
+    assert faultlib.outbox_leftovers(client) == {}

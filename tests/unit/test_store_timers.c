@@ -220,6 +220,106 @@ static void test_crash_order(void **state)
     jd_customer_destroy(c);
 }
 
+/* A replayable entry (fired by an input event, due at once) of a held
+ * customer is not indexed: until it is acknowledged its event's offset is
+ * not stored, and the replay of that event re-sends it. Not held, or
+ * deferred (not_before), or timer-fired (not replayable): indexed. A
+ * customer never indexed is not unindexed either; one loaded with an
+ * outbox is (it may have been indexed by an earlier owner). */
+static struct jd_pending_trigger *entry(struct jd_customer *c, const char *tid, int replayable,
+                                        int64_t not_before)
+{
+    struct jd_pending_trigger *p = jd_customer_add_pending(c);
+    snprintf(p->trigger_id, sizeof p->trigger_id, "%s", tid);
+    p->replayable = replayable;
+    p->not_before = not_before;
+    jd_buf_append(&p->value, "v", 1);
+    return p;
+}
+
+static long long zrem_calls(struct env *e)
+{
+    redisReply *r = redis_fixture_cmd(&e->redis, "INFO commandstats");
+    assert_non_null(r);
+    const char *s = strstr(r->str, "cmdstat_zrem:calls=");
+    long long n = s ? atoll(s + strlen("cmdstat_zrem:calls=")) : 0;
+    freeReplyObject(r);
+    return n;
+}
+
+static void test_index_only_what_no_replay_brings_back(void **state)
+{
+    struct env *e = *state;
+    const char *ids[5] = {"rh", "rn", "dh", "th", "ld"};
+    struct jd_customer *cs[5];
+    for (int i = 0; i < 5; i++)
+        cs[i] = jd_customer_new(ids[i], 2, 0, NULL);
+    cs[0]->held = cs[2]->held = cs[3]->held = 1;
+    entry(cs[0], "e0", 1, 0);              /* replayable, held: no entry */
+    entry(cs[1], "e1", 1, 0);              /* replayable, not held */
+    entry(cs[2], "e2", 1, T0 + 3600000LL); /* deferred */
+    entry(cs[3], "e3", 0, 0);              /* timer-fired */
+    assert_int_equal(jd_store_flush(e->st, NULL, cs, 4, e->err, sizeof e->err), 0);
+    assert_int_equal(zscore(e, OKEY0, "rh"), -1);
+    assert_int_equal(zscore(e, OKEY0, "rn"), 0);
+    assert_int_equal(zscore(e, OKEY0, "dh"), 0);
+    assert_int_equal(zscore(e, OKEY0, "th"), 0);
+    assert_false(cs[0]->indexed);
+    assert_true(cs[1]->indexed && cs[2]->indexed && cs[3]->indexed);
+    redisReply *r = redis_fixture_cmd(&e->redis, "HEXISTS j:{rh}:o e0");
+    assert_int_equal(r->integer, 1); /* in the outbox all the same */
+    freeReplyObject(r);
+
+    /* a second entry that needs the index, next to one that does not */
+    entry(cs[0], "e5", 0, 0);
+    assert_int_equal(jd_store_flush(e->st, NULL, cs, 1, e->err, sizeof e->err), 0);
+    assert_int_equal(zscore(e, OKEY0, "rh"), 0);
+
+    /* acknowledged, emptied: only the indexed are unindexed */
+    for (int i = 0; i < 4; i++)
+        for (uint32_t k = cs[i]->npending; k-- > 0;)
+            assert_int_equal(jd_customer_ack(cs[i], cs[i]->pending[k].trigger_id), 0);
+    assert_int_equal(jd_store_flush(e->st, NULL, cs, 4, e->err, sizeof e->err), 0);
+    next_roundtrip(e);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(zscore(e, OKEY0, ids[i]), -1);
+        assert_false(cs[i]->indexed);
+    }
+    cs[4]->held = 1;
+    entry(cs[4], "e4", 1, 0);
+    assert_int_equal(jd_store_flush(e->st, NULL, &cs[4], 1, e->err, sizeof e->err), 0);
+    assert_int_equal(zscore(e, OKEY0, "ld"), -1);
+    long long zrem0 = zrem_calls(e);
+    assert_int_equal(jd_customer_ack(cs[4], "e4"), 0);
+    assert_int_equal(jd_store_flush(e->st, NULL, &cs[4], 1, e->err, sizeof e->err), 0);
+    next_roundtrip(e);
+    assert_int_equal(zrem_calls(e), zrem0); /* never indexed: no ZREM */
+
+    /* loaded with an outbox: may be indexed, so unindexed once emptied */
+    entry(cs[4], "e6", 1, 0);
+    assert_int_equal(jd_store_flush(e->st, NULL, &cs[4], 1, e->err, sizeof e->err), 0);
+    struct jd_customer *d = jd_customer_new("ld", 2, 0, NULL);
+    assert_int_equal(jd_store_load(e->st, NULL, &d, 1, e->err, sizeof e->err), 0);
+    assert_int_equal(d->npending, 1);
+    assert_true(d->indexed);
+    assert_int_equal(jd_customer_ack(d, "e6"), 0);
+    assert_int_equal(jd_store_flush(e->st, NULL, &d, 1, e->err, sizeof e->err), 0);
+    next_roundtrip(e);
+    assert_int_equal(zrem_calls(e), zrem0 + 1);
+    jd_customer_destroy(d);
+
+    /* a stale entry (an empty outbox) found at assignment goes at once */
+    redisReply *z = redis_fixture_cmd(&e->redis, "ZADD " OKEY0 " 0 stale 0 keep");
+    freeReplyObject(z);
+    jd_due_list_reset(&e->due);
+    jd_due_list_add(&e->due, 0, -1, "stale", 5);
+    assert_int_equal(jd_store_timers_remove(e->st, &e->due, e->err, sizeof e->err), 0);
+    assert_int_equal(zscore(e, OKEY0, "stale"), -1);
+    assert_int_equal(zscore(e, OKEY0, "keep"), 0);
+    for (int i = 0; i < 5; i++)
+        jd_customer_destroy(cs[i]);
+}
+
 static void test_due_fetch(void **state)
 {
     struct env *e = *state;
@@ -433,6 +533,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_crash_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_due_fetch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox_index_and_not_before, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_index_only_what_no_replay_brings_back, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_unconnected, setup, teardown),
         cmocka_unit_test(test_cluster),
     };
