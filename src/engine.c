@@ -189,8 +189,9 @@ static int collect(struct jd_engine *e, int nowait)
         int timeout = 100;
         if (nowait) {
             timeout = 0;
-        } else if (e->nmsgs == 0 && jd_engine_wb_busy(e)) {
-            /* a write on its way holds triggers: back soon to produce them */
+        } else if (e->nmsgs == 0 && (jd_engine_wb_busy(e) || e->nurgent > 0)) {
+            /* a write on its way holds triggers, or customers with new
+             * triggers wait for the next write: back soon for them */
             timeout = 1;
             e->short_poll = 1;
         }

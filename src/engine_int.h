@@ -90,6 +90,8 @@ struct jd_engine {
     int prepared;                 /* the batch in hand was taken ahead (engine_load.c) */
     size_t wb_round;              /* customers of the write-back round still to send */
     int wb_failed;                /* a write-back failed: the next one is synchronous */
+    int wb_skips;                 /* turns in a row that left the write on its way */
+    size_t wb_behind;             /* events of those turns (their slices) */
     size_t last_batch;            /* events in the last batch (the slice size) */
     rd_kafka_t *consumer;
     rd_kafka_t *producer;
@@ -210,7 +212,7 @@ void jd_engine_wb_destroy(struct jd_engine *e);
  * thread (e->wb set, none on its way; the stats written before); seal: the
  * last slice of a round (engine_wb.c). */
 int jd_engine_wb_submit(struct jd_engine *e, size_t k, int seal);
-/* A write is on its way. */
+/* A write is on its way (handed over, not yet waited for). */
 int jd_engine_wb_busy(const struct jd_engine *e);
 /* Holds the oldest checkpoint of c's partition for c's triggers (no later
  * than the batch that gave them: checkpoints are stored in order) until
