@@ -150,9 +150,10 @@ const struct jd_cfg_key jd_cfg_keys[] = {
     {"processing.batch_max_events", JD_CFG_INT, "10000", BOUNDS, 1, 100000, NULL,
      C_OFF(batch_max_events), 0, C_SZ(batch_max_events),
      "Most events per batch: a batch loads its new customers in one round trip and sends "
-     "its triggers' writes in one, with a slice of the write-back at least as large. "
-     "Larger batches cost fewer round trips per event under load; a batch is only as "
-     "large as what has been fetched (processing.batch_max_wait)."},
+     "its triggers' writes in one, with a slice of the write-back at least as large "
+     "(under load, one write every third batch carries the three). Larger batches cost "
+     "fewer round trips per event under load; a batch is only as large as what has been "
+     "fetched (processing.batch_max_wait)."},
     {"processing.batch_max_wait", JD_CFG_DURATION, "0ms", BOUNDS, 0, 10000, NULL,
      C_OFF(batch_max_wait_ms), 0, C_SZ(batch_max_wait_ms),
      "Longest wait to fill a batch after its first event: bounds the latency added by "
