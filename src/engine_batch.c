@@ -332,7 +332,7 @@ void jd_engine_emit(struct jd_engine *e, struct jd_customer *c, const struct jd_
     pt->topic = jd_strdup(ts->topic);
     pt->src_ts = src_ts;
     pt->not_before = d.not_before;
-    pt->replayable = replayable && d.not_before == 0;
+    pt->replayable = replayable;
     jd_buf_reset(&e->history);
     jd_buf_printf(&e->history, "%" PRId64 "|%s|%s|%s|%s", t.fired_at, t.trigger, t.trigger_id,
                   jd_kind_name(t.kind), t.reason);

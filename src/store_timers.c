@@ -47,6 +47,12 @@ static int build_pkey(struct jd_store *st, int32_t source, const char *suffix)
     return 0;
 }
 
+/* The set a due-list entry names: due < 0 the outbox index, else the timers. */
+static uint8_t due_set(int64_t due)
+{
+    return due < 0 ? PSET_OUTBOX : PSET_TIMERS;
+}
+
 static int known_source(const struct jd_store *st, int32_t source)
 {
     return source >= 0 && (size_t)(source >> 16) < st->ntopics;
@@ -232,8 +238,7 @@ void jd_store_queue_deferred(struct jd_store *st)
     struct jd_due_list *l = st->deferred;
     st->npm = 0;
     for (size_t i = 0; i < l->n; i++)
-        (void)pm_add(st, l->v[i].source, l->v[i].due < 0 ? PSET_OUTBOX : PSET_TIMERS,
-                     jd_due_id(l, i), l->v[i].id_len, i);
+        (void)pm_add(st, l->v[i].source, due_set(l->v[i].due), jd_due_id(l, i), l->v[i].id_len, i);
     st->ndeferred_sent = pm_emit(st, 0);
     jd_due_list_reset(l);
 }
@@ -397,9 +402,8 @@ int jd_store_timers_remove(struct jd_store *st, const struct jd_due_list *entrie
     st->npm = 0;
     for (size_t i = 0; i < entries->n; i++)
         if (known_source(st, entries->v[i].source))
-            (void)pm_add(st, entries->v[i].source,
-                         entries->v[i].due < 0 ? PSET_OUTBOX : PSET_TIMERS, jd_due_id(entries, i),
-                         entries->v[i].id_len, i);
+            (void)pm_add(st, entries->v[i].source, due_set(entries->v[i].due),
+                         jd_due_id(entries, i), entries->v[i].id_len, i);
     size_t ncmd = pm_emit(st, 0); /* (nothing was pending: they are commands 0..ncmd) */
     if (ncmd == 0)
         return 0;

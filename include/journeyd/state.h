@@ -92,10 +92,10 @@ struct jd_pending_trigger {
     int64_t src_ts;      /* Kafka timestamp (ms) of the event that caused it; 0 unknown */
     int64_t not_before;  /* clock time (ms) before which it must not be produced (a trigger
                             deferred past quiet hours); 0 = at once */
-    int replayable; /* fired while an input event is applied, and due at once: while its customer is
-                       held (engine_wb.c) its event's offset waits for its acknowledgement,
-                       so a crash replays the event, whose load re-sends it, and it needs
-                       no outbox index entry (store_timers.c) */
+    int replayable;      /* fired while an input event is applied: unless deferred, while its
+                            customer is held (engine_wb.c) its event's offset waits for its
+                            acknowledgement, so a crash replays the event, whose load re-sends it,
+                            and it needs no outbox index entry (store_timers.c) */
 };
 
 /* Send times (ms, ascending) a frequency cap counts; the policy drops the
