@@ -91,8 +91,12 @@ static void generate(struct gen *gens, size_t first, size_t n)
         }
         struct jd_event *ev = &g->ev;
         ev->event_id = "e";
-        ev->type = type;
+        /* as the engine does after decoding: well-known names are their
+         * shared static copies (jd_state_known) */
+        ev->type = jd_state_known(type) ? jd_state_known(type) : type;
         ev->channel = channels[next_rand() % 4];
+        if (jd_state_known(ev->channel))
+            ev->channel = jd_state_known(ev->channel);
         ev->occurred_at = start + (int64_t)i * (90 * DAY / NEVENTS);
         if (strcmp(type, "purchase") == 0 || strcmp(type, "refund") == 0) {
             ev->has_amount = 1;

@@ -547,6 +547,13 @@ void jd_engine_process_batch(struct jd_engine *e)
         }
         ev.partition = m->partition;
         ev.offset = m->offset;
+        /* well-known names as their static copies: rules and counts then
+         * match them by pointer (jd_streq) */
+        const char *known = jd_state_known(ev.type);
+        if (known)
+            ev.type = known;
+        if ((known = jd_state_known(ev.channel)))
+            ev.channel = known;
         if (ev.occurred_at > p->watermark)
             p->watermark = ev.occurred_at;
         struct jd_customer *c = e->mcust[i];

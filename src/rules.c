@@ -665,7 +665,7 @@ static int type_id_of(const struct jd_ruleset *rs, const char *type)
     if (!type)
         return -1;
     for (size_t i = 0; i < rs->ntypes; i++)
-        if (strcmp(rs->types[i], type) == 0)
+        if (jd_name_eq(rs->types[i], type))
             return (int)i;
     return -1;
 }

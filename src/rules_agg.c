@@ -113,7 +113,7 @@ void jd_agg_free(struct jd_agg *a)
 const char *jd_event_attr_get(const struct jd_event *ev, const char *key)
 {
     for (size_t i = 0; i < ev->nattrs && i < JD_EVENT_MAX_ATTRS; i++)
-        if (ev->attr_keys[i] && strcmp(ev->attr_keys[i], key) == 0)
+        if (ev->attr_keys[i] && jd_streq(ev->attr_keys[i], key))
             return ev->attr_vals[i];
     return NULL;
 }
@@ -263,9 +263,9 @@ void jd_agg_update(const struct jd_aggspec *sp, struct jd_agg *a, const struct j
             a->t = t;
         return;
     case AGG_NFB:
-        if (strcmp(ev->type, sp->type) == 0 && t > a->t)
+        if (jd_name_eq(ev->type, sp->type) && t > a->t)
             a->t = t;
-        if (strcmp(ev->type, sp->type2) == 0 && (double)t > a->v)
+        if (jd_name_eq(ev->type, sp->type2) && (double)t > a->v)
             a->v = (double)t;
         return;
     case AGG_ATTR: {
@@ -291,13 +291,13 @@ void jd_agg_update(const struct jd_aggspec *sp, struct jd_agg *a, const struct j
 
 static struct jd_val vnum(double n)
 {
-    struct jd_val v = {V_NUM, n, NULL};
+    struct jd_val v = {.t = V_NUM, .n = n};
     return v;
 }
 
 static struct jd_val vnull(void)
 {
-    struct jd_val v = {V_NULL, 0, NULL};
+    struct jd_val v = {.t = V_NULL, .n = 0};
     return v;
 }
 
@@ -367,12 +367,12 @@ struct jd_val jd_agg_value(const struct jd_aggspec *sp, const struct jd_agg *a, 
             return vnull();
         return vnum((double)(now - a->t) / (double)JD_DAY_MS);
     case AGG_NFB: {
-        struct jd_val v = {V_BOOL, 0, NULL};
+        struct jd_val v = {.t = V_BOOL, .n = 0};
         v.n = a->t != 0 && a->v < (double)a->t && now >= a->t + sp->window;
         return v;
     }
     case AGG_ATTR: {
-        struct jd_val v = {V_STR, 0, a->s};
+        struct jd_val v = {.t = V_STR, .s = a->s};
         return a->s ? v : vnull();
     }
     default:

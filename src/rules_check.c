@@ -126,7 +126,7 @@ int jd_type_id(struct jd_ruleset *rs, const char *type, int create)
         rs->captypes = rs->captypes ? rs->captypes * 2 : 8;
         rs->types = jd_xrealloc(rs->types, rs->captypes * sizeof *rs->types);
     }
-    rs->types[rs->ntypes] = jd_arena_strdup(&rs->arena, type);
+    rs->types[rs->ntypes] = jd_arena_name(&rs->arena, type);
     return (int)rs->ntypes++;
 }
 
@@ -162,8 +162,8 @@ static int32_t add_agg(struct jd_check *ck, struct jd_aggspec *sp)
     }
     struct jd_aggspec *d = &rs->aggs[rs->naggs];
     *d = *sp;
-    d->type = jd_arena_strdup(&rs->arena, sp->type);
-    d->type2 = jd_arena_strdup(&rs->arena, sp->type2);
+    d->type = jd_arena_name(&rs->arena, sp->type);
+    d->type2 = jd_arena_name(&rs->arena, sp->type2);
     d->attr = jd_arena_strdup(&rs->arena, sp->attr);
     d->key = jd_arena_strdup(&rs->arena, key);
     d->timed = ck->timed;

@@ -16,25 +16,25 @@
 
 static struct jd_val vnull(void)
 {
-    struct jd_val v = {V_NULL, 0, NULL};
+    struct jd_val v = {.t = V_NULL, .n = 0};
     return v;
 }
 
 static struct jd_val vbool(int b)
 {
-    struct jd_val v = {V_BOOL, b ? 1 : 0, NULL};
+    struct jd_val v = {.t = V_BOOL, .n = b ? 1 : 0};
     return v;
 }
 
 static struct jd_val vnum(double n)
 {
-    struct jd_val v = {V_NUM, n, NULL};
+    struct jd_val v = {.t = V_NUM, .n = n};
     return v;
 }
 
 static struct jd_val vstr(const char *s)
 {
-    struct jd_val v = {V_STR, 0, s};
+    struct jd_val v = {.t = V_STR, .s = s};
     return s ? v : vnull();
 }
 
@@ -49,7 +49,7 @@ static int compare(int op, struct jd_val l, struct jd_val r)
         return 0;
     double d;
     if (l.t == V_STR && r.t == V_STR)
-        d = strcmp(l.s, r.s);
+        d = op == TK_EQ || op == TK_NE ? !jd_name_eq(l.s, r.s) : strcmp(l.s, r.s);
     else if (l.t == r.t)
         d = l.n < r.n ? -1 : l.n > r.n ? 1 : 0;
     else
@@ -90,6 +90,12 @@ static struct jd_val arith(int op, struct jd_val l, struct jd_val r)
     }
 }
 
+/* A kid's value; literals (half the leaves) without a call. */
+static inline struct jd_val kid(const struct jd_ectx *x, const struct jd_node *k)
+{
+    return k->kind == NK_LIT ? k->lit : jd_eval(x, k);
+}
+
 struct jd_val jd_eval(const struct jd_ectx *x, const struct jd_node *n)
 {
     const struct jd_customer *c = x->c;
@@ -98,7 +104,7 @@ struct jd_val jd_eval(const struct jd_ectx *x, const struct jd_node *n)
     case NK_LIT:
         return n->lit;
     case NK_UNARY: {
-        struct jd_val v = jd_eval(x, n->kids[0]);
+        struct jd_val v = kid(x, n->kids[0]);
         if (n->op == TK_NOT)
             return vbool(!jd_truthy(v));
         return v.t == V_NUM ? vnum(-v.n) : vnull();
@@ -106,23 +112,23 @@ struct jd_val jd_eval(const struct jd_ectx *x, const struct jd_node *n)
     case NK_BIN:
         switch (n->op) {
         case TK_AND:
-            if (!jd_truthy(jd_eval(x, n->kids[0])))
+            if (!jd_truthy(kid(x, n->kids[0])))
                 return vbool(0);
-            return vbool(jd_truthy(jd_eval(x, n->kids[1])));
+            return vbool(jd_truthy(kid(x, n->kids[1])));
         case TK_OR:
-            if (jd_truthy(jd_eval(x, n->kids[0])))
+            if (jd_truthy(kid(x, n->kids[0])))
                 return vbool(1);
-            return vbool(jd_truthy(jd_eval(x, n->kids[1])));
+            return vbool(jd_truthy(kid(x, n->kids[1])));
         case TK_PLUS:
         case TK_MINUS:
         case TK_STAR:
         case TK_SLASH:
-            return arith(n->op, jd_eval(x, n->kids[0]), jd_eval(x, n->kids[1]));
+            return arith(n->op, kid(x, n->kids[0]), kid(x, n->kids[1]));
         default:
-            return vbool(compare(n->op, jd_eval(x, n->kids[0]), jd_eval(x, n->kids[1])));
+            return vbool(compare(n->op, kid(x, n->kids[0]), kid(x, n->kids[1])));
         }
     case NK_IN: {
-        struct jd_val l = jd_eval(x, n->kids[0]);
+        struct jd_val l = kid(x, n->kids[0]);
         const struct jd_node *list = n->kids[1];
         for (uint32_t i = 0; i < list->nkids; i++)
             if (compare(TK_EQ, l, list->kids[i]->lit))
@@ -164,7 +170,7 @@ struct jd_val jd_eval(const struct jd_ectx *x, const struct jd_node *n)
             return vnull();
         return jd_agg_value(&x->rs->aggs[n->idx], &c->aggs[n->idx], x->now);
     case NK_TODAYS: {
-        struct jd_val v = jd_eval(x, n->kids[0]);
+        struct jd_val v = kid(x, n->kids[0]);
         return v.t == V_NUM ? vnum(v.n / (double)JD_DAY_MS) : vnull();
     }
     default:

@@ -27,6 +27,10 @@ struct jd_arena {
 void *jd_arena_alloc(struct jd_arena *a, size_t n);
 char *jd_arena_strndup(struct jd_arena *a, const char *s, size_t n);
 char *jd_arena_strdup(struct jd_arena *a, const char *s);
+/* An event type or channel name of the rule set: the shared static copy of a
+ * well-known name (jd_state_known: matched by pointer on the hot path), else
+ * an arena copy. The result is never written to. */
+char *jd_arena_name(struct jd_arena *a, const char *s);
 void jd_arena_free(struct jd_arena *a);
 
 /* ---- lexer ---------------------------------------------------------- */
@@ -111,10 +115,14 @@ enum jd_type { TY_ERR = 0, TY_BOOL, TY_NUM, TY_DAYS, TY_DUR, TY_STR, TY_LIST, TY
 
 enum jd_vtype { V_NULL = 0, V_BOOL, V_NUM, V_STR };
 
+/* 16 bytes, so that jd_eval returns it in registers: a string has no
+ * number and the other kinds no string. */
 struct jd_val {
     uint8_t t;
-    double n;
-    const char *s;
+    union {
+        double n;      /* V_NUM, V_BOOL (0 or 1) */
+        const char *s; /* V_STR */
+    };
 };
 
 enum jd_field { F_NONE = 0, F_AMOUNT, F_SCORE, F_ATTR };

@@ -53,6 +53,12 @@ char *jd_arena_strdup(struct jd_arena *a, const char *s)
     return s ? jd_arena_strndup(a, s, strlen(s)) : NULL;
 }
 
+char *jd_arena_name(struct jd_arena *a, const char *s)
+{
+    const char *k = jd_state_known(s);
+    return k ? (char *)k : jd_arena_strdup(a, s);
+}
+
 void jd_arena_free(struct jd_arena *a)
 {
     struct jd_arena_block *b = a->head;
@@ -210,6 +216,7 @@ static struct jd_node *parse_primary(struct parser *p)
     case TK_STR:
         n = mk(p, NK_LIT, t.off, t.off + t.len);
         n->str = jd_arena_strndup(p->a, p->src + t.off + 1, t.len - 2);
+        n->str = jd_arena_name(p->a, n->str); /* (a known name: its static copy) */
         n->lit.t = V_STR;
         n->lit.s = n->str;
         n->ty = TY_STR;

@@ -21,15 +21,71 @@
 #include "journeyd/rules.h"
 #include "state_internal.h"
 
-static const char *const known_names[] = {
-    /* event types (SPEC §1) */
-    "page_view", "product_view", "add_to_cart", "checkout_started", "purchase", "refund",
-    "app_open", "email_open", "email_click", "push_open", "support_contact", "feedback",
-    "reward_redeemed", "signup",
-    /* channels */
-    "web", "app", "email", "store", "call_center", "social", "sms", "push"};
+/* The well-known event types (SPEC §1) and channels, one after the other in
+ * one array, so that "is this one of them" is a range check on the pointer
+ * (jd_name_eq). The pool ends with an empty name. */
+const char jd_known_pool[] = "page_view\0product_view\0add_to_cart\0checkout_started\0"
+                             "purchase\0refund\0app_open\0email_open\0email_click\0"
+                             "push_open\0support_contact\0feedback\0reward_redeemed\0"
+                             "signup\0"
+                             "web\0app\0email\0store\0call_center\0social\0sms\0push\0";
+const size_t jd_known_pool_size = sizeof jd_known_pool;
 
-#define NKNOWN (sizeof known_names / sizeof known_names[0])
+#define NKNOWN 22
+static const char *known_names[NKNOWN];
+/* the known names by first byte (codes), for the lookups */
+static uint8_t by_first[256][NKNOWN];
+static uint8_t nby_first[256];
+/* the code of the known name starting at each byte of the pool */
+static uint8_t code_at[sizeof jd_known_pool];
+/* the names apply_core compares every event with */
+static const char *k_purchase, *k_refund, *k_feedback;
+
+static size_t known_code(const char *s, size_t len);
+
+__attribute__((constructor)) static void index_known(void)
+{
+    const char *s = jd_known_pool;
+    for (size_t i = 0; i < NKNOWN; i++) {
+        known_names[i] = s;
+        code_at[s - jd_known_pool] = (uint8_t)i;
+        unsigned char f = (unsigned char)s[0];
+        by_first[f][nby_first[f]++] = (uint8_t)i;
+        s += strlen(s) + 1;
+    }
+    if (s != jd_known_pool + sizeof jd_known_pool - 1) /* NKNOWN and the pool disagree */
+        abort();
+    k_purchase = known_names[known_code("purchase", 8)];
+    k_refund = known_names[known_code("refund", 6)];
+    k_feedback = known_names[known_code("feedback", 8)];
+}
+
+/* The code of a known name of len bytes (not NUL-terminated), or NKNOWN. */
+static size_t known_code(const char *s, size_t len)
+{
+    if (len == 0)
+        return NKNOWN;
+    unsigned char f = (unsigned char)s[0];
+    for (size_t i = 0; i < nby_first[f]; i++) {
+        const char *k = known_names[by_first[f][i]];
+        if (strncmp(k, s, len) == 0 && k[len] == '\0')
+            return by_first[f][i];
+    }
+    return NKNOWN;
+}
+
+const char *jd_state_known(const char *s)
+{
+    if (!s || jd_state_is_known(s))
+        return s;
+    unsigned char f = (unsigned char)s[0];
+    for (size_t i = 0; i < nby_first[f]; i++) {
+        const char *k = known_names[by_first[f][i]];
+        if (strcmp(k, s) == 0)
+            return k;
+    }
+    return NULL;
+}
 
 #define CODE_MASK (((uint64_t)1 << JD_COUNT_CODE_BITS) - 1)
 #define COUNT_ONE ((uint64_t)1 << JD_COUNT_CODE_BITS)
@@ -59,9 +115,9 @@ const char *jd_customer_count_type(const struct jd_customer *c, size_t i)
 /* Returns a static copy of a well-known name, or a heap copy. */
 char *jd_state_intern(const char *s, size_t len)
 {
-    for (size_t i = 0; i < NKNOWN; i++)
-        if (strncmp(known_names[i], s, len) == 0 && known_names[i][len] == '\0')
-            return (char *)known_names[i];
+    size_t code = known_code(s, len);
+    if (code < NKNOWN)
+        return (char *)known_names[code];
     char *d = jd_xmalloc(len + 1);
     memcpy(d, s, len);
     d[len] = '\0';
@@ -70,12 +126,8 @@ char *jd_state_intern(const char *s, size_t len)
 
 void jd_state_unintern(char *s)
 {
-    if (!s)
-        return;
-    for (size_t i = 0; i < NKNOWN; i++)
-        if (s == known_names[i])
-            return;
-    free(s);
+    if (s && !jd_state_is_known(s))
+        free(s);
 }
 
 struct jd_customer *jd_customer_new(const char *id, size_t id_len, int32_t partition,
@@ -167,8 +219,16 @@ void jd_customer_destroy(struct jd_customer *c)
 
 static struct jd_type_count *find_count(const struct jd_customer *c, const char *type)
 {
+    if (jd_state_is_known(type)) {
+        /* by code: known names are counted under theirs */
+        uint64_t code = code_at[(uintptr_t)type - (uintptr_t)jd_known_pool];
+        for (size_t i = 0; i < c->ncounts; i++)
+            if ((c->counts[i].v & CODE_MASK) == code)
+                return &c->counts[i];
+        return NULL;
+    }
     for (size_t i = 0; i < c->ncounts; i++)
-        if (strcmp(jd_customer_count_type(c, i), type) == 0)
+        if (jd_name_eq(jd_customer_count_type(c, i), type))
             return &c->counts[i];
     return NULL;
 }
@@ -178,12 +238,7 @@ static struct jd_type_count *find_count(const struct jd_customer *c, const char 
  * 512 MB string limit first. */
 static struct jd_type_count *add_count(struct jd_customer *c, const char *type, size_t len)
 {
-    size_t code = NKNOWN;
-    for (size_t i = 0; i < NKNOWN; i++)
-        if (strncmp(known_names[i], type, len) == 0 && known_names[i][len] == '\0') {
-            code = i;
-            break;
-        }
+    size_t code = known_code(type, len);
     size_t nnames = c->counts ? count_nnames(c) : 0;
     size_t grow = code == NKNOWN;
     if (grow) {
@@ -228,7 +283,7 @@ void jd_customer_apply_core(struct jd_customer *c, const struct jd_event *ev)
      * gives the same channel. */
     if (ev->occurred_at >= c->last_seen) {
         c->last_seen = ev->occurred_at;
-        if (ev->channel && (!c->last_channel || strcmp(c->last_channel, ev->channel) != 0)) {
+        if (ev->channel && (!c->last_channel || !jd_name_eq(c->last_channel, ev->channel))) {
             jd_state_unintern(c->last_channel);
             c->last_channel = jd_state_intern(ev->channel, strlen(ev->channel));
         }
@@ -240,12 +295,12 @@ void jd_customer_apply_core(struct jd_customer *c, const struct jd_event *ev)
         if (tc && tc->v >> JD_COUNT_CODE_BITS < (uint64_t)JD_COUNT_MAX)
             tc->v += COUNT_ONE;
         if (ev->has_amount) {
-            if (strcmp(ev->type, "purchase") == 0)
+            if (jd_name_eq(ev->type, k_purchase))
                 c->spend += ev->amount;
-            else if (strcmp(ev->type, "refund") == 0)
+            else if (jd_name_eq(ev->type, k_refund))
                 c->spend -= ev->amount;
         }
-        if (ev->has_score && strcmp(ev->type, "feedback") == 0)
+        if (ev->has_score && jd_name_eq(ev->type, k_feedback))
             c->last_score = ev->score;
     }
     c->dirty = 1;

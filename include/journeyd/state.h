@@ -209,6 +209,31 @@ void jd_customer_destroy(struct jd_customer *c);
  * channel). Rule aggregates are updated by jd_rules_on_event. */
 void jd_customer_apply_core(struct jd_customer *c, const struct jd_event *ev);
 
+/* The shared static copy of a well-known event type or channel name (SPEC
+ * §1), or NULL for any other name. The engine points decoded events at these
+ * copies and the rule set its names, so that jd_streq matches them by
+ * pointer. */
+const char *jd_state_known(const char *s);
+
+/* The pool of those copies (state.c). */
+extern const char jd_known_pool[];
+extern const size_t jd_known_pool_size;
+static inline int jd_state_is_known(const char *s)
+{
+    uintptr_t p = (uintptr_t)s, b = (uintptr_t)jd_known_pool;
+    return p >= b && p < b + jd_known_pool_size;
+}
+/* Name equality for event types and channels: two known copies are equal
+ * only if they are the same pointer, so strcmp runs only for other names. */
+static inline int jd_name_eq(const char *a, const char *b)
+{
+    if (a == b)
+        return 1;
+    if (jd_state_is_known(a) && jd_state_is_known(b))
+        return 0;
+    return jd_streq(a, b);
+}
+
 int64_t jd_customer_count(const struct jd_customer *c, const char *type);
 /* The type name and count of entry i < c->ncounts (insertion order). */
 const char *jd_customer_count_type(const struct jd_customer *c, size_t i);

@@ -40,6 +40,14 @@ static inline void jd_buf_puts(struct jd_buf *b, const char *s)
 {
     jd_buf_append(b, s, strlen(s));
 }
+/* Equality of NUL-terminated strings that calls strcmp only when the
+ * pointers differ and the first bytes match: event type and channel names
+ * are compared many times per event, and the well-known ones share one
+ * static copy (jd_state_known), so equal names are usually the same pointer. */
+static inline int jd_streq(const char *a, const char *b)
+{
+    return a == b || (a[0] == b[0] && strcmp(a, b) == 0);
+}
 void jd_buf_printf(struct jd_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Keeps data NUL-terminated after len (not counted in len). */
 const char *jd_buf_cstr(struct jd_buf *b);

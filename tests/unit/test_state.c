@@ -131,6 +131,84 @@ static void test_counts_mixed(void **unused)
     jd_customer_destroy(d);
 }
 
+/* Well-known names have one shared copy each (jd_state_known): a count or a
+ * channel reached through that copy, through a string literal or through a
+ * heap copy is the same; two different known copies are never equal, and
+ * other names compare by content. */
+static void test_known_names(void **unused)
+{
+    (void)unused;
+    static const char *const known[] = {"page_view",
+                                        "product_view",
+                                        "add_to_cart",
+                                        "checkout_started",
+                                        "purchase",
+                                        "refund",
+                                        "app_open",
+                                        "email_open",
+                                        "email_click",
+                                        "push_open",
+                                        "support_contact",
+                                        "feedback",
+                                        "reward_redeemed",
+                                        "signup",
+                                        "web",
+                                        "app",
+                                        "email",
+                                        "store",
+                                        "call_center",
+                                        "social",
+                                        "sms",
+                                        "push"};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
+        char copy[32];
+        snprintf(copy, sizeof copy, "%s", known[i]);
+        const char *k = jd_state_known(copy);
+        assert_non_null(k);
+        assert_true(jd_state_is_known(k));
+        assert_false(jd_state_is_known(copy));
+        assert_string_equal(k, known[i]);
+        assert_ptr_equal(jd_state_known(k), k);
+        assert_true(jd_name_eq(k, copy));
+        assert_true(jd_name_eq(copy, k));
+        for (size_t j = 0; j < sizeof known / sizeof known[0]; j++)
+            assert_int_equal(jd_name_eq(k, jd_state_known(known[j])), i == j);
+    }
+    assert_null(jd_state_known("quiz"));
+    assert_null(jd_state_known(""));
+    assert_null(jd_state_known("purchas"));
+    assert_null(jd_state_known("purchase_x"));
+    assert_null(jd_state_known(NULL));
+    assert_true(jd_name_eq("quiz", "quiz"));
+    assert_false(jd_name_eq("quiz", "quiz_a"));
+    assert_false(jd_name_eq(jd_state_known("push"), "push_open"));
+
+    /* counts: the known copy, a heap copy and a literal find one entry */
+    struct jd_customer *c = jd_customer_new("c1", 2, 0, NULL);
+    char *heap = strdup("purchase");
+    struct jd_event ev = mkev("e1", jd_state_known("purchase"), jd_state_known("web"), 1000);
+    ev.has_amount = 1;
+    ev.amount = 10;
+    jd_customer_apply_core(c, &ev);
+    ev = mkev("e2", heap, "web", 1001);
+    ev.has_amount = 1;
+    ev.amount = 5;
+    jd_customer_apply_core(c, &ev);
+    ev = mkev("e3", "quiz", jd_state_known("app"), 1002);
+    jd_customer_apply_core(c, &ev);
+    assert_int_equal(c->ncounts, 2);
+    assert_int_equal(jd_customer_count(c, "purchase"), 2);
+    assert_int_equal(jd_customer_count(c, heap), 2);
+    assert_int_equal(jd_customer_count(c, jd_state_known("purchase")), 2);
+    assert_int_equal(jd_customer_count(c, jd_state_known("page_view")), 0);
+    assert_int_equal(jd_customer_count(c, "quiz"), 1);
+    assert_true(c->spend == 15);
+    assert_string_equal(c->last_channel, "app");
+    assert_ptr_equal(c->last_channel, jd_state_known("app"));
+    free(heap);
+    jd_customer_destroy(c);
+}
+
 /* Customers of one zone share its name; a change or a clear lets go of it;
  * past the pool's size names are each customer's own copies (ASan checks
  * that those are freed). Runs last: it fills the process-wide pool. */
@@ -654,7 +732,7 @@ int main(void)
         cmocka_unit_test(test_seen_event),      cmocka_unit_test(test_outbox),
         cmocka_unit_test(test_roundtrip_core),  cmocka_unit_test(test_corrupt),
         cmocka_unit_test(test_roundtrip_rules), cmocka_unit_test(test_rebind),
-        cmocka_unit_test(test_tz_pool),
+        cmocka_unit_test(test_known_names),     cmocka_unit_test(test_tz_pool),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
