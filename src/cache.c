@@ -4,8 +4,11 @@
  * Owns the cached jd_customer objects. An open-addressing hash table (linear
  * probing, backward-shift deletion, no tombstones) maps id -> customer with
  * no allocation per lookup; an intrusive doubly linked list through the
- * customers (lru_prev/lru_next) orders them by last touch so that eviction
- * drops the coldest clean ones first. Dirty customers, and those with
+ * customers (lru_prev/lru_next) orders them for eviction, which drops the
+ * coldest clean ones first: an approximation of least recently used
+ * ("CLOCK"): a lookup only sets the customer's `referenced` bit, and the
+ * eviction walk gives a referenced customer a second chance at the newest
+ * end instead of relinking on every lookup. Dirty customers, and those with
  * outbox entries, acked ids or history lines still to write, are never
  * evicted: their only up-to-date copy is here.
  *
@@ -160,15 +163,8 @@ void jd_cache_prefetch(const struct jd_cache *cache, const char *id, size_t id_l
     if (!*slot || (*slot & TAG_MASK) != hash_tag(h))
         return;
     const struct jd_customer *c = slot_c(*slot);
-    if (stage == 1) {
-        __builtin_prefetch(&c->id_len);
-        __builtin_prefetch(&c->lru_prev); /* (with the id itself, right after) */
-        return;
-    }
-    if (c->lru_prev)
-        __builtin_prefetch(&c->lru_prev->lru_next, 1);
-    if (c->lru_next)
-        __builtin_prefetch(&c->lru_next->lru_prev, 1);
+    __builtin_prefetch(&c->id_len);
+    __builtin_prefetch(&c->id_buf); /* (the id compared, and the reference bit set) */
 }
 
 void jd_cache_put(struct jd_cache *cache, struct jd_customer *c)
@@ -256,7 +252,13 @@ size_t jd_cache_evict(struct jd_cache *cache)
     struct jd_customer *c = cache->oldest;
     while (cache->max && cache->n > cache->max && c) {
         struct jd_customer *newer = c->lru_prev;
-        if (evictable(c)) {
+        if (c->referenced) {
+            /* touched since the last pass: a second chance, as the newest
+             * (the walk meets it again at the end, unreferenced) */
+            c->referenced = 0;
+            lru_unlink(cache, c);
+            lru_push_newest(cache, c);
+        } else if (evictable(c)) {
             jd_cache_remove(cache, c);
             jd_customer_destroy(c);
             evicted++;
@@ -268,8 +270,6 @@ size_t jd_cache_evict(struct jd_cache *cache)
 
 void jd_cache_touch(struct jd_cache *cache, struct jd_customer *c)
 {
-    if (cache->newest == c)
-        return;
-    lru_unlink(cache, c);
-    lru_push_newest(cache, c);
+    (void)cache;
+    c->referenced = 1;
 }

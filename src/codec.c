@@ -49,7 +49,7 @@ const char *jd_decode_status_name(enum jd_decode_status s)
 const char *jd_event_attr(const struct jd_event *ev, const char *key)
 {
     for (size_t i = 0; i < ev->nattrs; i++)
-        if (strcmp(ev->attr_keys[i], key) == 0)
+        if (jd_streq(ev->attr_keys[i], key))
             return ev->attr_vals[i];
     return NULL;
 }

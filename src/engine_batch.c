@@ -427,10 +427,9 @@ void jd_engine_settle_ahead(struct jd_engine *e)
 }
 
 /* How many lookups ahead each stage of jd_cache_prefetch is asked for: far
- * enough for its line to arrive from memory, the later stages nearer. */
+ * enough for its line to arrive from memory, the later stage nearer. */
 #define AHEAD_SLOT 12
-#define AHEAD_CUSTOMER 8
-#define AHEAD_NEIGHBOURS 4
+#define AHEAD_CUSTOMER 6
 
 static void prefetch_lookup(struct jd_engine *e, size_t i, int stage)
 {
@@ -462,7 +461,6 @@ void jd_engine_batch_prepare(struct jd_engine *e)
         e->mcust[i] = NULL;
         prefetch_lookup(e, i + AHEAD_SLOT, 0);
         prefetch_lookup(e, i + AHEAD_CUSTOMER, 1);
-        prefetch_lookup(e, i + AHEAD_NEIGHBOURS, 2);
         if (!m->key || m->key_len == 0)
             continue;
         if ((e->mcust[i] = jd_cache_get(e->cache, m->key, m->key_len)))
@@ -501,7 +499,10 @@ void jd_engine_process_batch(struct jd_engine *e)
     if (load_stats_offsets(e, stop) != 0)
         goto abandon;
 
-    /* 2. every event, in order */
+    /* 2. every event, in order; seen_ns: when its customers were ready, the
+     * time its partitions count their idleness from (a clock read per
+     * event was a visible cost) */
+    int64_t seen_ns = jd_monotonic_ns();
     char errstr[512];
     for (size_t i = 0; i < e->nmsgs; i++) {
         rd_kafka_message_t *m = e->msgs[i];
@@ -511,7 +512,7 @@ void jd_engine_process_batch(struct jd_engine *e)
         struct jd_ckpt *ck = jd_engine_ckpt_open(p);
         if (ck->events++ == 0)
             ck->taken_ns = e->taken_ns;
-        jd_engine_timers_seen(e, p, m->offset);
+        jd_engine_timers_seen(e, p, m->offset, seen_ns);
         if (e->metrics)
             jd_metrics_add(e->metrics, JD_C_EVENTS_CONSUMED, 1);
         if (!m->key || m->key_len == 0) {

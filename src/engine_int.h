@@ -270,8 +270,9 @@ int jd_engine_timers_fire(struct jd_engine *e, struct jd_part *p, struct jd_cust
  * entries) into c->next_timer; c is marked dirty when it changed. */
 void jd_engine_timers_schedule(struct jd_engine *e, struct jd_part *p, struct jd_customer *c,
                                int64_t now);
-/* A message of p at `offset` is being processed. */
-void jd_engine_timers_seen(struct jd_engine *e, struct jd_part *p, int64_t offset);
+/* A message of p at `offset` is being processed; now_ns: monotonic, read
+ * once per batch (when its customers are ready). */
+void jd_engine_timers_seen(struct jd_engine *e, struct jd_part *p, int64_t offset, int64_t now_ns);
 /* p was just assigned: its outbox index is to be loaded. */
 void jd_engine_timers_assigned(struct jd_engine *e, struct jd_part *p);
 /* From the main loop: at most every processing.timer_tick, recovers newly

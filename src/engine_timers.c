@@ -157,11 +157,11 @@ void jd_engine_timers_schedule(struct jd_engine *e, struct jd_part *p, struct jd
     }
 }
 
-void jd_engine_timers_seen(struct jd_engine *e, struct jd_part *p, int64_t offset)
+void jd_engine_timers_seen(struct jd_engine *e, struct jd_part *p, int64_t offset, int64_t now_ns)
 {
+    (void)e;
     p->consumed = offset + 1;
-    /* the batch's take time: a clock read per event was a visible cost */
-    p->idle_since_ns = e->taken_ns ? e->taken_ns : jd_monotonic_ns();
+    p->idle_since_ns = now_ns;
 }
 
 void jd_engine_timers_assigned(struct jd_engine *e, struct jd_part *p)

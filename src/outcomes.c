@@ -21,7 +21,7 @@ void jd_outcomes_resolve(const struct jd_ruleset *rs, struct jd_customer *c,
             continue; /* cannot happen: decode drops unknown triggers */
         const char *goal = jd_rules_trigger(rs, g.trigger)->goal;
         int converted =
-            ev && goal && ev->type && strcmp(ev->type, goal) == 0 && t_goal <= g.deadline;
+            ev && goal && ev->type && jd_name_eq(ev->type, goal) && t_goal <= g.deadline;
         if (converted || g.deadline < now) {
             if (cb)
                 cb(ud, &g, converted);

@@ -129,7 +129,7 @@ void jd_policy_observe_event(const struct jd_policy *p, struct jd_customer *c,
     /* the attribute is the customer's current list: it replaces the mask */
     if (ev->nattrs && ps->optout_attribute && (v = jd_event_attr(ev, ps->optout_attribute)))
         c->optout = (uint8_t)jd_policy_parse_kinds(v);
-    if (ev->type && (strcmp(ev->type, "unsubscribe") == 0 || strcmp(ev->type, "subscribe") == 0)) {
+    if (ev->type && (jd_streq(ev->type, "unsubscribe") || jd_streq(ev->type, "subscribe"))) {
         const char *k = jd_event_attr(ev, "kind");
         unsigned mask = k && *k ? jd_policy_parse_kinds(k) : (1u << JD_KIND_COUNT) - 1;
         if (ev->type[0] == 'u')

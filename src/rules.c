@@ -366,7 +366,7 @@ int jd_rules_compile(const struct jd_rules_src *src, struct jd_ruleset **out,
         t->src = *s;
         copy_src(rs, &t->src.on, &s->on);
         t->src.topic = jd_arena_strdup(&rs->arena, s->topic);
-        t->src.goal = jd_arena_strdup(&rs->arena, s->goal);
+        t->src.goal = jd_arena_name(&rs->arena, s->goal); /* compared with event types */
         t->src.payload = jd_arena_alloc(&rs->arena, (s->npayload + 1) * sizeof *t->src.payload);
         for (size_t k = 0; k < s->npayload; k++) {
             t->src.payload[k].key = jd_arena_strdup(&rs->arena, s->payload[k].key);

@@ -15,6 +15,7 @@
 #include "journeyd/state.h"
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,41 +24,64 @@
 
 /* The well-known event types (SPEC §1) and channels, one after the other in
  * one array, so that "is this one of them" is a range check on the pointer
- * (jd_name_eq). The pool ends with an empty name. */
-const char jd_known_pool[] = "page_view\0product_view\0add_to_cart\0checkout_started\0"
-                             "purchase\0refund\0app_open\0email_open\0email_click\0"
-                             "push_open\0support_contact\0feedback\0reward_redeemed\0"
-                             "signup\0"
-                             "web\0app\0email\0store\0call_center\0social\0sms\0push\0";
-const size_t jd_known_pool_size = sizeof jd_known_pool;
+ * (jd_name_eq). Everything about them is laid out at compile time: nothing
+ * depends on initialisation order. */
+/* clang-format off */
+#define KNOWN_NAMES(X)                                                                             \
+    /* event types */                                                                              \
+    X(page_view) X(product_view) X(add_to_cart) X(checkout_started) X(purchase) X(refund)          \
+    X(app_open) X(email_open) X(email_click) X(push_open) X(support_contact) X(feedback)           \
+    X(reward_redeemed) X(signup)                                                                   \
+    /* channels */                                                                                 \
+    X(web) X(app) X(email) X(store) X(call_center) X(social) X(sms) X(push)
+/* clang-format on */
+#define AS_FIELD(n) char n[sizeof #n];
+#define AS_TEXT(n) #n "\0"
+#define AS_NAME(n) jd_known_pool + offsetof(struct known_layout, n),
+struct known_layout {
+    KNOWN_NAMES(AS_FIELD)
+};
+_Static_assert(sizeof(struct known_layout) == JD_KNOWN_POOL_SIZE, "JD_KNOWN_POOL_SIZE (state.h)");
+/* (the literal's own final NUL does not fit, and is not needed) */
+const char jd_known_pool[JD_KNOWN_POOL_SIZE] = KNOWN_NAMES(AS_TEXT);
 
-#define NKNOWN 22
-static const char *known_names[NKNOWN];
-/* the known names by first byte (codes), for the lookups */
+static const char *const known_names[] = {KNOWN_NAMES(AS_NAME)};
+#define NKNOWN (sizeof known_names / sizeof known_names[0])
+_Static_assert(NKNOWN < 256, "codes fit the lookup index");
+
+/* the names apply_core compares every event with */
+#define K_PURCHASE (jd_known_pool + offsetof(struct known_layout, purchase))
+#define K_REFUND (jd_known_pool + offsetof(struct known_layout, refund))
+#define K_FEEDBACK (jd_known_pool + offsetof(struct known_layout, feedback))
+
+/* The code (index in known_names) of a known copy. */
+#define AS_ENUM(n) KN_##n,
+enum { KNOWN_NAMES(AS_ENUM) KN_COUNT };
+_Static_assert(KN_COUNT == NKNOWN, "one list");
+#define AS_CODE(n)                                                                                 \
+    case offsetof(struct known_layout, n):                                                         \
+        return KN_##n;
+static uint64_t code_of(const char *k)
+{
+    switch ((size_t)((uintptr_t)k - (uintptr_t)jd_known_pool)) {
+        KNOWN_NAMES(AS_CODE)
+    default:
+        abort(); /* a pointer into the pool that is not a name's start */
+    }
+}
+
+/* The known names by first byte (codes), for the lookups; built once, by the
+ * first lookup. */
 static uint8_t by_first[256][NKNOWN];
 static uint8_t nby_first[256];
-/* the code of the known name starting at each byte of the pool */
-static uint8_t code_at[sizeof jd_known_pool];
-/* the names apply_core compares every event with */
-static const char *k_purchase, *k_refund, *k_feedback;
+static pthread_once_t by_first_once = PTHREAD_ONCE_INIT;
 
-static size_t known_code(const char *s, size_t len);
-
-__attribute__((constructor)) static void index_known(void)
+static void index_known(void)
 {
-    const char *s = jd_known_pool;
     for (size_t i = 0; i < NKNOWN; i++) {
-        known_names[i] = s;
-        code_at[s - jd_known_pool] = (uint8_t)i;
-        unsigned char f = (unsigned char)s[0];
+        unsigned char f = (unsigned char)known_names[i][0];
         by_first[f][nby_first[f]++] = (uint8_t)i;
-        s += strlen(s) + 1;
     }
-    if (s != jd_known_pool + sizeof jd_known_pool - 1) /* NKNOWN and the pool disagree */
-        abort();
-    k_purchase = known_names[known_code("purchase", 8)];
-    k_refund = known_names[known_code("refund", 6)];
-    k_feedback = known_names[known_code("feedback", 8)];
 }
 
 /* The code of a known name of len bytes (not NUL-terminated), or NKNOWN. */
@@ -65,6 +89,7 @@ static size_t known_code(const char *s, size_t len)
 {
     if (len == 0)
         return NKNOWN;
+    pthread_once(&by_first_once, index_known);
     unsigned char f = (unsigned char)s[0];
     for (size_t i = 0; i < nby_first[f]; i++) {
         const char *k = known_names[by_first[f][i]];
@@ -78,6 +103,7 @@ const char *jd_state_known(const char *s)
 {
     if (!s || jd_state_is_known(s))
         return s;
+    pthread_once(&by_first_once, index_known);
     unsigned char f = (unsigned char)s[0];
     for (size_t i = 0; i < nby_first[f]; i++) {
         const char *k = known_names[by_first[f][i]];
@@ -221,7 +247,7 @@ static struct jd_type_count *find_count(const struct jd_customer *c, const char 
 {
     if (jd_state_is_known(type)) {
         /* by code: known names are counted under theirs */
-        uint64_t code = code_at[(uintptr_t)type - (uintptr_t)jd_known_pool];
+        uint64_t code = code_of(type);
         for (size_t i = 0; i < c->ncounts; i++)
             if ((c->counts[i].v & CODE_MASK) == code)
                 return &c->counts[i];
@@ -295,12 +321,12 @@ void jd_customer_apply_core(struct jd_customer *c, const struct jd_event *ev)
         if (tc && tc->v >> JD_COUNT_CODE_BITS < (uint64_t)JD_COUNT_MAX)
             tc->v += COUNT_ONE;
         if (ev->has_amount) {
-            if (jd_name_eq(ev->type, k_purchase))
+            if (jd_name_eq(ev->type, K_PURCHASE))
                 c->spend += ev->amount;
-            else if (jd_name_eq(ev->type, k_refund))
+            else if (jd_name_eq(ev->type, K_REFUND))
                 c->spend -= ev->amount;
         }
-        if (ev->has_score && jd_name_eq(ev->type, k_feedback))
+        if (ev->has_score && jd_name_eq(ev->type, K_FEEDBACK))
             c->last_score = ev->score;
     }
     c->dirty = 1;

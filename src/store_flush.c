@@ -485,6 +485,8 @@ int jd_store_flush_finish(struct jd_store *st, struct jd_customer **cs, size_t n
     /* customer by customer: what got through is done even if some did not */
     size_t failed = 0;
     for (size_t i = 0; i < n && i < st->fl_n; i++) {
+        if (i + 8 < n && i + 8 < st->fl_n)
+            jd_customer_prefetch(cs[i + 8], 0); /* (long out of the cache by now) */
         if (!st->snap[i].built)
             continue;
         struct jd_customer *c = cs[i];

@@ -148,13 +148,14 @@ struct jd_customer {
     /* contact policy (policy.c) */
     uint8_t optout; /* bit (1 << kind): the customer opted out of that kind */
     uint8_t recent_pos;
-    unsigned dirty : 1;   /* must be written back */
-    unsigned exists : 1;  /* was found in Redis or written there */
-    unsigned queued : 1;  /* in the engine's write-back list (engine_flush.c) */
-    unsigned urgent : 1;  /* in the engine's list of customers to write at once */
-    unsigned writing : 1; /* in a write-back still on its way to Redis (store.h) */
-    unsigned held : 1;    /* its triggers go into a held checkpoint (engine_wb.c) */
-    unsigned indexed : 1; /* may be listed in its partition's outbox index (store_timers.c) */
+    unsigned dirty : 1;      /* must be written back */
+    unsigned exists : 1;     /* was found in Redis or written there */
+    unsigned queued : 1;     /* in the engine's write-back list (engine_flush.c) */
+    unsigned urgent : 1;     /* in the engine's list of customers to write at once */
+    unsigned writing : 1;    /* in a write-back still on its way to Redis (store.h) */
+    unsigned held : 1;       /* its triggers go into a held checkpoint (engine_wb.c) */
+    unsigned indexed : 1;    /* may be listed in its partition's outbox index (store_timers.c) */
+    unsigned referenced : 1; /* touched since the cache's eviction last passed it (cache.c) */
     struct jd_times *trigger_sends; /* [ntriggers] for max_per_customer; NULL until needed */
     struct jd_times *kind_sends;    /* [JD_KIND_COUNT] for policy.caps; NULL until needed */
     const char *tz;       /* latest time zone attribute value, shared (jd_customer_set_tz); NULL:
@@ -215,13 +216,13 @@ void jd_customer_apply_core(struct jd_customer *c, const struct jd_event *ev);
  * pointer. */
 const char *jd_state_known(const char *s);
 
-/* The pool of those copies (state.c). */
-extern const char jd_known_pool[];
-extern const size_t jd_known_pool_size;
+/* The pool of those copies (state.c; its size is checked there). */
+#define JD_KNOWN_POOL_SIZE 206
+extern const char jd_known_pool[JD_KNOWN_POOL_SIZE];
 static inline int jd_state_is_known(const char *s)
 {
     uintptr_t p = (uintptr_t)s, b = (uintptr_t)jd_known_pool;
-    return p >= b && p < b + jd_known_pool_size;
+    return p >= b && p < b + JD_KNOWN_POOL_SIZE;
 }
 /* Name equality for event types and channels: two known copies are equal
  * only if they are the same pointer, so strcmp runs only for other names. */

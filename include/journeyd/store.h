@@ -171,14 +171,13 @@ struct jd_cache;
 struct jd_cache *jd_cache_new(size_t max_customers);
 /* Destroys every cached customer. */
 void jd_cache_destroy(struct jd_cache *cache);
-/* Looks a customer up (no allocation) and marks it most recently used. */
+/* Looks a customer up (no allocation) and marks it used (jd_cache_touch). */
 struct jd_customer *jd_cache_get(struct jd_cache *cache, const char *id, size_t id_len);
-/* Prefetching for a run of lookups: a lookup misses the cache up to four
- * times (the slot, the customer's id, and its two LRU neighbours, which
- * the touch relinks). A caller that knows the ids to come asks for stage
- * 0 (the slot) a few lookups ahead, stage 1 (the customer in it) fewer
- * ahead and stage 2 (its neighbours) fewer still; each stage reads only
- * what the one before brought in. Hints only: nothing changes. */
+/* Prefetching for a run of lookups: a lookup misses the cache up to three
+ * times (the slot, then the customer's id length and its id). A caller
+ * that knows the ids to come asks for stage 0 (the slot) a few lookups
+ * ahead and stage 1 (the customer in it) fewer ahead; stage 1 reads only
+ * what stage 0 brought in. Hints only: nothing changes. */
 void jd_cache_prefetch(const struct jd_cache *cache, const char *id, size_t id_len, int stage);
 /* Takes ownership of c (replacing nothing: c->id must be absent). */
 void jd_cache_put(struct jd_cache *cache, struct jd_customer *c);
@@ -190,10 +189,13 @@ void jd_cache_foreach(struct jd_cache *cache, int32_t partition,
                       void (*fn)(struct jd_customer *c, void *ud), void *ud);
 /* Destroys the customers of that partition (after revocation). */
 void jd_cache_drop_partition(struct jd_cache *cache, int32_t partition);
-/* Evicts clean customers with an empty outbox, oldest-touched first, until at
- * most the configured maximum remain. Returns how many were evicted. */
+/* Evicts clean customers with an empty outbox, coldest first, until at most
+ * the configured maximum remain (second chance, "CLOCK": the walk goes from
+ * the oldest; a customer touched since it last passed is moved to the newest
+ * end instead, unmarked). Returns how many were evicted. */
 size_t jd_cache_evict(struct jd_cache *cache);
-/* Marks c as most recently used. */
+/* Marks c as used: one bit in the customer, which is written anyway (a
+ * relink per lookup wrote two more customers, each a cache miss). */
 void jd_cache_touch(struct jd_cache *cache, struct jd_customer *c);
 
 #endif

@@ -114,14 +114,24 @@ static inline void tc_apply_core(struct jd_customer *c, const struct jd_event *e
     jd_customer_apply_core(c, ev);
 }
 
+/* Every other event carries the shared static copies of well-known names, as
+ * the engine's decoded events do (jd_state_known), the others the caller's
+ * strings: rules, counts and aggregates must not tell them apart. */
 static inline struct jd_event mkev(const char *type, const char *channel, int64_t t)
 {
+    static unsigned n;
     struct jd_event ev;
     memset(&ev, 0, sizeof ev);
     ev.event_id = "e";
     ev.customer_id = "c1";
     ev.type = type;
     ev.channel = channel;
+    if (n++ % 2) {
+        if (jd_state_known(type))
+            ev.type = jd_state_known(type);
+        if (jd_state_known(channel))
+            ev.channel = jd_state_known(channel);
+    }
     ev.occurred_at = t;
     return ev;
 }

@@ -125,6 +125,50 @@ static void test_eviction(void **unused)
     jd_cache_destroy(cache);
 }
 
+/* Second chance: a customer looked up since the last eviction pass is kept
+ * (moved to the newest end, unmarked) while unmarked ones go; when every
+ * customer is marked, the walk unmarks them all and goes on to the ones it
+ * moved: the coldest of them then go. */
+static void test_second_chance(void **unused)
+{
+    (void)unused;
+    struct jd_cache *cache = jd_cache_new(3);
+    char id[8];
+    for (int i = 0; i < 5; i++) {
+        snprintf(id, sizeof id, "c%d", i);
+        jd_cache_put(cache, mk(id, 0));
+        assert_true(get(cache, id)->referenced); /* a lookup marks */
+        get(cache, id)->referenced = 0;
+    }
+    /* oldest first: c0 c1 c2 c3 c4; c0 and c1 looked up */
+    assert_non_null(get(cache, "c0"));
+    assert_non_null(get(cache, "c1"));
+    assert_int_equal(jd_cache_evict(cache), 2);
+    assert_int_equal(jd_cache_size(cache), 3);
+    assert_null(get(cache, "c2"));
+    assert_null(get(cache, "c3"));
+    /* now c4 c0 c1, all marked by these lookups */
+    assert_non_null(get(cache, "c4"));
+    assert_non_null(get(cache, "c0"));
+    assert_non_null(get(cache, "c1"));
+
+    /* every customer marked: c5 and c6 too */
+    jd_cache_put(cache, mk("c5", 0));
+    jd_cache_put(cache, mk("c6", 0));
+    assert_non_null(get(cache, "c5"));
+    assert_non_null(get(cache, "c6"));
+    /* the walk moves c4 c0 c1 c5 c6 (unmarked) to the newest end in that
+     * order, then meets c4 and c0 again: they go */
+    assert_int_equal(jd_cache_evict(cache), 2);
+    assert_int_equal(jd_cache_size(cache), 3);
+    assert_null(get(cache, "c4"));
+    assert_null(get(cache, "c0"));
+    assert_non_null(get(cache, "c1"));
+    assert_non_null(get(cache, "c5"));
+    assert_non_null(get(cache, "c6"));
+    jd_cache_destroy(cache);
+}
+
 static void count_fn(struct jd_customer *c, void *ud)
 {
     int *n = ud;
@@ -173,6 +217,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lookup_and_growth),
         cmocka_unit_test(test_eviction),
+        cmocka_unit_test(test_second_chance),
         cmocka_unit_test(test_partitions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
