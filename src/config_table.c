@@ -170,7 +170,8 @@ const struct jd_cfg_key jd_cfg_keys[] = {
      "batch."},
     {"processing.cache_max_customers", JD_CFG_INT, "1000000", BOUNDS, 1, 100000000, NULL,
      C_OFF(cache_max_customers), 0, C_SZ(cache_max_customers),
-     "Customers kept in memory per instance (least recently seen are evicted)."},
+     "Customers kept in memory per instance; beyond it, clean customers are evicted, those not "
+     "seen since the last eviction pass first (second chance)."},
     {"processing.naive", JD_CFG_BOOL, "false", 0, 0, 0, NULL, C_OFF(naive), 0, 0,
      "One synchronous Redis round trip per event: the benchmark's baseline, not for production."},
     {"processing.history_max", JD_CFG_INT, "20", BOUNDS, 0, 1000, NULL, C_OFF(history_max), 0,
