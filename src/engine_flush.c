@@ -130,6 +130,7 @@ failed:
  * for one round trip, not for a turn. */
 #define SLICE_MIN 256
 #define WB_SKIP_MAX 2
+#define WB_SKIP_RUNNING_MAX 6
 
 static int persist_async(struct jd_engine *e, int due, volatile sig_atomic_t *stop)
 {
@@ -141,8 +142,13 @@ static int persist_async(struct jd_engine *e, int due, volatile sig_atomic_t *st
      * the input). Fewer, larger writes: Redis pays its cost per write (the
      * stats script, a ZADD per partition set, the transaction) a third as
      * often, and the engine waits less for it; a trigger under load waits
-     * up to WB_SKIP_MAX batches more (docs/performance.md, fifth pass). */
-    if (e->prepared && e->wb_skips < WB_SKIP_MAX && jd_engine_wb_busy(e)) {
+     * up to WB_SKIP_MAX batches more (docs/performance.md, fifth pass).
+     * While Redis is still running the write, up to WB_SKIP_RUNNING_MAX
+     * turns skip: waiting would not send the next write any sooner, and
+     * the turn applies a batch instead (sixth pass). */
+    if (e->prepared && jd_engine_wb_busy(e) &&
+        (e->wb_skips < WB_SKIP_MAX ||
+         (e->wb_skips < WB_SKIP_RUNNING_MAX && jd_engine_wb_running(e)))) {
         e->wb_skips++;
         e->wb_behind += e->last_batch > SLICE_MIN ? e->last_batch : SLICE_MIN;
         return 0;

@@ -189,6 +189,11 @@ int jd_engine_wb_busy(const struct jd_engine *e)
     return e->wb && jd_worker_busy(e->wb->worker);
 }
 
+int jd_engine_wb_running(const struct jd_engine *e)
+{
+    return e->wb && jd_worker_running(e->wb->worker);
+}
+
 void jd_engine_hold(struct jd_engine *e, struct jd_customer *c)
 {
     struct jd_part *p = jd_engine_part_by_source(e, c->partition);
