@@ -148,14 +148,17 @@ struct jd_customer {
     /* contact policy (policy.c) */
     uint8_t optout; /* bit (1 << kind): the customer opted out of that kind */
     uint8_t recent_pos;
-    unsigned dirty : 1;      /* must be written back */
-    unsigned exists : 1;     /* was found in Redis or written there */
-    unsigned queued : 1;     /* in the engine's write-back list (engine_flush.c) */
-    unsigned urgent : 1;     /* in the engine's list of customers to write at once */
-    unsigned writing : 1;    /* in a write-back still on its way to Redis (store.h) */
-    unsigned held : 1;       /* its triggers go into a held checkpoint (engine_wb.c) */
-    unsigned indexed : 1;    /* may be listed in its partition's outbox index (store_timers.c) */
-    unsigned referenced : 1; /* touched since the cache's eviction last passed it (cache.c) */
+    /* looked up since the cache's eviction last passed it (cache.c); a byte
+     * of its own: the loader thread writes the bits below of the customers
+     * it loads (engine_load.c) */
+    uint8_t referenced;
+    unsigned dirty : 1;   /* must be written back */
+    unsigned exists : 1;  /* was found in Redis or written there */
+    unsigned queued : 1;  /* in the engine's write-back list (engine_flush.c) */
+    unsigned urgent : 1;  /* in the engine's list of customers to write at once */
+    unsigned writing : 1; /* in a write-back still on its way to Redis (store.h) */
+    unsigned held : 1;    /* its triggers go into a held checkpoint (engine_wb.c) */
+    unsigned indexed : 1; /* may be listed in its partition's outbox index (store_timers.c) */
     struct jd_times *trigger_sends; /* [ntriggers] for max_per_customer; NULL until needed */
     struct jd_times *kind_sends;    /* [JD_KIND_COUNT] for policy.caps; NULL until needed */
     const char *tz;       /* latest time zone attribute value, shared (jd_customer_set_tz); NULL:

@@ -1,7 +1,9 @@
 /*
  * Unit tests for the per-instance customer cache (cache.c): lookups through
- * growth and deletions, LRU order, the eviction rules (only clean customers
- * with nothing left to write), and per-partition iteration and dropping.
+ * growth and deletions, the eviction order (second chance: a lookup marks a
+ * customer, the eviction walk spares a marked one once), the eviction rules
+ * (only clean customers with nothing left to write), and per-partition
+ * iteration and dropping.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -75,8 +77,9 @@ static void test_eviction(void **unused)
         c[i] = mk(id, 0);
         jd_cache_put(cache, c[i]);
     }
-    /* make c0 recent (oldest first: c1 c2 c3 c4 c5 c0), c1 dirty, c2 with a
-     * pending trigger, c3 with an acked id still to remove from Redis */
+    /* mark c0 as looked up (the walk spares it once: it then goes to the
+     * newest end), c1 dirty, c2 with a pending trigger, c3 with an acked id
+     * still to remove from Redis */
     jd_cache_touch(cache, c[0]);
     c[1]->dirty = 1;
     struct jd_pending_trigger *p = jd_customer_add_pending(c[2]);
@@ -108,7 +111,7 @@ static void test_eviction(void **unused)
     jd_customer_clear_acked(c[3]);
     assert_int_equal(jd_cache_evict(cache), 1);
     assert_null(get(cache, "c1"));
-    /* get() counts as a touch: c2 becomes the newest, c3 the coldest */
+    /* get() marks c2: the walk spares it, c3 is the coldest unmarked */
     assert_non_null(get(cache, "c2"));
     jd_cache_put(cache, mk("c9", 0));
     assert_int_equal(jd_cache_evict(cache), 1);
