@@ -214,8 +214,6 @@ void jd_engine_wb_destroy(struct jd_engine *e);
 int jd_engine_wb_submit(struct jd_engine *e, size_t k, int seal);
 /* A write is on its way (handed over, not yet waited for). */
 int jd_engine_wb_busy(const struct jd_engine *e);
-/* Busy, and Redis has not finished the write yet. */
-int jd_engine_wb_running(const struct jd_engine *e);
 /* Holds the oldest checkpoint of c's partition for c's triggers (no later
  * than the batch that gave them: checkpoints are stored in order) until
  * they are produced into it; c->held says so, and lets its store write

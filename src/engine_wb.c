@@ -17,12 +17,11 @@
  *   large as the last batch, so that rounds keep pace with the input), so
  *   that no turn stalls to encode thousands of customers (at 10,000
  *   events/s a whole round stalled the events behind it by 20-40 ms);
- * - under load (the next batch taken ahead) a write goes at most every
- *   third turn, and later while Redis is still running the last one (up
- *   to six turns in a row): the turns between neither wait for the write
- *   on its way nor send one, their urgent customers and slices go with the
- *   next write (engine_flush.c, persist_async), exactly as if those turns
- *   had been one;
+ * - under load (the next batch taken ahead) a write goes every third
+ *   turn: the two turns between neither wait for the write on its way nor
+ *   send one, their urgent customers and slices go with the next write
+ *   (engine_flush.c, persist_async), exactly as if the three turns had
+ *   been one;
  * - the customers with a new trigger (urgent) ride with the slice that
  *   leaves at the end of their batch, ahead of it, and are produced when
  *   it is finished, at the next turn (the stats of the batch are written
@@ -188,11 +187,6 @@ void jd_engine_wb_trim(struct jd_engine *e)
 int jd_engine_wb_busy(const struct jd_engine *e)
 {
     return e->wb && jd_worker_busy(e->wb->worker);
-}
-
-int jd_engine_wb_running(const struct jd_engine *e)
-{
-    return e->wb && jd_worker_running(e->wb->worker);
 }
 
 void jd_engine_hold(struct jd_engine *e, struct jd_customer *c)

@@ -101,13 +101,3 @@ int jd_worker_busy(const struct jd_worker *w)
 {
     return w->busy;
 }
-
-int jd_worker_running(struct jd_worker *w)
-{
-    if (!w->busy)
-        return 0;
-    pthread_mutex_lock(&w->mu);
-    int running = !w->done;
-    pthread_mutex_unlock(&w->mu);
-    return running;
-}

@@ -22,7 +22,5 @@ void jd_worker_submit(struct jd_worker *w);
 void jd_worker_wait(struct jd_worker *w);
 /* A job was submitted and not yet waited for. */
 int jd_worker_busy(const struct jd_worker *w);
-/* Busy, and the thread has not finished the job yet (waiting would block). */
-int jd_worker_running(struct jd_worker *w);
 
 #endif

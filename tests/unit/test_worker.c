@@ -1,7 +1,7 @@
 /*
  * worker: a job runs once per submit, on the worker's own thread (named),
  * and what it wrote is the owner's to read after the wait; stop waits for a
- * job on its way; running tells a job still at work from one done.
+ * job on its way.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -77,55 +77,11 @@ static void test_wait_and_stop_wait_for_the_job(void **state)
     jd_worker_stop(NULL);
 }
 
-/* running: submitted and not finished (a job held at a gate), then finished
- * but not yet waited for (busy, not running), then neither. */
-static volatile int gate_open;
-
-static void gated(void *arg)
-{
-    int *runs = arg;
-    while (!__atomic_load_n(&gate_open, __ATOMIC_ACQUIRE)) {
-        struct timespec ts = {0, 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-    (*runs)++;
-}
-
-static void test_running_until_the_job_finishes(void **state)
-{
-    (void)state;
-    int runs = 0;
-    struct jd_worker *w = jd_worker_start("jd-test", gated, &runs);
-    assert_non_null(w);
-    assert_false(jd_worker_running(w));
-    __atomic_store_n(&gate_open, 0, __ATOMIC_RELEASE);
-    jd_worker_submit(w);
-    for (int i = 0; i < 20; i++) { /* held at the gate: running throughout */
-        assert_true(jd_worker_running(w));
-        struct timespec ts = {0, 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-    __atomic_store_n(&gate_open, 1, __ATOMIC_RELEASE);
-    int polls = 0;
-    while (jd_worker_running(w) && polls++ < 10000) {
-        struct timespec ts = {0, 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-    assert_false(jd_worker_running(w)); /* finished (within 10 s) */
-    assert_true(jd_worker_busy(w));     /* not yet waited for */
-    jd_worker_wait(w);
-    assert_false(jd_worker_busy(w));
-    assert_false(jd_worker_running(w));
-    assert_int_equal(runs, 1);
-    jd_worker_stop(w);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_jobs_run_once_per_submit),
         cmocka_unit_test(test_wait_and_stop_wait_for_the_job),
-        cmocka_unit_test(test_running_until_the_job_finishes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
