@@ -6,7 +6,7 @@
  * no allocation per lookup; an intrusive doubly linked list through the
  * customers (lru_prev/lru_next) orders them for eviction, which drops the
  * coldest clean ones first: an approximation of least recently used
- * ("CLOCK"): a lookup only sets the customer's `referenced` bit, and the
+ * ("CLOCK"): a lookup only sets the customer's `referenced` mark, and the
  * eviction walk gives a referenced customer a second chance at the newest
  * end instead of relinking on every lookup. Dirty customers, and those with
  * outbox entries, acked ids or history lines still to write, are never

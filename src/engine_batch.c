@@ -549,7 +549,7 @@ void jd_engine_process_batch(struct jd_engine *e)
         ev.partition = m->partition;
         ev.offset = m->offset;
         /* well-known names as their static copies: rules and counts then
-         * match them by pointer (jd_streq) */
+         * match them by pointer (jd_name_eq) */
         const char *known = jd_state_known(ev.type);
         if (known)
             ev.type = known;

@@ -215,7 +215,7 @@ void jd_customer_apply_core(struct jd_customer *c, const struct jd_event *ev);
 
 /* The shared static copy of a well-known event type or channel name (SPEC
  * §1), or NULL for any other name. The engine points decoded events at these
- * copies and the rule set its names, so that jd_streq matches them by
+ * copies and the rule set its names, so that jd_name_eq matches them by
  * pointer. */
 const char *jd_state_known(const char *s);
 

@@ -194,7 +194,7 @@ void jd_cache_drop_partition(struct jd_cache *cache, int32_t partition);
  * the oldest; a customer touched since it last passed is moved to the newest
  * end instead, unmarked). Returns how many were evicted. */
 size_t jd_cache_evict(struct jd_cache *cache);
-/* Marks c as used: one bit in the customer, which is written anyway (a
+/* Marks c as used: a byte in the customer, which is written anyway (a
  * relink per lookup wrote two more customers, each a cache miss). */
 void jd_cache_touch(struct jd_cache *cache, struct jd_customer *c);
 
