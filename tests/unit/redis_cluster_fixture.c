@@ -56,7 +56,9 @@ static int rc_port_free(int port)
 /* n consecutive ports whose cluster bus ports (+10000) are free too. */
 static int rc_pick_ports(struct redis_cluster *c)
 {
-    srand((unsigned)(getpid() ^ time(NULL)));
+    static int seeded; /* once: another attempt must not draw the same ports */
+    if (!seeded++)
+        srand((unsigned)(getpid() ^ time(NULL)));
     for (int attempt = 0; attempt < 200; attempt++) {
         int base = 20000 + rand() % 9000;
         int ok = 1;
@@ -126,6 +128,12 @@ static int rc_start_node(struct redis_cluster *c, int i, int node_timeout_ms)
     }
     c->pid[i] = pid;
     for (int k = 0; k < 500; k++) {
+        if (waitpid(pid, NULL, WNOHANG) == pid) {
+            /* it exited: e.g. a port taken since rc_pick_ports checked it
+             * (the bus ports lie in the ephemeral range) */
+            c->pid[i] = 0;
+            return -1;
+        }
         redisReply *r = rc_cmd(c, i, "PING");
         int ok = r && r->type == REDIS_REPLY_STATUS;
         if (r)
@@ -228,8 +236,22 @@ static void rc_stop(struct redis_cluster *c)
     }
 }
 
-/* masters * (1 + replicas) nodes; 0 or -1 (then everything is stopped). */
+static int rc_start_once(struct redis_cluster *c, int masters, int replicas, int node_timeout_ms);
+
+/* masters * (1 + replicas) nodes; 0 or -1 (then everything is stopped). A
+ * node that cannot start (its port was taken between the check and its
+ * bind) makes another attempt on other ports, up to three in all. */
 static int rc_start(struct redis_cluster *c, int masters, int replicas, int node_timeout_ms)
+{
+    for (int attempt = 1; attempt <= 3; attempt++) {
+        if (rc_start_once(c, masters, replicas, node_timeout_ms) == 0)
+            return 0;
+        fprintf(stderr, "redis cluster: attempt %d of 3 failed\n", attempt);
+    }
+    return -1;
+}
+
+static int rc_start_once(struct redis_cluster *c, int masters, int replicas, int node_timeout_ms)
 {
     memset(c, 0, sizeof *c);
     c->n = masters * (1 + replicas);
