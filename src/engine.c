@@ -178,22 +178,56 @@ static void reload_rules(struct jd_engine *e)
     jd_errors_free(&errs);
 }
 
+/* The engine is idle once nothing was consumed for IDLE_MS, or at once when
+ * a backlog (a full batch since the last idle turn) has been consumed to the
+ * end of every owned partition: what is left to write goes then (one
+ * synchronous write), and the offsets of the last events move. Otherwise
+ * only the quiet time counts: steady traffic, even one that catches up
+ * after every batch, keeps its write-backs in slices on the write-back
+ * thread. Returns the ms left until idle (0: idle). */
+#define IDLE_MS 100
+/* Poll while produced messages wait for their acknowledgements, with nothing
+ * else to do (the producer is served between polls). */
+#define ACK_POLL_MS 5
+
+static int64_t idle_in(struct jd_engine *e, int *caught_up)
+{
+    *caught_up = 0;
+    if (!e->last_msg_ns)
+        return 0; /* nothing consumed yet */
+    int64_t quiet = (jd_monotonic_ns() - e->last_msg_ns) / 1000000;
+    if (quiet >= IDLE_MS)
+        return 0;
+    if (e->backlog && jd_engine_caught_up(e)) {
+        *caught_up = 1;
+        return 0;
+    }
+    return IDLE_MS - quiet;
+}
+
 /* Collects up to batch_max_events messages, waiting at most batch_max_wait
  * after the first one; `nowait`: only what is already fetched. Returns -1
  * on a fatal consumer error. */
 static int collect(struct jd_engine *e, int nowait)
 {
     int64_t deadline = 0;
-    e->short_poll = 0;
     while (e->nmsgs < e->maxmsgs && !*e->stop) {
-        int timeout = 100;
+        int timeout = IDLE_MS;
         if (nowait) {
             timeout = 0;
         } else if (e->nmsgs == 0 && (jd_engine_wb_busy(e) || e->nurgent > 0)) {
             /* a write on its way holds triggers, or customers with new
              * triggers wait for the next write: back soon for them */
             timeout = 1;
-            e->short_poll = 1;
+        } else if (e->nmsgs == 0) {
+            int caught_up;
+            int64_t left = idle_in(e, &caught_up);
+            if (left > 0)
+                timeout = (int)left; /* idle then, unless a message comes */
+            else if (e->ndirty > 0 || e->nacks > 0 || e->wb_round > 0)
+                timeout = 0; /* idle: what is left to write goes now */
+            else if (e->inflight > 0)
+                timeout = ACK_POLL_MS; /* their acknowledgements move offsets */
         }
         if (e->nmsgs > 0 && !nowait) {
             /* past the deadline, what is already fetched still joins the
@@ -228,6 +262,19 @@ static int collect(struct jd_engine *e, int nowait)
             deadline = e->taken_ns + e->cfg->batch_max_wait_ms * 1000000;
         }
         e->msgs[e->nmsgs++] = m;
+    }
+    if (e->nmsgs > 0)
+        e->last_msg_ns = jd_monotonic_ns();
+    if (e->nmsgs == e->maxmsgs)
+        e->backlog = 1;
+    if (!nowait) {
+        int caught_up = 0;
+        e->idle = e->nmsgs == 0 && idle_in(e, &caught_up) == 0;
+        if (caught_up)
+            jd_debug(MOD, "caught up after a backlog: %zu changed customers written now",
+                     e->ndirty);
+        if (e->idle)
+            e->backlog = 0;
     }
     return 0;
 }
@@ -322,8 +369,8 @@ int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig
         }
         rd_kafka_poll(e->producer, 0);
         if (*stop)
-            break; /* the batch in hand is finished by shutdown_engine */
-        int idle = e->nmsgs == 0 && !e->short_poll; /* a whole poll timeout without a message */
+            break;                          /* the batch in hand is finished by shutdown_engine */
+        int idle = !e->prepared && e->idle; /* (set by collect) */
         jd_engine_process_batch(e);
         if (e->abandoned || e->fatal) {
             rc = -1;

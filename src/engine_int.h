@@ -109,8 +109,10 @@ struct jd_engine {
     struct jd_part **mpart;     /* the partition of msgs[i] (NULL: not owned) */
     size_t nmsgs;
     size_t maxmsgs;
-    int64_t taken_ns; /* monotonic: when its first message was taken off the consumer */
-    int short_poll;   /* collect polled briefly (a write on its way), not idle */
+    int64_t taken_ns;    /* monotonic: when its first message was taken off the consumer */
+    int64_t last_msg_ns; /* monotonic: when the last batch was taken (0: none yet) */
+    int idle;            /* collect found nothing, and the input is quiet (engine.c) */
+    int backlog;         /* a full batch was taken since the last idle turn */
 
     /* scratch, reused across batches */
     struct jd_customer **load;
@@ -279,6 +281,10 @@ void jd_engine_timers_assigned(struct jd_engine *e, struct jd_part *p);
  * assigned partitions' outboxes, advances idle partitions' watermarks,
  * fires the due timers of every owned partition, persists and produces. */
 void jd_engine_timers_tick(struct jd_engine *e);
+/* 1 when every owned partition is caught up: everything the broker held
+ * for it at its last fetch is processed (0: none owned). Local: reads the
+ * high watermarks of the last fetches. */
+int jd_engine_caught_up(struct jd_engine *e);
 
 /* engine_out.c */
 struct jd_part *jd_engine_part(struct jd_engine *e, const char *topic, int32_t partition,

@@ -274,6 +274,27 @@ static int caught_up(struct jd_engine *e, struct jd_part *p)
     return p->consumed >= hi;
 }
 
+int jd_engine_caught_up(struct jd_engine *e)
+{
+    int owned = 0;
+    for (size_t ti = 0; ti < e->cfg->ninput_topics; ti++) {
+        for (int32_t pi = 0; pi < e->nparts[ti]; pi++) {
+            struct jd_part *p = &e->parts[ti][pi];
+            if (!p->topic || !p->assigned)
+                continue;
+            /* (never a broker round trip: a partition with nothing
+             * consumed since its assignment counts only when empty) */
+            int64_t lo, hi;
+            if (rd_kafka_get_watermark_offsets(e->consumer, p->topic, p->partition, &lo, &hi) !=
+                    RD_KAFKA_RESP_ERR_NO_ERROR ||
+                hi < 0 || (p->consumed >= 0 ? p->consumed < hi : lo != hi))
+                return 0;
+            owned = 1;
+        }
+    }
+    return owned;
+}
+
 /* Event clock: a partition caught up and silent for idle_advance takes the
  * wall clock as its watermark (never backwards). */
 static void idle_advance(struct jd_engine *e, struct jd_part *p, int64_t mono)

@@ -97,3 +97,26 @@ def test_load_ahead_survives_redis_connection_kills(write_config, redis_server, 
     assert "redis load (ahead of the batch) failed" in log
     assert ahead is not None and ahead > 0
     judge(redis_server, fault_broker, ref, version)
+
+
+def test_end_of_backlog_written_when_caught_up(write_config, redis_server, jd_factory,
+                                               fault_broker):
+    """A backlog (full batches) consumed to the end of every partition makes
+    the engine idle at once (engine.c, idle_in), not after a quiet time: the
+    changed customers are written and the last offsets move then. The log
+    says which way the engine went idle; the end state is exact."""
+    group = faultlib.new_group("caughtup")
+    conf = faultlib.fault_config(write_config, group,
+                                 extra={"processing.batch_max_events": Raw("500"),
+                                        "log.level": "debug"})
+    version = faultlib.rule_version(conf)
+    events = faultlib.workload(n_events=20_000, n_customers=2_000, seed=SEED + 1, days=20)
+    ref = faultlib.Reference(events)
+    faultlib.produce(fault_broker.bootstrap, events)
+    jd = jd_factory(conf, redis_server.address)
+    jdtest.wait_caught_up(fault_broker.bootstrap, group, "touchpoints", timeout=180)
+    jd.wait_for_log(r"caught up after a backlog: [0-9]+ changed customers written now")
+    jdtest.wait_until(lambda: faultlib.metric(jd, "journeyd_outbox_pending") == 0, 60,
+                      what="outbox drained")
+    assert jd.stop() == 0
+    judge(redis_server, fault_broker, ref, version)
