@@ -161,7 +161,6 @@ struct jd_customer *jd_customer_new(const char *id, size_t id_len, int32_t parti
 {
     /* the id lives at the end of the struct: one allocation less per customer */
     struct jd_customer *c = jd_xcalloc(1, sizeof *c + id_len + 1);
-    c->id = c->id_buf;
     memcpy(c->id, id, id_len);
     c->id_len = (uint32_t)id_len;
     c->partition = partition;

@@ -125,8 +125,7 @@ struct jd_goal {
 /* Field order keeps the struct free of padding holes: it is the bulk of
  * what a cached customer costs (docs/performance.md, "Memory"). */
 struct jd_customer {
-    char *id; /* points at id_buf (same allocation) */
-    uint32_t id_len;
+    uint32_t id_len; /* the length of `id`, the last member */
     int32_t partition;
     int64_t applied_offset; /* highest offset of `partition` applied; -1 none */
 
@@ -185,10 +184,7 @@ struct jd_customer {
     uint32_t nacked;
     uint32_t nhistory;
 
-    struct jd_customer *lru_prev; /* cache (store.h) bookkeeping: newer */
-    struct jd_customer *lru_next; /* older */
-
-    char id_buf[]; /* the id, NUL-terminated */
+    char id[]; /* the id, NUL-terminated: one allocation with the struct */
 };
 
 /* Per rule-set trigger: the time (ms) it was last sent (or, deferred by

@@ -189,13 +189,13 @@ void jd_cache_foreach(struct jd_cache *cache, int32_t partition,
                       void (*fn)(struct jd_customer *c, void *ud), void *ud);
 /* Destroys the customers of that partition (after revocation). */
 void jd_cache_drop_partition(struct jd_cache *cache, int32_t partition);
-/* Evicts clean customers with an empty outbox, coldest first, until at most
- * the configured maximum remain (second chance, "CLOCK": the walk goes from
- * the oldest; a customer touched since it last passed is moved to the newest
- * end instead, unmarked). Returns how many were evicted. */
+/* Evicts clean customers with an empty outbox until at most the configured
+ * maximum remain, by second chance ("CLOCK"): a hand goes round the table
+ * from where it stopped last; a customer looked up or added since the hand
+ * last passed it is spared once (unmarked), others go. Returns how many
+ * were evicted. */
 size_t jd_cache_evict(struct jd_cache *cache);
-/* Marks c as used: a byte in the customer, which is written anyway (a
- * relink per lookup wrote two more customers, each a cache miss). */
+/* Marks c as used: a byte in the customer, which is written anyway. */
 void jd_cache_touch(struct jd_cache *cache, struct jd_customer *c);
 
 #endif

@@ -1,7 +1,7 @@
 /*
  * Unit tests for the per-instance customer cache (cache.c): lookups through
- * growth and deletions, the eviction order (second chance: a lookup marks a
- * customer, the eviction walk spares a marked one once), the eviction rules
+ * growth and deletions, the eviction order (second chance: a lookup or a put
+ * marks a customer, the clock hand spares a marked one once), the eviction rules
  * (only clean customers with nothing left to write), and per-partition
  * iteration and dropping.
  */
@@ -25,6 +25,17 @@ static struct jd_customer *mk(const char *id, int32_t partition)
 static struct jd_customer *get(struct jd_cache *cache, const char *id)
 {
     return jd_cache_get(cache, id, strlen(id));
+}
+
+struct same {
+    const struct jd_customer *c;
+    int *n;
+};
+
+static void count_if_same(struct jd_customer *c, void *ud)
+{
+    struct same *s = ud;
+    *s->n += c == s->c;
 }
 
 static void test_lookup_and_growth(void **unused)
@@ -67,19 +78,34 @@ static void test_lookup_and_growth(void **unused)
     jd_cache_destroy(cache);
 }
 
-static void test_eviction(void **unused)
+/* Puts customers c<from>..c<to-1> and takes their marks off (a put marks). */
+static void put_unmarked(struct jd_cache *cache, struct jd_customer **c, int from, int to)
 {
-    struct jd_cache *cache = jd_cache_new(4);
-    struct jd_customer *c[6];
-    for (int i = 0; i < 6; i++) {
+    for (int i = from; i < to; i++) {
         char id[8];
         snprintf(id, sizeof id, "c%d", i);
         c[i] = mk(id, 0);
         jd_cache_put(cache, c[i]);
+        assert_true(c[i]->referenced);
+        c[i]->referenced = 0;
     }
-    /* mark c0 as looked up (the walk spares it once: it then goes to the
-     * newest end), c1 dirty, c2 with a pending trigger, c3 with an acked id
-     * still to remove from Redis */
+}
+
+static int present(struct jd_cache *cache, struct jd_customer *c)
+{
+    /* (no jd_cache_get: a lookup marks) */
+    int n = 0;
+    jd_cache_foreach(cache, -1, count_if_same, &(struct same){c, &n});
+    return n;
+}
+
+static void test_eviction(void **unused)
+{
+    struct jd_cache *cache = jd_cache_new(4);
+    struct jd_customer *c[12];
+    put_unmarked(cache, c, 0, 6);
+    /* mark c0 as looked up (the hand spares it once), c1 dirty, c2 with a
+     * pending trigger, c3 with an acked id still to remove from Redis */
     jd_cache_touch(cache, c[0]);
     c[1]->dirty = 1;
     struct jd_pending_trigger *p = jd_customer_add_pending(c[2]);
@@ -89,7 +115,7 @@ static void test_eviction(void **unused)
     p->stored = 1;
     assert_int_equal(jd_customer_ack(c[3], "t"), 0);
 
-    /* c4, c5 and c0 may go; the two coldest do */
+    /* c4, c5 and c0 may go; c0 is marked: c4 and c5 go */
     assert_int_equal(jd_cache_evict(cache), 2);
     assert_int_equal(jd_cache_size(cache), 4);
     assert_null(get(cache, "c4"));
@@ -97,28 +123,27 @@ static void test_eviction(void **unused)
     assert_int_equal(jd_cache_evict(cache), 0); /* at the limit */
 
     /* nothing evictable: the cache stays over its limit rather than lose data */
-    jd_cache_touch(cache, c[0]);
     c[0]->dirty = 1;
-    jd_cache_put(cache, mk("c6", 0));
-    jd_cache_get(cache, "c6", 2)->dirty = 1;
+    put_unmarked(cache, c, 6, 7);
+    c[6]->dirty = 1;
     assert_int_equal(jd_cache_evict(cache), 0);
     assert_int_equal(jd_cache_size(cache), 5);
 
-    /* once written back, the coldest clean one goes first: c1 */
+    /* once written back, a clean one goes; the marked c2 is spared */
     c[0]->dirty = 0;
+    c[0]->referenced = 1;
     c[1]->dirty = 0;
+    c[1]->referenced = 1;
     assert_int_equal(jd_customer_ack(c[2], "t"), 0);
     jd_customer_clear_acked(c[3]);
+    c[3]->referenced = 0;
+    /* c0, c1 marked, c6 dirty: c2 (its ack still to write) stays, c3 goes */
     assert_int_equal(jd_cache_evict(cache), 1);
-    assert_null(get(cache, "c1"));
-    /* get() marks c2: the walk spares it, c3 is the coldest unmarked */
-    assert_non_null(get(cache, "c2"));
-    jd_cache_put(cache, mk("c9", 0));
-    assert_int_equal(jd_cache_evict(cache), 1);
-    assert_null(get(cache, "c3"));
-    assert_non_null(get(cache, "c0"));
-    assert_non_null(get(cache, "c2"));
-    assert_non_null(get(cache, "c9"));
+    assert_int_equal(jd_cache_size(cache), 4);
+    assert_int_equal(present(cache, c[3]), 0);
+    for (int i = 0; i < 7; i++)
+        if (i != 3 && i != 4 && i != 5)
+            assert_int_equal(present(cache, c[i]), 1);
     jd_cache_destroy(cache);
 
     /* an unbounded cache never evicts */
@@ -128,47 +153,56 @@ static void test_eviction(void **unused)
     jd_cache_destroy(cache);
 }
 
-/* Second chance: a customer looked up since the last eviction pass is kept
- * (moved to the newest end, unmarked) while unmarked ones go; when every
- * customer is marked, the walk unmarks them all and goes on to the ones it
- * moved: the coldest of them then go. */
+/* Second chance: a customer looked up since the hand last passed it is
+ * kept (unmarked) while unmarked ones go; when every customer is marked,
+ * the hand unmarks them all in a first turn and evicts in the next; the
+ * hand goes on from where it stopped. */
 static void test_second_chance(void **unused)
 {
     (void)unused;
     struct jd_cache *cache = jd_cache_new(3);
-    char id[8];
-    for (int i = 0; i < 5; i++) {
-        snprintf(id, sizeof id, "c%d", i);
-        jd_cache_put(cache, mk(id, 0));
-        assert_true(get(cache, id)->referenced); /* a lookup marks */
-        get(cache, id)->referenced = 0;
-    }
-    /* oldest first: c0 c1 c2 c3 c4; c0 and c1 looked up */
+    struct jd_customer *c[12];
+    put_unmarked(cache, c, 0, 5);
     assert_non_null(get(cache, "c0"));
+    assert_true(c[0]->referenced); /* a lookup marks */
     assert_non_null(get(cache, "c1"));
     assert_int_equal(jd_cache_evict(cache), 2);
     assert_int_equal(jd_cache_size(cache), 3);
-    assert_null(get(cache, "c2"));
-    assert_null(get(cache, "c3"));
-    /* now c4 c0 c1, all marked by these lookups */
-    assert_non_null(get(cache, "c4"));
-    assert_non_null(get(cache, "c0"));
-    assert_non_null(get(cache, "c1"));
+    assert_int_equal(present(cache, c[0]), 1);
+    assert_int_equal(present(cache, c[1]), 1);
+    assert_int_equal(present(cache, c[2]) + present(cache, c[3]) + present(cache, c[4]), 1);
 
-    /* every customer marked: c5 and c6 too */
+    /* every customer marked: new ones too (a put marks) */
     jd_cache_put(cache, mk("c5", 0));
     jd_cache_put(cache, mk("c6", 0));
-    assert_non_null(get(cache, "c5"));
-    assert_non_null(get(cache, "c6"));
-    /* the walk moves c4 c0 c1 c5 c6 (unmarked) to the newest end in that
-     * order, then meets c4 and c0 again: they go */
+    assert_non_null(get(cache, "c0"));
+    assert_non_null(get(cache, "c1"));
+    int left = present(cache, c[2]) ? 2 : present(cache, c[3]) ? 3 : 4;
+    assert_non_null(get(cache, c[left]->id));
     assert_int_equal(jd_cache_evict(cache), 2);
     assert_int_equal(jd_cache_size(cache), 3);
-    assert_null(get(cache, "c4"));
-    assert_null(get(cache, "c0"));
-    assert_non_null(get(cache, "c1"));
-    assert_non_null(get(cache, "c5"));
-    assert_non_null(get(cache, "c6"));
+    assert_int_equal(jd_cache_evict(cache), 0);
+
+    /* many customers, a few looked up between passes: those always stay */
+    jd_cache_destroy(cache);
+    cache = jd_cache_new(50);
+    char id[16];
+    for (int i = 0; i < 1000; i++) {
+        snprintf(id, sizeof id, "k%d", i);
+        jd_cache_put(cache, mk(id, 0));
+        if (i % 10 == 9) {
+            for (int k = 0; k < 5; k++) { /* the hot ones */
+                snprintf(id, sizeof id, "k%d", k);
+                assert_non_null(get(cache, id));
+            }
+            jd_cache_evict(cache);
+            assert_true(jd_cache_size(cache) <= 50);
+        }
+    }
+    for (int k = 0; k < 5; k++) {
+        snprintf(id, sizeof id, "k%d", k);
+        assert_non_null(get(cache, id));
+    }
     jd_cache_destroy(cache);
 }
 
