@@ -178,16 +178,25 @@ static void reload_rules(struct jd_engine *e)
     jd_errors_free(&errs);
 }
 
-/* The engine is idle once nothing was consumed for IDLE_MS, or at once when
- * a backlog (a full batch since the last idle turn) has been consumed to the
- * end of every owned partition: what is left to write goes then (one
- * synchronous write), and the offsets of the last events move. Otherwise
- * only the quiet time counts: steady traffic, even one that catches up
- * after every batch, keeps its write-backs in slices on the write-back
- * thread. Returns the ms left until idle (0: idle). */
+/* The engine is idle once nothing was consumed for IDLE_MS since it last
+ * finished a batch, or sooner when a backlog (a full batch since it was last
+ * idle) has been consumed to the end of every owned partition and nothing
+ * came for SETTLE_MS: what is left to write goes then (one synchronous
+ * write), and the offsets of the last events move. (Before, idle needed one
+ * whole poll of IDLE_MS without a message, and came only after the last
+ * write-back round had gone out in slices.) Steady traffic, which never
+ * fills a batch, keeps its write-backs in slices on the write-back thread;
+ * SETTLE_MS keeps traffic near capacity, which catches up with the end for
+ * a moment between fetches, from writing synchronously each time. A
+ * partition with nothing consumed since its assignment counts as caught up
+ * only when empty (jd_engine_caught_up): the engine then waits IDLE_MS.
+ * Returns the ms left until idle (0: idle); *caught_up: idle by the end of
+ * a backlog. */
 #define IDLE_MS 100
-/* Poll while produced messages wait for their acknowledgements, with nothing
- * else to do (the producer is served between polls). */
+#define SETTLE_MS 10
+/* Polls while produced messages wait for their acknowledgements, with
+ * nothing else to do (the producer is served between polls): ACK_POLL_MS
+ * while acknowledgements come, doubling up to IDLE_MS while none does. */
 #define ACK_POLL_MS 5
 
 static int64_t idle_in(struct jd_engine *e, int *caught_up)
@@ -196,13 +205,24 @@ static int64_t idle_in(struct jd_engine *e, int *caught_up)
     if (!e->last_msg_ns)
         return 0; /* nothing consumed yet */
     int64_t quiet = (jd_monotonic_ns() - e->last_msg_ns) / 1000000;
-    if (quiet >= IDLE_MS)
-        return 0;
-    if (e->backlog && jd_engine_caught_up(e)) {
+    if (e->backlog && quiet >= SETTLE_MS && jd_engine_caught_up(e)) {
         *caught_up = 1;
         return 0;
     }
-    return IDLE_MS - quiet;
+    if (quiet >= IDLE_MS)
+        return 0;
+    return (e->backlog && quiet < SETTLE_MS ? SETTLE_MS : IDLE_MS) - quiet;
+}
+
+static int ack_poll(struct jd_engine *e)
+{
+    if (e->inflight != e->ack_inflight) {
+        e->ack_inflight = e->inflight; /* acknowledgements came, or more to wait for */
+        e->ack_poll_ms = ACK_POLL_MS;
+    } else if (e->ack_poll_ms < IDLE_MS) {
+        e->ack_poll_ms = e->ack_poll_ms ? e->ack_poll_ms * 2 : ACK_POLL_MS;
+    }
+    return e->ack_poll_ms < IDLE_MS ? e->ack_poll_ms : IDLE_MS;
 }
 
 /* Collects up to batch_max_events messages, waiting at most batch_max_wait
@@ -227,7 +247,7 @@ static int collect(struct jd_engine *e, int nowait)
             else if (e->ndirty > 0 || e->nacks > 0 || e->wb_round > 0)
                 timeout = 0; /* idle: what is left to write goes now */
             else if (e->inflight > 0)
-                timeout = ACK_POLL_MS; /* their acknowledgements move offsets */
+                timeout = ack_poll(e); /* their acknowledgements move offsets */
         }
         if (e->nmsgs > 0 && !nowait) {
             /* past the deadline, what is already fetched still joins the
@@ -263,8 +283,6 @@ static int collect(struct jd_engine *e, int nowait)
         }
         e->msgs[e->nmsgs++] = m;
     }
-    if (e->nmsgs > 0)
-        e->last_msg_ns = jd_monotonic_ns();
     if (e->nmsgs == e->maxmsgs)
         e->backlog = 1;
     if (!nowait) {
@@ -371,11 +389,14 @@ int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig
         if (*stop)
             break;                          /* the batch in hand is finished by shutdown_engine */
         int idle = !e->prepared && e->idle; /* (set by collect) */
+        int had_batch = e->nmsgs > 0;
         jd_engine_process_batch(e);
         if (e->abandoned || e->fatal) {
             rc = -1;
             break;
         }
+        if (had_batch)
+            e->last_msg_ns = jd_monotonic_ns(); /* quiet counts from here (idle_in) */
         /* (before the write that leaves at the end of the turn: a tick that
          * fires writes its customers at once, after the write on its way) */
         jd_engine_timers_tick(e);

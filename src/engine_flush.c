@@ -198,7 +198,7 @@ int jd_engine_persist_due(struct jd_engine *e, int idle, volatile sig_atomic_t *
 {
     int64_t interval = e->cfg->naive ? 0 : e->cfg->flush_interval_ms;
     int64_t now = jd_monotonic_ns();
-    /* idle (a poll found nothing): nothing is gained by waiting, and the
+    /* idle (engine.c, idle_in): nothing is gained by waiting, and the
      * offsets of the last events move at once */
     int due = now - e->last_persist_ns >= interval * 1000000 || e->wb_round > 0 ||
               (idle && (e->ndirty > 0 || e->nacks > 0));

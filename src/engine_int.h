@@ -109,10 +109,12 @@ struct jd_engine {
     struct jd_part **mpart;     /* the partition of msgs[i] (NULL: not owned) */
     size_t nmsgs;
     size_t maxmsgs;
-    int64_t taken_ns;    /* monotonic: when its first message was taken off the consumer */
-    int64_t last_msg_ns; /* monotonic: when the last batch was taken (0: none yet) */
-    int idle;            /* collect found nothing, and the input is quiet (engine.c) */
-    int backlog;         /* a full batch was taken since the last idle turn */
+    int64_t taken_ns;      /* monotonic: when its first message was taken off the consumer */
+    int64_t last_msg_ns;   /* monotonic: when the last batch was applied (0: none yet) */
+    int idle;              /* collect found nothing, and the input is quiet (engine.c) */
+    int backlog;           /* a full batch was taken since the last idle turn */
+    uint64_t ack_inflight; /* e->inflight at the last poll for acknowledgements */
+    int ack_poll_ms;       /* that poll's timeout (engine.c, ack_poll) */
 
     /* scratch, reused across batches */
     struct jd_customer **load;
@@ -147,9 +149,9 @@ struct jd_engine {
     volatile sig_atomic_t *reload;
 };
 
-/* engine_mem.c: from the main loop after each batch; `idle`: the poll
- * found nothing. Returns the heap's free pages to the system once the engine
- * goes idle after work (at most every 30 s). */
+/* engine_mem.c: from the main loop after each batch; `idle`: the engine is
+ * idle (engine.c, idle_in). Returns the heap's free pages to the system once
+ * the engine goes idle after work (at most every 2 s). */
 void jd_engine_trim(struct jd_engine *e, int idle);
 
 /* engine_batch.c */
@@ -173,7 +175,7 @@ int jd_engine_flush_urgent(struct jd_engine *e, volatile sig_atomic_t *stop);
  * checkpoints. 0, or -1 when stopping left them unwritten. */
 int jd_engine_persist(struct jd_engine *e, volatile sig_atomic_t *stop);
 /* jd_engine_persist when processing.flush_interval has passed since the
- * last, or when idle (the last poll found nothing); then commits the stored
+ * last, or when idle (engine.c, idle_in); then commits the stored
  * offsets (asynchronously, at most every 100 ms). */
 int jd_engine_persist_due(struct jd_engine *e, int idle, volatile sig_atomic_t *stop);
 /* Produces c's outbox entries not yet produced. */

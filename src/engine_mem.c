@@ -7,7 +7,8 @@
  * the process's RSS stays ~40 MB above what it uses (docs/performance.md,
  * "Memory"). malloc_trim(0) returns every whole free page of every arena;
  * it takes 3-30 ms on a 100,000-customer heap, so it runs only when the
- * engine has gone idle (a whole poll without a message) after work, at most
+ * engine has gone idle (nothing consumed for a while, or the end of a
+ * backlog reached: engine.c, idle_in) after work, at most
  * every 2 s: never on the hot path of a busy engine, and at most one such
  * pause per 2 s for the first event after an idle spell. The Redis
  * pipelines' buffers, grown to the largest write-back, go back too. Owns

@@ -184,7 +184,8 @@ void jd_cache_put(struct jd_cache *cache, struct jd_customer *c);
 /* Gives c back to the caller without destroying it. */
 void jd_cache_remove(struct jd_cache *cache, struct jd_customer *c);
 size_t jd_cache_size(const struct jd_cache *cache);
-/* Calls fn for each cached customer of that partition (all when partition < 0). */
+/* Calls fn for each cached customer of that partition (all when partition < 0).
+ * fn must not add or remove customers (the walk goes over the table). */
 void jd_cache_foreach(struct jd_cache *cache, int32_t partition,
                       void (*fn)(struct jd_customer *c, void *ud), void *ud);
 /* Destroys the customers of that partition (after revocation). */
