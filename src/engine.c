@@ -181,8 +181,10 @@ static void reload_rules(struct jd_engine *e)
 /* The engine is idle once nothing was consumed for IDLE_MS since it last
  * finished a batch, or sooner when a backlog (a full batch since it was last
  * idle) has been consumed to the end of every owned partition and nothing
- * came for SETTLE_MS: what is left to write goes then (one synchronous
- * write), and the offsets of the last events move. (Before, idle needed one
+ * came for SETTLE_MS: what is left to write goes then (on the quiet path
+ * one synchronous write; at the end of a backlog one write on the
+ * write-back thread: engine_flush.c), and the offsets of the last events
+ * move. (Before, idle needed one
  * whole poll of IDLE_MS without a message, and came only after the last
  * write-back round had gone out in slices.) Steady traffic, which never
  * fills a batch, keeps its write-backs in slices on the write-back thread;
@@ -288,9 +290,11 @@ static int collect(struct jd_engine *e, int nowait)
     if (!nowait) {
         int caught_up = 0;
         e->idle = e->nmsgs == 0 && idle_in(e, &caught_up) == 0;
-        if (caught_up)
+        if (caught_up) {
             jd_debug(MOD, "caught up after a backlog: %zu changed customers written now",
                      e->ndirty);
+            e->backlog_end = 1;
+        }
         if (e->idle)
             e->backlog = 0;
     }

@@ -131,7 +131,7 @@ failed:
 #define SLICE_MIN 256
 #define WB_SKIP_MAX 2
 
-static int persist_async(struct jd_engine *e, int due, volatile sig_atomic_t *stop)
+static int persist_async(struct jd_engine *e, int due, int whole, volatile sig_atomic_t *stop)
 {
     /* Under load (the next batch taken ahead already) a write goes every
      * WB_SKIP_MAX + 1 turns: the turns in between neither wait for
@@ -177,13 +177,16 @@ static int persist_async(struct jd_engine *e, int due, volatile sig_atomic_t *st
     size_t k = 0;
     int seal = 0;
     if (due && (e->ndirty > 0 || e->wb_round > 0)) {
-        if (e->wb_round == 0) {
-            /* a round begins: it covers every batch closed so far */
+        if (e->wb_round == 0 || whole) {
+            /* a round begins: it covers every batch closed so far (whole:
+             * what was left of a round in progress, and everything changed
+             * since, in one write) */
             jd_engine_ckpt_mark_closed(e);
             e->wb_round = e->ndirty;
             e->last_persist_ns = jd_monotonic_ns();
         }
-        k = (e->last_batch > SLICE_MIN ? e->last_batch : SLICE_MIN) + behind;
+        /* whole: the end of a backlog, the round in one write */
+        k = whole ? e->wb_round : (e->last_batch > SLICE_MIN ? e->last_batch : SLICE_MIN) + behind;
         if (k > e->wb_round)
             k = e->wb_round;
         e->wb_round -= k;
@@ -202,8 +205,15 @@ int jd_engine_persist_due(struct jd_engine *e, int idle, volatile sig_atomic_t *
      * offsets of the last events move at once */
     int due = now - e->last_persist_ns >= interval * 1000000 || e->wb_round > 0 ||
               (idle && (e->ndirty > 0 || e->nacks > 0));
-    if (e->wb && !idle) {
-        if (persist_async(e, due, stop) != 0)
+    if (e->wb && e->backlog_end) {
+        /* a backlog consumed to its end: every changed customer in one
+         * write on the write-back thread, not a synchronous one, so that
+         * traffic resuming at once waits only for the encoding */
+        e->backlog_end = 0;
+        if (persist_async(e, 1, 1, stop) != 0)
+            return -1;
+    } else if (e->wb && !idle) {
+        if (persist_async(e, due, 0, stop) != 0)
             return -1;
     } else if (due || e->nurgent > 0) {
         if (jd_engine_persist(e, stop) != 0)

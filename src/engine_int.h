@@ -113,6 +113,7 @@ struct jd_engine {
     int64_t last_msg_ns;   /* monotonic: when the last batch was applied (0: none yet) */
     int idle;              /* collect found nothing, and the input is quiet (engine.c) */
     int backlog;           /* a full batch was taken since the last idle turn */
+    int backlog_end;       /* this idle turn ends a backlog: one asynchronous write */
     uint64_t ack_inflight; /* e->inflight at the last poll for acknowledgements */
     int ack_poll_ms;       /* that poll's timeout (engine.c, ack_poll) */
 
