@@ -31,6 +31,9 @@ void jd_engine_trim(struct jd_engine *e, int idle)
     int64_t now = jd_monotonic_ns();
     if (!e->trim_work || (e->last_trim_ns && now - e->last_trim_ns < TRIM_EVERY_NS))
         return;
+    if (jd_engine_wb_busy(e))
+        return; /* its buffers are in use: once it is finished (the end of a
+                   backlog goes as one write: tens of megabytes) */
     e->trim_work = 0;
     e->last_trim_ns = now;
     /* the pipelines' buffers grow to the largest write-back (megabytes) */
