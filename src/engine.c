@@ -181,19 +181,18 @@ static void reload_rules(struct jd_engine *e)
 /* The engine is idle once nothing was consumed for IDLE_MS since it last
  * finished a batch, or sooner when a backlog (a full batch since it was last
  * idle) has been consumed to the end of every owned partition and nothing
- * came for SETTLE_MS: what is left to write goes then (on the quiet path
- * one synchronous write; at the end of a backlog one write on the
- * write-back thread: engine_flush.c), and the offsets of the last events
- * move. (Before, idle needed one
- * whole poll of IDLE_MS without a message, and came only after the last
- * write-back round had gone out in slices.) Steady traffic, which never
- * fills a batch, keeps its write-backs in slices on the write-back thread;
- * SETTLE_MS keeps traffic near capacity, which catches up with the end for
- * a moment between fetches, from writing synchronously each time. A
- * partition with nothing consumed since its assignment counts as caught up
- * only when empty (jd_engine_caught_up): the engine then waits IDLE_MS.
- * Returns the ms left until idle (0: idle); *caught_up: idle by the end of
- * a backlog. */
+ * came for SETTLE_MS. What is left to write goes then: on the quiet path in
+ * one synchronous write, at the end of a backlog in one write on the
+ * write-back thread (engine_flush.c); and the offsets of the last events
+ * move. (Before, idle needed one whole poll of IDLE_MS without a message,
+ * and came only after the last write-back round had gone out in slices.)
+ * Steady traffic, which never fills a batch, keeps its write-backs in
+ * slices; SETTLE_MS keeps traffic near capacity, which catches up with the
+ * end for a moment between fetches, from ending its "backlog" at each of
+ * them. A partition with nothing consumed since its assignment counts as
+ * caught up only when empty (jd_engine_caught_up): the engine then waits
+ * IDLE_MS. Returns the ms left until idle (0: idle); *caught_up: idle by the
+ * end of a backlog. */
 #define IDLE_MS 100
 #define SETTLE_MS 10
 /* Polls while produced messages wait for their acknowledgements, with
@@ -391,8 +390,9 @@ int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig
         }
         rd_kafka_poll(e->producer, 0);
         if (*stop)
-            break;                          /* the batch in hand is finished by shutdown_engine */
-        int idle = !e->prepared && e->idle; /* (set by collect) */
+            break; /* the batch in hand is finished by shutdown_engine */
+        /* (set by collect, which a batch taken ahead skipped) */
+        int idle = !e->prepared && e->idle;
         int had_batch = e->nmsgs > 0;
         jd_engine_process_batch(e);
         if (e->abandoned || e->fatal) {

@@ -205,11 +205,12 @@ int jd_engine_persist_due(struct jd_engine *e, int idle, volatile sig_atomic_t *
      * offsets of the last events move at once */
     int due = now - e->last_persist_ns >= interval * 1000000 || e->wb_round > 0 ||
               (idle && (e->ndirty > 0 || e->nacks > 0));
-    if (e->wb && e->backlog_end) {
+    int backlog_end = e->backlog_end;
+    e->backlog_end = 0;
+    if (e->wb && backlog_end) {
         /* a backlog consumed to its end: every changed customer in one
          * write on the write-back thread, not a synchronous one, so that
          * traffic resuming at once waits only for the encoding */
-        e->backlog_end = 0;
         if (persist_async(e, 1, 1, stop) != 0)
             return -1;
     } else if (e->wb && !idle) {
