@@ -114,18 +114,28 @@ static void grow(struct jd_cache *cache)
     free(old);
 }
 
-struct jd_customer *jd_cache_get(struct jd_cache *cache, const char *id, size_t id_len)
+uint64_t jd_cache_hash(const char *id, size_t id_len)
 {
-    size_t i = find_slot(cache, id_hash(id, id_len), id, id_len);
+    return id_hash(id, id_len);
+}
+
+struct jd_customer *jd_cache_get_hashed(struct jd_cache *cache, uint64_t h, const char *id,
+                                        size_t id_len)
+{
+    size_t i = find_slot(cache, h, id, id_len);
     struct jd_customer *c = slot_c(cache->slots[i]);
     if (c)
         jd_cache_touch(cache, c);
     return c;
 }
 
-void jd_cache_prefetch(const struct jd_cache *cache, const char *id, size_t id_len, int stage)
+struct jd_customer *jd_cache_get(struct jd_cache *cache, const char *id, size_t id_len)
 {
-    uint64_t h = id_hash(id, id_len);
+    return jd_cache_get_hashed(cache, id_hash(id, id_len), id, id_len);
+}
+
+void jd_cache_prefetch_hashed(const struct jd_cache *cache, uint64_t h, int stage)
+{
     const cache_slot *slot = &cache->slots[h & (cache->cap - 1)];
     if (stage == 0) {
         __builtin_prefetch(slot);
@@ -139,11 +149,15 @@ void jd_cache_prefetch(const struct jd_cache *cache, const char *id, size_t id_l
     __builtin_prefetch(c->id); /* (the id compared, and the reference bit set) */
 }
 
-void jd_cache_put(struct jd_cache *cache, struct jd_customer *c)
+void jd_cache_prefetch(const struct jd_cache *cache, const char *id, size_t id_len, int stage)
+{
+    jd_cache_prefetch_hashed(cache, id_hash(id, id_len), stage);
+}
+
+void jd_cache_put_hashed(struct jd_cache *cache, struct jd_customer *c, uint64_t h)
 {
     if ((cache->n + 1) * 4 > cache->cap * 3)
         grow(cache);
-    uint64_t h = id_hash(c->id, c->id_len);
     size_t i = find_slot(cache, h, c->id, c->id_len);
     /* a caller bug: keep the cached copy, it may be dirty; or a customer
      * not from jd_customer_new */
@@ -152,6 +166,11 @@ void jd_cache_put(struct jd_cache *cache, struct jd_customer *c)
     cache->slots[i] = (uintptr_t)c | hash_tag(h);
     cache->n++;
     c->referenced = 1; /* (new: spared by the hand's next pass) */
+}
+
+void jd_cache_put(struct jd_cache *cache, struct jd_customer *c)
+{
+    jd_cache_put_hashed(cache, c, id_hash(c->id, c->id_len));
 }
 
 /* Empties slot i by backward shift: later members of its probe run move

@@ -36,6 +36,7 @@ struct jd_engine *jd_engine_new(const struct jd_config *cfg, struct jd_ruleset *
     e->msgs = jd_xcalloc(e->maxmsgs, sizeof *e->msgs);
     e->mcust = jd_xcalloc(e->maxmsgs, sizeof *e->mcust);
     e->mpart = jd_xcalloc(e->maxmsgs, sizeof *e->mpart);
+    e->mhash = jd_xcalloc(e->maxmsgs, sizeof *e->mhash);
     e->parts = jd_xcalloc(cfg->ninput_topics, sizeof *e->parts);
     e->nparts = jd_xcalloc(cfg->ninput_topics, sizeof *e->nparts);
     jd_buf_init(&e->tmp);
@@ -116,6 +117,7 @@ void jd_engine_destroy(struct jd_engine *e)
     free(e->msgs);
     free(e->mcust);
     free(e->mpart);
+    free(e->mhash);
     free(e->load);
     free(e->dirty);
     free(e->urgent);

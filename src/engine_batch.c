@@ -437,7 +437,7 @@ static void prefetch_lookup(struct jd_engine *e, size_t i, int stage)
         return;
     const rd_kafka_message_t *m = e->msgs[i];
     if (m->key && m->key_len > 0)
-        jd_cache_prefetch(e->cache, m->key, m->key_len, stage);
+        jd_cache_prefetch_hashed(e->cache, e->mhash[i], stage);
 }
 
 /* Step 1 of a batch: looks up the customer and the partition of every
@@ -449,6 +449,10 @@ void jd_engine_batch_prepare(struct jd_engine *e)
     const rd_kafka_topic_t *rkt = NULL;
     int32_t partition = -1;
     struct jd_part *p = NULL;
+    for (size_t i = 0; i < e->nmsgs; i++) { /* each key hashed once */
+        const rd_kafka_message_t *m = e->msgs[i];
+        e->mhash[i] = m->key && m->key_len > 0 ? jd_cache_hash(m->key, m->key_len) : 0;
+    }
     for (size_t i = 0; i < e->nmsgs; i++) {
         rd_kafka_message_t *m = e->msgs[i];
         /* messages come in runs of one partition: looked up once a run */
@@ -463,10 +467,10 @@ void jd_engine_batch_prepare(struct jd_engine *e)
         prefetch_lookup(e, i + AHEAD_CUSTOMER, 1);
         if (!m->key || m->key_len == 0)
             continue;
-        if ((e->mcust[i] = jd_cache_get(e->cache, m->key, m->key_len)))
+        if ((e->mcust[i] = jd_cache_get_hashed(e->cache, e->mhash[i], m->key, m->key_len)))
             continue;
         struct jd_customer *c = jd_customer_new(m->key, m->key_len, p ? p->source : 0, e->rs);
-        jd_cache_put(e->cache, c);
+        jd_cache_put_hashed(e->cache, c, e->mhash[i]);
         e->mcust[i] = c;
         if (e->nload == e->capload) {
             e->capload = e->capload ? e->capload * 2 : 1024;

@@ -107,6 +107,7 @@ struct jd_engine {
     rd_kafka_message_t **msgs;
     struct jd_customer **mcust; /* the customer of msgs[i] (NULL: no key) */
     struct jd_part **mpart;     /* the partition of msgs[i] (NULL: not owned) */
+    uint64_t *mhash;            /* the hash of msgs[i]'s key (jd_cache_hash) */
     size_t nmsgs;
     size_t maxmsgs;
     int64_t taken_ns;      /* monotonic: when its first message was taken off the consumer */

@@ -572,7 +572,9 @@ static void fire(const struct jd_ruleset *rs, const struct jd_ectx *x, size_t k,
 static void evaluate(const struct jd_ruleset *rs, struct jd_customer *c, const struct jd_event *ev,
                      int64_t now, int mode, uint64_t tmask, struct jd_eval_result *res)
 {
-    struct jd_ectx x = {rs, c, ev, now, c->stage, c->segments};
+    struct jd_memo memo; /* (only its two masks need setting) */
+    memo.have_count = memo.have_agg = 0;
+    struct jd_ectx x = {rs, c, ev, now, c->stage, c->segments, &memo};
     uint64_t changed = 0;
     int stage_changed = 0;
     res->old_stage = c->stage;
@@ -741,7 +743,7 @@ int jd_rules_explain(const struct jd_ruleset *rs, const struct jd_customer *c,
                      const struct jd_event *ev, const char *name, int64_t now, struct jd_buf *out,
                      char *errstr, size_t errsize)
 {
-    struct jd_ectx x = {rs, c, ev, now, c->stage, c->segments};
+    struct jd_ectx x = {rs, c, ev, now, c->stage, c->segments, NULL};
     int want = 7; /* stages, segments, triggers */
     if (strncmp(name, "stage:", 6) == 0) {
         want = 1;

@@ -346,6 +346,7 @@ static int check_call(struct jd_check *ck, struct jd_node *n)
             n->kind = NK_COUNT;
             n->str = n->kids[0]->str;
             dep_type(ck, n->str);
+            n->idx = jd_type_id(ck->rs, n->str, 1); /* its slot in jd_memo */
         }
         return TY_NUM;
     }

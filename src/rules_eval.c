@@ -38,11 +38,6 @@ static struct jd_val vstr(const char *s)
     return s ? v : vnull();
 }
 
-int jd_truthy(struct jd_val v)
-{
-    return v.t == V_BOOL && v.n != 0;
-}
-
 static int compare(int op, struct jd_val l, struct jd_val r)
 {
     if (l.t == V_NULL || r.t == V_NULL)
@@ -145,10 +140,19 @@ struct jd_val jd_eval(const struct jd_ectx *x, const struct jd_node *n)
         return ev && ev->has_score ? vnum(ev->score) : vnull();
     case NK_EV_ATTR:
         return ev ? vstr(jd_event_attr_get(ev, n->str)) : vnull();
-    case NK_COUNT:
+    case NK_COUNT: {
         /* the core profile's lifetime count: jd_customer_apply_core has already
          * counted the current event */
-        return vnum((double)jd_customer_count(c, n->str));
+        struct jd_memo *m = x->memo;
+        if (!m || n->idx < 0 || n->idx >= JD_MEMO_SLOTS)
+            return vnum((double)jd_customer_count(c, n->str));
+        uint64_t bit = 1ULL << n->idx;
+        if (!(m->have_count & bit)) {
+            m->count[n->idx] = (double)jd_customer_count(c, n->str);
+            m->have_count |= bit;
+        }
+        return vnum(m->count[n->idx]);
+    }
     case NK_COUNT_ANY: {
         int64_t s = 0;
         for (size_t i = 0; i < c->ncounts; i++)
@@ -168,6 +172,15 @@ struct jd_val jd_eval(const struct jd_ectx *x, const struct jd_node *n)
     case NK_AGG:
         if (n->idx < 0 || (size_t)n->idx >= c->naggs || !c->aggs)
             return vnull();
+        if (x->memo && n->idx < JD_MEMO_SLOTS) {
+            struct jd_memo *m = x->memo;
+            uint64_t bit = 1ULL << n->idx;
+            if (!(m->have_agg & bit)) {
+                m->agg[n->idx] = jd_agg_value(&x->rs->aggs[n->idx], &c->aggs[n->idx], x->now);
+                m->have_agg |= bit;
+            }
+            return m->agg[n->idx];
+        }
         return jd_agg_value(&x->rs->aggs[n->idx], &c->aggs[n->idx], x->now);
     case NK_TODAYS: {
         struct jd_val v = kid(x, n->kids[0]);

@@ -284,6 +284,19 @@ int jd_type_id(struct jd_ruleset *rs, const char *type, int create);
 const char *jd_suggest(const char *name, const char *const *cands, size_t n);
 
 /* rules_eval.c */
+/* What one evaluation of a customer's rules has read already: its lifetime
+ * count of a type (by type id) and its aggregates (by slot) do not change
+ * while its rules are evaluated (evaluate, rules.c), and the shipped stages
+ * alone read count('purchase') six times. Only the first JD_MEMO_SLOTS of
+ * each are kept; the rest are read every time. */
+#define JD_MEMO_SLOTS 64
+struct jd_memo {
+    uint64_t have_count; /* bit i: count[i] holds type id i's count */
+    uint64_t have_agg;   /* bit i: agg[i] holds aggregate slot i's value */
+    double count[JD_MEMO_SLOTS];
+    struct jd_val agg[JD_MEMO_SLOTS];
+};
+
 struct jd_ectx {
     const struct jd_ruleset *rs;
     const struct jd_customer *c;
@@ -291,9 +304,14 @@ struct jd_ectx {
     int64_t now;
     int32_t stage;
     uint64_t segs;
+    struct jd_memo *memo; /* NULL: nothing remembered (explain) */
 };
 struct jd_val jd_eval(const struct jd_ectx *x, const struct jd_node *n);
-int jd_truthy(struct jd_val v);
+/* (inline: evaluate calls it for every rule) */
+static inline int jd_truthy(struct jd_val v)
+{
+    return v.t == V_BOOL && v.n != 0;
+}
 /* "COND (sub = value, ...)" into out (size bytes, always NUL-terminated). */
 void jd_reason(const struct jd_ectx *x, const struct jd_crule *r, const char *prefix, char *out,
                size_t size);

@@ -181,6 +181,14 @@ struct jd_customer *jd_cache_get(struct jd_cache *cache, const char *id, size_t 
 void jd_cache_prefetch(const struct jd_cache *cache, const char *id, size_t id_len, int stage);
 /* Takes ownership of c (replacing nothing: c->id must be absent). */
 void jd_cache_put(struct jd_cache *cache, struct jd_customer *c);
+/* The same three with the id's hash computed once by the caller
+ * (jd_cache_hash): a batch hashes each message's key once, not once per
+ * prefetch stage and lookup. */
+uint64_t jd_cache_hash(const char *id, size_t id_len);
+struct jd_customer *jd_cache_get_hashed(struct jd_cache *cache, uint64_t h, const char *id,
+                                        size_t id_len);
+void jd_cache_prefetch_hashed(const struct jd_cache *cache, uint64_t h, int stage);
+void jd_cache_put_hashed(struct jd_cache *cache, struct jd_customer *c, uint64_t h);
 /* Gives c back to the caller without destroying it. */
 void jd_cache_remove(struct jd_cache *cache, struct jd_customer *c);
 size_t jd_cache_size(const struct jd_cache *cache);
