@@ -190,3 +190,51 @@ def test_dlq_missing_fields_in_evolved_writer(devbroker, redis_server, write_con
     assert jdtest.lifetime_count(s, "purchase") == 1
     assert float(s["sp"]) == pytest.approx(9.0)
     assert jd.stop() == 0
+
+
+def test_dlq_in_a_backlog(devbroker, redis_server, write_config, journeyd_factory):
+    """A backlog in full batches: each batch after the first is taken ahead
+    and its customers loaded while the one before is written back
+    (src/engine_load.c). Bad records spread through it are dead-lettered
+    exactly as in a small batch, and every good event is applied once."""
+    config = write_config({
+        "schemas.wire_format": "confluent",
+        "schemas.registry_ids": jdtest.Raw('( { id = 1; file = "schemas/touchpoint.avsc"; } )'),
+        "processing.batch_max_events": jdtest.Raw("300"),
+    })
+
+    def framed(ev):
+        return jdtest.confluent_frame(1, body(ev))
+
+    customers = [f"c-bk-{k}" for k in range(2000)]  # new ones in the first batches
+    records, bad, views = [], [], {c: 0 for c in customers}
+    for seq in range(6000):
+        c = customers[seq % len(customers)]
+        if seq % 397 == 5:
+            # the kinds of bad record, in turn
+            kind = len(bad) % 4
+            ok = body(good(c, "page_view", seq))
+            value = [jdtest.confluent_frame(1, b"\x07not-avro"),
+                     jdtest.confluent_frame(1, ok[: len(ok) // 2]),
+                     jdtest.confluent_frame(999, ok),
+                     framed(dict(good(c, "page_view", seq), event_id=""))][kind]
+            bad.append(len(records))
+            records.append((c.encode(), value))
+            continue
+        views[c] += 1
+        records.append((c.encode(), framed(good(c, "page_view", seq,
+                                                attributes={"tz": "Europe/Paris",
+                                                            "k": f"v{seq}"}))))
+    reports, dlq, _, jd = run_and_collect(devbroker, journeyd_factory, config, records,
+                                          n_bad=len(bad), n_triggers=0)
+    reasons = check_dlq(records, reports, dlq, bad)
+    for n, i in enumerate(bad):
+        if n % 4 == 2:
+            assert "999" in reasons[i], f"the unknown id is named: {reasons[i]!r}"
+    r = redis_server.client()
+    for c in customers:
+        assert jdtest.lifetime_count(jdtest.read_state(r, c), "page_view") == views[c], c
+    assert jdtest.metric_sum(jd.metrics(), "journeyd_dlq_total") == len(bad)
+    # the batches after the first were taken ahead
+    assert jdtest.metric_sum(jd.metrics(), "journeyd_loads_ahead_total") > 0
+    assert jd.stop() == 0
