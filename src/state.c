@@ -107,7 +107,10 @@ const char *jd_state_known(const char *s)
     unsigned char f = (unsigned char)s[0];
     for (size_t i = 0; i < nby_first[f]; i++) {
         const char *k = known_names[by_first[f][i]];
-        if (strcmp(k, s) == 0)
+        /* (the second byte first: it tells most names of a first byte
+         * apart, so strcmp runs about once per lookup; s[1] is in bounds:
+         * at worst the NUL of a one-byte name) */
+        if (k[1] == s[1] && strcmp(k, s) == 0)
             return k;
     }
     return NULL;
