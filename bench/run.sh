@@ -20,7 +20,7 @@
 # (NA where a figure could not be measured).
 #
 # Environment: EVENTS (1000000), CUSTOMERS (100000), PARTITIONS (32), SEED (1),
-# NAIVE_EVENTS (200000), KCAT_RUNS (2), TIMEOUT per drain in s (600),
+# NAIVE_EVENTS (200000), KCAT_RUNS (3), TIMEOUT per drain in s (600),
 # LAT_RATE (10000), LAT_EVENTS (30000), LAT_PARTITIONS (4),
 # BUILD_DIR (build-bench), CMAKE_ARGS (extra cmake -D options), PERF_OUT (a file:
 # `perf record -e cpu-clock -g` of journeyd during (b), for `perf report -i`). The mock broker keeps only the newest ~60,000
@@ -34,7 +34,7 @@ CUSTOMERS=${CUSTOMERS:-100000}
 PARTITIONS=${PARTITIONS:-32}
 SEED=${SEED:-1}
 NAIVE_EVENTS=${NAIVE_EVENTS:-200000}
-KCAT_RUNS=${KCAT_RUNS:-2}
+KCAT_RUNS=${KCAT_RUNS:-3}
 TIMEOUT=${TIMEOUT:-600}
 LAT_RATE=${LAT_RATE:-10000}
 LAT_EVENTS=${LAT_EVENTS:-30000}
