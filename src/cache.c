@@ -149,11 +149,6 @@ void jd_cache_prefetch_hashed(const struct jd_cache *cache, uint64_t h, int stag
     __builtin_prefetch(c->id); /* (the id compared, and the reference bit set) */
 }
 
-void jd_cache_prefetch(const struct jd_cache *cache, const char *id, size_t id_len, int stage)
-{
-    jd_cache_prefetch_hashed(cache, id_hash(id, id_len), stage);
-}
-
 void jd_cache_put_hashed(struct jd_cache *cache, struct jd_customer *c, uint64_t h)
 {
     if ((cache->n + 1) * 4 > cache->cap * 3)

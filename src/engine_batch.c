@@ -426,7 +426,7 @@ void jd_engine_settle_ahead(struct jd_engine *e)
         loaded(e);
 }
 
-/* How many lookups ahead each stage of jd_cache_prefetch is asked for: far
+/* How many lookups ahead each stage of jd_cache_prefetch_hashed is asked for: far
  * enough for its line to arrive from memory, the later stage nearer. */
 #define AHEAD_SLOT 12
 #define AHEAD_CUSTOMER 6

@@ -173,22 +173,21 @@ struct jd_cache *jd_cache_new(size_t max_customers);
 void jd_cache_destroy(struct jd_cache *cache);
 /* Looks a customer up (no allocation) and marks it used (jd_cache_touch). */
 struct jd_customer *jd_cache_get(struct jd_cache *cache, const char *id, size_t id_len);
-/* Prefetching for a run of lookups: a lookup misses the cache up to three
- * times (the slot, then the customer's id length and its id). A caller
- * that knows the ids to come asks for stage 0 (the slot) a few lookups
- * ahead and stage 1 (the customer in it) fewer ahead; stage 1 reads only
- * what stage 0 brought in. Hints only: nothing changes. */
-void jd_cache_prefetch(const struct jd_cache *cache, const char *id, size_t id_len, int stage);
 /* Takes ownership of c (replacing nothing: c->id must be absent). */
 void jd_cache_put(struct jd_cache *cache, struct jd_customer *c);
-/* The same three with the id's hash computed once by the caller
- * (jd_cache_hash): a batch hashes each message's key once, not once per
- * prefetch stage and lookup. */
+/* The id's hash, for the _hashed calls: a batch hashes each message's key
+ * once, not once per prefetch stage and lookup. */
 uint64_t jd_cache_hash(const char *id, size_t id_len);
 struct jd_customer *jd_cache_get_hashed(struct jd_cache *cache, uint64_t h, const char *id,
                                         size_t id_len);
-void jd_cache_prefetch_hashed(const struct jd_cache *cache, uint64_t h, int stage);
 void jd_cache_put_hashed(struct jd_cache *cache, struct jd_customer *c, uint64_t h);
+/* Prefetching for a run of lookups (h: jd_cache_hash of the id): a lookup
+ * misses the cache up to three times (the slot, then the customer's id
+ * length and its id). A caller that knows the ids to come asks for stage 0
+ * (the slot) a few lookups ahead and stage 1 (the customer in it) fewer
+ * ahead; stage 1 reads only what stage 0 brought in. Hints only: nothing
+ * changes. */
+void jd_cache_prefetch_hashed(const struct jd_cache *cache, uint64_t h, int stage);
 /* Gives c back to the caller without destroying it. */
 void jd_cache_remove(struct jd_cache *cache, struct jd_customer *c);
 size_t jd_cache_size(const struct jd_cache *cache);
