@@ -257,7 +257,8 @@ static void index_aggs(struct jd_ruleset *rs)
     for (size_t t = 0; t < nt; t++)
         rs->type_aggs[t] = jd_xcalloc(rs->naggs ? rs->naggs : 1, sizeof **rs->type_aggs);
     for (size_t i = 0; i < rs->naggs; i++) {
-        const struct jd_aggspec *sp = &rs->aggs[i];
+        struct jd_aggspec *sp = &rs->aggs[i];
+        sp->key_plain_len = jd_state_plain(sp->key) ? strlen(sp->key) : SIZE_MAX;
         if (!sp->type && sp->kind != AGG_NFB) {
             rs->any_aggs[rs->nany_aggs++] = (uint32_t)i;
             continue;
@@ -522,6 +523,11 @@ size_t jd_rules_naggs(const struct jd_ruleset *rs)
 const char *jd_rules_agg_key(const struct jd_ruleset *rs, size_t i)
 {
     return i < rs->naggs ? rs->aggs[i].key : NULL;
+}
+
+size_t jd_rules_agg_key_plain_len(const struct jd_ruleset *rs, size_t i)
+{
+    return i < rs->naggs ? rs->aggs[i].key_plain_len : SIZE_MAX;
 }
 
 uint32_t jd_rules_agg_nbuckets(const struct jd_ruleset *rs, size_t i)

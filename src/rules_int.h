@@ -171,8 +171,9 @@ struct jd_aggspec {
     int64_t width;  /* windowed: bucket width, ms */
     uint32_t nb;    /* windowed: buckets */
     char *key;
-    int loose_days; /* AGG_SINCE read outside a comparison with a constant */
-    int timed;      /* read by a stage or segment: its time changes need a timer */
+    size_t key_plain_len; /* jd_rules_agg_key_plain_len */
+    int loose_days;       /* AGG_SINCE read outside a comparison with a constant */
+    int timed;            /* read by a stage or segment: its time changes need a timer */
 };
 
 /* Canonical key of a spec (without its key field) into buf. */

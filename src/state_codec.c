@@ -284,6 +284,14 @@ static char *put_double(char *p, double d)
     return p + n;
 }
 
+int jd_state_plain(const char *s)
+{
+    for (const unsigned char *u = (const unsigned char *)s; *u; u++)
+        if (jd_state_escape[*u])
+            return 0;
+    return 1;
+}
+
 size_t jd_state_format_double(char *out, double d)
 {
     return (size_t)(put_double(out, d) - out);
@@ -294,6 +302,13 @@ size_t jd_state_format_double(char *out, double d)
 static void put_escaped_str(struct wr *w, const char *s)
 {
     static const char hex[] = "0123456789ABCDEF";
+    if (jd_state_is_known(s)) {
+        /* a well-known type or channel (most count keys, the last channel):
+         * nothing in it is escaped (test_state_codec checks them all) */
+        size_t n = strlen(s);
+        w->p = put_lit(wr_need(w, n), s, n);
+        return;
+    }
     const unsigned char *u = (const unsigned char *)s;
     for (;;) {
         char *p = wr_need(w, 3 * 32);
@@ -369,7 +384,10 @@ static int ring_next(struct ring_walk *w, uint64_t *pos, double *x)
     return 0;
 }
 
-static void put_agg(struct wr *w, const struct jd_agg *a, const char *key, uint32_t nb)
+/* keylen: the key's length when it is written as it is (jd_state_plain),
+ * SIZE_MAX when it is to be escaped. */
+static void put_agg(struct wr *w, const struct jd_agg *a, const char *key, size_t keylen,
+                    uint32_t nb)
 {
     /* the ring and the string share their pointer: nb says which it is */
     const struct jd_ring *r = nb ? a->ring : NULL;
@@ -379,7 +397,14 @@ static void put_agg(struct wr *w, const struct jd_agg *a, const char *key, uint3
         nonzero = r->b[k].v != 0 || r->b[k].n != 0;
     if (!nonzero)
         return;
-    PUT_KEY(w, "|a.", key);
+    if (keylen == SIZE_MAX) {
+        PUT_KEY(w, "|a.", key);
+    } else {
+        char *k = put_lit(wr_need(w, 3 + keylen + 1), "|a.", 3);
+        k = put_lit(k, key, keylen);
+        *k++ = '=';
+        w->p = k;
+    }
     char *p = wr_need(w, 5 * NUM_MAX);
     if (a->v != 0 || signbit(a->v))
         p = put_double(p, a->v);
@@ -512,7 +537,8 @@ void jd_customer_encode(const struct jd_customer *c, const struct jd_ruleset *rs
     if (rs) {
         size_t naggs = jd_rules_naggs(rs);
         for (size_t i = 0; i < c->naggs && i < naggs; i++)
-            put_agg(&w, &c->aggs[i], jd_rules_agg_key(rs, i), jd_rules_agg_nbuckets(rs, i));
+            put_agg(&w, &c->aggs[i], jd_rules_agg_key(rs, i), jd_rules_agg_key_plain_len(rs, i),
+                    jd_rules_agg_nbuckets(rs, i));
         size_t ntrig = jd_rules_ntriggers(rs);
         for (size_t i = 0; i < c->ntriggers && i < ntrig; i++) {
             if (!jd_customer_last_fired(c)[i] && !jd_customer_fired_count(c)[i])

@@ -57,6 +57,9 @@ enum jd_trigger_on jd_rules_trigger_on(const struct jd_ruleset *rs, size_t i);
  * set finds the slots it shares with the old one. */
 size_t jd_rules_naggs(const struct jd_ruleset *rs);
 const char *jd_rules_agg_key(const struct jd_ruleset *rs, size_t i);
+/* The key's length when the state's text form writes it as it is
+ * (jd_state_plain, checked once at compile), SIZE_MAX when it is escaped. */
+size_t jd_rules_agg_key_plain_len(const struct jd_ruleset *rs, size_t i);
 /* Shapes an empty slot i (allocates buckets for windowed aggregates). */
 void jd_rules_agg_init(const struct jd_ruleset *rs, size_t i, struct jd_agg *a);
 /* Buckets in slot i's ring; 0: not windowed. */

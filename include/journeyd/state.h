@@ -218,6 +218,9 @@ const char *jd_state_known(const char *s);
 /* The pool of those copies (state.c; its size is checked there). */
 #define JD_KNOWN_POOL_SIZE 206
 extern const char jd_known_pool[JD_KNOWN_POOL_SIZE];
+/* 1 when the state's text form writes s as it is (no byte of s is escaped:
+ * docs/state-format.md): the rule set checks its aggregate keys once. */
+int jd_state_plain(const char *s);
 static inline int jd_state_is_known(const char *s)
 {
     uintptr_t p = (uintptr_t)s, b = (uintptr_t)jd_known_pool;

@@ -1118,12 +1118,31 @@ static void test_parse_escapes(void **unused)
     jd_buf_free(&want);
 }
 
+/* The encoder copies a well-known name (jd_known_pool) without escaping
+ * it: none may hold a byte the text form escapes. */
+static void test_known_names_plain(void **state)
+{
+    (void)state;
+    size_t names = 0;
+    for (size_t i = 0; i < JD_KNOWN_POOL_SIZE; i += strlen(jd_known_pool + i) + 1) {
+        const char *k = jd_known_pool + i;
+        assert_true(k[0] != '\0');
+        for (const char *q = k; *q; q++)
+            if (jd_state_escape[(unsigned char)*q])
+                fail_msg("known name \"%s\" holds an escaped byte", k);
+        assert_ptr_equal(jd_state_known(k), k);
+        names++;
+    }
+    assert_true(names > 20);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_doubles_fixed), cmocka_unit_test(test_doubles_random),
-        cmocka_unit_test(test_customers),     cmocka_unit_test(test_long_values),
-        cmocka_unit_test(test_parse_numbers), cmocka_unit_test(test_parse_escapes),
+        cmocka_unit_test(test_doubles_fixed),     cmocka_unit_test(test_doubles_random),
+        cmocka_unit_test(test_customers),         cmocka_unit_test(test_long_values),
+        cmocka_unit_test(test_parse_numbers),     cmocka_unit_test(test_parse_escapes),
+        cmocka_unit_test(test_known_names_plain),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
