@@ -331,16 +331,25 @@ static void put_escaped_str(struct wr *w, const char *s)
     }
 }
 
-/* A field's key: "|" PREFIX NAME(escaped) "=" */
-static void put_key(struct wr *w, const char *prefix, size_t plen, const char *name)
+/* A field's key: "|" PREFIX NAME "=". NAME is escaped, or copied as it is
+ * when nlen, its length, says it needs no escaping (jd_state_plain);
+ * SIZE_MAX: escape it. */
+static void put_key(struct wr *w, const char *prefix, size_t plen, const char *name, size_t nlen)
 {
+    if (nlen != SIZE_MAX) {
+        char *k = put_lit(wr_need(w, plen + nlen + 1), prefix, plen);
+        k = put_lit(k, name, nlen);
+        *k++ = '=';
+        w->p = k;
+        return;
+    }
     w->p = put_lit(wr_need(w, plen), prefix, plen);
     put_escaped_str(w, name);
     *wr_need(w, 1) = '=';
     w->p++;
 }
 
-#define PUT_KEY(w, prefix, name) put_key((w), (prefix), sizeof(prefix) - 1, (name))
+#define PUT_KEY(w, prefix, name) put_key((w), (prefix), sizeof(prefix) - 1, (name), SIZE_MAX)
 
 static int same_double(double x, double y)
 {
@@ -397,14 +406,7 @@ static void put_agg(struct wr *w, const struct jd_agg *a, const char *key, size_
         nonzero = r->b[k].v != 0 || r->b[k].n != 0;
     if (!nonzero)
         return;
-    if (keylen == SIZE_MAX) {
-        PUT_KEY(w, "|a.", key);
-    } else {
-        char *k = put_lit(wr_need(w, 3 + keylen + 1), "|a.", 3);
-        k = put_lit(k, key, keylen);
-        *k++ = '=';
-        w->p = k;
-    }
+    put_key(w, "|a.", 3, key, keylen);
     char *p = wr_need(w, 5 * NUM_MAX);
     if (a->v != 0 || signbit(a->v))
         p = put_double(p, a->v);
