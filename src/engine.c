@@ -122,6 +122,7 @@ void jd_engine_destroy(struct jd_engine *e)
     free(e->dirty);
     free(e->urgent);
     free(e->holds);
+    free(e->wmv);
     jd_buf_free(&e->tmp);
     jd_buf_free(&e->history);
     free(e);

@@ -502,6 +502,9 @@ void jd_engine_process_batch(struct jd_engine *e)
         goto abandon;
     if (load_stats_offsets(e, stop) != 0)
         goto abandon;
+    /* newly assigned partitions resume their event clock (engine_clock.c) */
+    if (jd_engine_clock_restore(e, 1) != 0)
+        goto abandon;
 
     /* 2. every event, in order; seen_ns: when its customers were ready, the
      * time its partitions count their idleness from (a clock read per

@@ -109,6 +109,10 @@ int jd_engine_persist(struct jd_engine *e, volatile sig_atomic_t *stop)
     e->wb_failed = 0;
     e->wb_skips = 0;
     e->wb_behind = 0;
+    /* everything the closed checkpoints cover is written: their
+     * watermark, then the seal (engine_clock.c) */
+    if (jd_engine_clock_save(e, e->store, 0, 1) != 0)
+        goto failed;
     jd_engine_ckpt_seal_closed(e);
     return 0;
 

@@ -30,6 +30,7 @@ struct jd_ckpt {
     int sealing;      /* closed before the write-back on its way (engine_wb.c) was built */
     uint32_t events;  /* messages of its batch (journeyd_event_processing_seconds) */
     int64_t taken_ns; /* monotonic: when its batch was taken off the consumer */
+    int64_t wm;       /* the partition's watermark when it closed (engine_clock.c) */
     struct jd_ckpt *next;
 };
 
@@ -60,6 +61,9 @@ struct jd_part {
     int64_t consumed;      /* offset after the last message processed; < 0 unknown */
     int64_t idle_since_ns; /* monotonic: last message, assignment, or not caught up */
     int recover;           /* its outbox index is still to be loaded */
+    /* event clock in Redis (engine_clock.c) */
+    int64_t wm_saved; /* the watermark Redis holds for it (-1: unknown) */
+    int wm_restore;   /* it is still to be read */
 };
 
 /* What a produced message is waiting for (the rd_kafka msg_opaque). */
@@ -147,6 +151,9 @@ struct jd_engine {
     int64_t last_watchdog_ns; /* last WATCHDOG=1 */
     size_t trim_work;         /* events processed since the last heap trim (engine_mem.c) */
     int64_t last_trim_ns;     /* last heap trim; 0 never */
+    int clock_restore;        /* some partition's watermark is still to be read */
+    struct jd_watermark *wmv; /* scratch of engine_clock.c */
+    size_t wmcap;
     volatile sig_atomic_t *stop;
     volatile sig_atomic_t *reload;
 };
@@ -289,6 +296,20 @@ void jd_engine_timers_tick(struct jd_engine *e);
  * for it at its last fetch is processed (0: none owned). Local: reads the
  * high watermarks of the last fetches. */
 int jd_engine_caught_up(struct jd_engine *e);
+
+/* engine_clock.c — each partition's event clock in Redis (see the comment
+ * atop the file); nothing is read or written under the wall clock */
+/* p was just assigned: its watermark is to be read. */
+void jd_engine_clock_assigned(struct jd_engine *e, struct jd_part *p);
+/* Reads the watermarks of the assigned partitions that still want theirs
+ * (one round trip). retry: while Redis fails, with backoff, until it works
+ * (0) or stopping or fenced (-1); else one attempt (0, or -1 logged). */
+int jd_engine_clock_restore(struct jd_engine *e, int retry);
+/* Writes each partition's watermark as of its newest checkpoint about to
+ * be sealed (marked_only: those marked by a write-back round; else every
+ * closed one), on st, once everything those checkpoints cover is written.
+ * The same retry as above. */
+int jd_engine_clock_save(struct jd_engine *e, struct jd_store *st, int marked_only, int retry);
 
 /* engine_out.c */
 struct jd_part *jd_engine_part(struct jd_engine *e, const char *topic, int32_t partition,

@@ -67,6 +67,7 @@ void jd_engine_ckpt_close(struct jd_part *p, int64_t next_offset)
 {
     struct jd_ckpt *ck = jd_engine_ckpt_open(p);
     ck->next_offset = next_offset;
+    ck->wm = p->watermark;
     ck->closed = 1;
     p->open = NULL;
 }

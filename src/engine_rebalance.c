@@ -34,6 +34,7 @@ static void assigned(struct jd_engine *e, rd_kafka_topic_partition_list_t *parts
         p->stored_offset = -1;
         p->watermark = 0;
         jd_engine_timers_assigned(e, p);
+        jd_engine_clock_assigned(e, p);
         jd_info(MOD, "assigned %s/%" PRId32, p->topic, p->partition);
     }
     rd_kafka_error_t *err = rd_kafka_incremental_assign(e->consumer, parts);

@@ -379,7 +379,10 @@ void jd_engine_timers_tick(struct jd_engine *e)
     t->again = 0;
     char errstr[512];
 
-    /* 1. outboxes a previous owner left, and the partitions' clocks */
+    /* 1. outboxes a previous owner left, and the partitions' clocks (as
+     * stored, for newly assigned ones: engine_clock.c) */
+    if (jd_engine_clock_restore(e, 0) != 0)
+        return;
     size_t n = 0;
     for (size_t ti = 0; ti < e->cfg->ninput_topics; ti++)
         n += (size_t)e->nparts[ti];

@@ -151,8 +151,15 @@ int jd_engine_wb_wait(struct jd_engine *e)
         jd_engine_redis_succeeded(e);
         for (size_t i = 0; i < wb->n; i++)
             jd_engine_produce_customer(e, wb->cs[i]);
-        if (wb->seal)
+        if (wb->seal && jd_engine_clock_save(e, wb->st, 1, 0) == 0) {
             jd_engine_ckpt_seal_marked(e);
+        } else if (wb->seal) {
+            /* not sealed: the next write-back goes synchronously, writes
+             * the watermark again and seals (engine_clock.c) */
+            e->wb_failed = 1;
+            if (!jd_store_connected(wb->st) && jd_store_reconnect(wb->st, errstr, sizeof errstr))
+                jd_warn(MOD, "redis reconnect (write-back): %s", errstr);
+        }
     } else {
         /* back on the list; the caller's synchronous write-back retries */
         jd_error(MOD, "redis write-back failed: %s; retrying", errstr);

@@ -161,6 +161,10 @@ static inline int exec_fail(struct jd_store *st, const char *what, const char *w
     return -1;
 }
 
+/* PREFIX:{p:TOPIC:PARTITION}SUFFIX into st->pkey; -1 for an unknown source
+ * (store_timers.c). */
+int jd_store_pkey(struct jd_store *st, int32_t source, const char *suffix);
+
 /* store_timers.c: the per-partition writes that go with the customers'
  * writes in a flush (timer set, outbox index). Additions are gathered per
  * set (jd_store_pre_add) and appended, one variadic ZADD per set, before

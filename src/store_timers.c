@@ -35,8 +35,7 @@
 
 #include "store_int.h"
 
-/* PREFIX:{p:TOPIC:PARTITION}SUFFIX into st->pkey; -1 for an unknown source. */
-static int build_pkey(struct jd_store *st, int32_t source, const char *suffix)
+int jd_store_pkey(struct jd_store *st, int32_t source, const char *suffix)
 {
     int32_t ti = source >> 16;
     if (source < 0 || (size_t)ti >= st->ntopics)
@@ -122,7 +121,7 @@ static size_t pm_emit(struct jd_store *st, int add)
         while (end < st->npm && end - g < PM_CHUNK && st->pm[end].source == m0->source &&
                st->pm[end].set == m0->set)
             end++;
-        if (build_pkey(st, m0->source, suffix[m0->set]) != 0) { /* checked when added */
+        if (jd_store_pkey(st, m0->source, suffix[m0->set]) != 0) { /* checked when added */
             g = end;
             continue;
         }
@@ -329,7 +328,7 @@ int jd_store_timers_due(struct jd_store *st, const int32_t *sources, const int64
     why[0] = '\0';
     snprintf(lims, sizeof lims, "%zu", limit);
     for (size_t i = 0; i < n; i++) {
-        if (build_pkey(st, sources[i], ":timers") != 0)
+        if (jd_store_pkey(st, sources[i], ":timers") != 0)
             continue;
         if (upto[i] >= 0) {
             snprintf(maxs, sizeof maxs, "%" PRId64, upto[i]);
@@ -362,7 +361,7 @@ int jd_store_timers_due(struct jd_store *st, const int32_t *sources, const int64
     }
     size_t pos = nd;
     for (size_t i = 0; i < n; i++) {
-        if (build_pkey(st, sources[i], ":timers") != 0)
+        if (jd_store_pkey(st, sources[i], ":timers") != 0)
             continue;
         if (upto[i] >= 0) {
             size_t ri = pos++;
@@ -424,7 +423,7 @@ int jd_store_outbox_customers(struct jd_store *st, int32_t source, const char *a
     if (jd_redis_pending(st->rd))
         return exec_fail(st, "outbox index", "commands of another module are pending", errstr,
                          errsize);
-    if (build_pkey(st, source, ":outbox") != 0)
+    if (jd_store_pkey(st, source, ":outbox") != 0)
         return 0;
     struct jd_buf min;
     jd_buf_init(&min);

@@ -12,6 +12,8 @@
  *   j:{p:TOPIC:PARTITION}:outbox  sorted set (all scores 0) of the customers
  *                                 whose outbox holds an entry that no replay
  *                                 would bring back (store_timers.c)
+ *   j:{p:TOPIC:PARTITION}:wm      hash: the event clock's watermark and the
+ *                                 offset it stands at (store_watermark.c)
  *
  * A flush writes each dirty customer atomically: a customer whose write is
  * only its state is one SET, or on a single node one key of an MSET shared
@@ -144,6 +146,24 @@ int jd_store_timers_remove(struct jd_store *st, const struct jd_due_list *entrie
 int jd_store_outbox_customers(struct jd_store *st, int32_t source, const char *after,
                               size_t after_len, size_t limit, struct jd_due_list *out, char *errstr,
                               size_t errsize) JD_MUST_CHECK;
+
+/* -------- per-partition event clocks (store_watermark.c) -------- */
+struct jd_watermark {
+    int32_t source;    /* as above */
+    int64_t offset;    /* every event of the partition before it is in the stored state */
+    int64_t watermark; /* the largest occurred_at (ms) of those events */
+};
+/* Writes the n watermarks in one round trip. 0; -1 with errstr when the
+ * write failed (retry); 1 with errstr when a key holds another type
+ * (WRONGTYPE: the others are written, retrying cannot help). */
+int jd_store_watermarks_save(struct jd_store *st, const struct jd_watermark *w, size_t n,
+                             char *errstr, size_t errsize) JD_MUST_CHECK;
+/* Reads the watermarks of w[0..n) (by source) in one round trip: offset
+ * and watermark -1 when none is stored. 0; -1 with errstr when the read
+ * failed (retry); 1 with errstr when a key holds something else (that
+ * one reads as none). */
+int jd_store_watermarks_load(struct jd_store *st, struct jd_watermark *w, size_t n, char *errstr,
+                             size_t errsize) JD_MUST_CHECK;
 
 /* Counts round trips and errors, for metrics. */
 uint64_t jd_store_roundtrips(const struct jd_store *st);

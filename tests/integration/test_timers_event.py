@@ -92,6 +92,17 @@ def check(triggers, want):
     return got
 
 
+def run_from_scratch(devbroker, write_config, journeyd_factory, group):
+    """journeyd over the whole input again, as if for the first time (its own
+    group and key prefix), until it has committed everything."""
+    cfg = write_config({"kafka.group_id": group, "processing.idle_advance": "0",
+                        "redis.key_prefix": group}, name=f"{group}.conf")
+    jd = journeyd_factory(cfg)
+    jd.wait_ready()
+    jdtest.wait_caught_up(devbroker.bootstrap, group, "touchpoints", timeout=60)
+    return jd
+
+
 def test_ninety_day_journey(devbroker, write_config, journeyd_factory):
     events, want = journey()
     produce_by_partition(devbroker.bootstrap, events)
@@ -112,11 +123,7 @@ def test_ninety_day_journey(devbroker, write_config, journeyd_factory):
 
     # the same input again, from scratch (another group, another key
     # prefix): the same triggers, ids included
-    cfg2 = write_config({"kafka.group_id": "timers-90d-replay", "processing.idle_advance": "0",
-                         "redis.key_prefix": "replay"}, name="replay.conf")
-    jd2 = journeyd_factory(cfg2)
-    jd2.wait_ready()
-    jdtest.wait_caught_up(devbroker.bootstrap, "timers-90d-replay", "touchpoints", timeout=60)
+    jd2 = run_from_scratch(devbroker, write_config, journeyd_factory, "timers-90d-replay")
     both = timerslib.read_triggers(devbroker.bootstrap, expect_n=2 * len(want), timeout=30)
     assert len(both) == 2 * len(want)
     ids = {}
@@ -150,3 +157,44 @@ def test_idle_partition_follows_wall_clock(devbroker, write_config, journeyd_fac
     got = timerslib.read_triggers(devbroker.bootstrap, expect_n=1, timeout=30)
     check(got, {(cid, "winback"): b + 60 * D})
     assert jd2.stop() == 0
+
+
+def test_clock_resumes_after_a_crash(devbroker, redis_server, write_config, journeyd_factory):
+    """The event clock is kept in Redis (src/engine_clock.c): after a crash,
+    a purchase arriving 61 days of event time behind its partition's
+    watermark is evaluated at that watermark, as in a run without the crash
+    — the buyer is lapsed at once and gets its winback. Evaluated at its own
+    time (the clock restarting from the replayed events) it would not be."""
+    b = jdtest.base_time_ms(days_ago=100)
+    part = 3
+    ahead = jdtest.touchpoint("clock-ahead", "page_view", b + 61 * D)
+    late = jdtest.touchpoint(pick("clock-late-buyer"), "purchase", b, amount=5)
+    timerslib.produce(devbroker.bootstrap, [ahead], partition=part)
+    cfg = write_config({"kafka.group_id": "clock-crash", "processing.idle_advance": "0"})
+    jd = journeyd_factory(cfg)
+    jd.wait_ready()
+    jdtest.wait_caught_up(devbroker.bootstrap, "clock-crash", "touchpoints", timeout=30)
+    # committed, so stored: at the committed offset or past it
+    committed = jdtest.committed_offsets(devbroker.bootstrap, "clock-crash", "touchpoints")[part]
+    wm = redis_server.client().hgetall("j:{p:touchpoints:%d}:wm" % part)
+    assert int(wm["watermark"]) == b + 61 * D, wm
+    assert int(wm["offset"]) >= committed == 1, (wm, committed)
+    jd.sigkill()
+    jd.wait()
+
+    timerslib.produce(devbroker.bootstrap, [late], partition=part)
+    jd2 = journeyd_factory(cfg)
+    jd2.wait_ready()
+    jdtest.wait_caught_up(devbroker.bootstrap, "clock-crash", "touchpoints", timeout=30)
+    got = timerslib.read_triggers(devbroker.bootstrap, expect_n=1, timeout=20)
+    assert [(t["customer_id"], t["trigger"], t["source_event_id"]) for t, _ in got] == \
+        [(late["customer_id"], "winback", late["event_id"])], got
+    jd2.wait_for_log(r"touchpoints/%d: event clock resumes at %d" % (part, b + 61 * D))
+    assert jd2.stop() == 0
+
+    # the same input without a crash (another group, another key prefix):
+    # the same trigger, id included
+    jd3 = run_from_scratch(devbroker, write_config, journeyd_factory, "clock-whole")
+    both = timerslib.read_triggers(devbroker.bootstrap, expect_n=2, timeout=20)
+    assert len(both) == 2 and both[0][0] == both[1][0], both
+    assert jd3.stop() == 0

@@ -1,0 +1,152 @@
+/*
+ * engine_clock — each partition's event clock (its watermark: the largest
+ * occurred_at seen) kept in Redis, so that a restart or a rebalance resumes
+ * it where the stored state stands instead of from the first replayed
+ * event (docs/time.md). Under the wall clock nothing here runs.
+ *
+ * Why replays stay exact: an event is evaluated at the watermark of
+ * everything before it in its partition. A checkpoint records the
+ * watermark when its batch closes (wm); the write that seals checkpoints
+ * (every event they cover is in the stored state) is followed, before the
+ * seal, by the watermark of the newest of them, with its offset S. So
+ *   committed offset C  <=  S  <=  what the stored state covers,
+ * because an offset is stored for commit only once sealed. A new owner
+ * replays from C: the events before S are in the state already (skipped,
+ * though they still move the watermark), and every event from S on is
+ * evaluated at max(stored watermark, replayed occurred_at up to it) — the
+ * same watermark it had, or would have had, without the restart. A crash
+ * between the customers' write and the watermark's leaves S at the previous
+ * seal, which still satisfies both bounds (C has not moved past it).
+ * The watermark is written only when it moved, once per write-back round.
+ */
+#include <inttypes.h>
+#include <stdlib.h>
+
+#include "engine_int.h"
+#include "journeyd/log.h"
+
+#define MOD "clock"
+
+static int event_clock(const struct jd_engine *e)
+{
+    return e->cfg->clock == JD_CLOCK_EVENT;
+}
+
+/* A key of ours holding something else (rc 1 of the store's calls). */
+static void foreign_key(struct jd_engine *e, const char *errstr, const char *consequence)
+{
+    jd_error(MOD, "%s: %s", errstr, consequence);
+    if (e->metrics)
+        jd_metrics_add(e->metrics, JD_C_REDIS_ERRORS, 1);
+}
+
+static struct jd_watermark *wm_add(struct jd_engine *e, size_t n)
+{
+    if (n == e->wmcap) {
+        e->wmcap = e->wmcap ? e->wmcap * 2 : 64;
+        e->wmv = jd_xrealloc(e->wmv, e->wmcap * sizeof *e->wmv);
+    }
+    return &e->wmv[n];
+}
+
+void jd_engine_clock_assigned(struct jd_engine *e, struct jd_part *p)
+{
+    p->wm_saved = -1;
+    p->wm_restore = event_clock(e);
+    e->clock_restore |= p->wm_restore;
+}
+
+/* A failed attempt: retried with backoff (0) unless `retry` is off,
+ * stopping or fenced (-1). */
+static int failed(struct jd_engine *e, int retry, const char *what, const char *errstr)
+{
+    if (!retry) {
+        jd_warn(MOD, "redis %s failed: %s; tried again later", what, errstr);
+        if (e->metrics)
+            jd_metrics_add(e->metrics, JD_C_REDIS_ERRORS, 1);
+        return -1;
+    }
+    jd_engine_redis_failed(e, what, errstr);
+    return (e->stop && *e->stop) || jd_engine_fenced(e) ? -1 : 0;
+}
+
+int jd_engine_clock_restore(struct jd_engine *e, int retry)
+{
+    if (!e->clock_restore)
+        return 0;
+    size_t n = 0;
+    for (size_t t = 0; t < e->cfg->ninput_topics; t++)
+        for (int32_t i = 0; i < e->nparts[t]; i++) {
+            struct jd_part *p = &e->parts[t][i];
+            if (p->topic && p->assigned && p->wm_restore)
+                wm_add(e, n++)->source = p->source;
+        }
+    char errstr[512];
+    int rc = 0;
+    while (n > 0 && (rc = jd_store_watermarks_load(e->store, e->wmv, n, errstr, sizeof errstr)) < 0)
+        if (failed(e, retry, "watermark read", errstr) != 0)
+            return -1;
+    if (n > 0)
+        jd_engine_redis_succeeded(e);
+    if (rc == 1)
+        foreign_key(e, errstr, "ignored, so that partition's event clock starts from its events");
+    for (size_t k = 0; k < n; k++) {
+        struct jd_part *p = jd_engine_part_by_source(e, e->wmv[k].source);
+        if (!p)
+            continue;
+        p->wm_restore = 0;
+        int64_t wm = e->wmv[k].watermark;
+        if (wm <= 0)
+            continue;
+        p->wm_saved = wm;
+        if (wm > p->watermark)
+            p->watermark = wm;
+        jd_info(MOD,
+                "%s/%" PRId32 ": event clock resumes at %" PRId64 " (stored at offset %" PRId64 ")",
+                p->topic, p->partition, wm, e->wmv[k].offset);
+    }
+    e->clock_restore = 0;
+    return 0;
+}
+
+int jd_engine_clock_save(struct jd_engine *e, struct jd_store *st, int marked_only, int retry)
+{
+    if (!event_clock(e))
+        return 0;
+    size_t n = 0;
+    for (size_t t = 0; t < e->cfg->ninput_topics; t++)
+        for (int32_t i = 0; i < e->nparts[t]; i++) {
+            struct jd_part *p = &e->parts[t][i];
+            if (!p->topic || !p->assigned)
+                continue;
+            const struct jd_ckpt *last = NULL;
+            for (const struct jd_ckpt *ck = p->head; ck; ck = ck->next)
+                if (ck->closed && !ck->sealed && (ck->sealing || !marked_only))
+                    last = ck;
+            if (!last || last->wm <= 0 || last->wm <= p->wm_saved)
+                continue;
+            *wm_add(e, n++) = (struct jd_watermark){
+                .source = p->source, .offset = last->next_offset, .watermark = last->wm};
+        }
+    if (n == 0)
+        return 0;
+    char errstr[512];
+    int rc;
+    do {
+        if (jd_engine_fenced(e)) /* not ours any more: the new owner's clock */
+            return -1;
+        rc = jd_store_watermarks_save(st, e->wmv, n, errstr, sizeof errstr);
+    } while (rc < 0 && failed(e, retry, "watermark write", errstr) == 0);
+    if (rc < 0)
+        return -1;
+    if (rc == 1)
+        foreign_key(e, errstr,
+                    "that partition's event clock is not kept for a restart until the key is "
+                    "removed");
+    for (size_t k = 0; k < n; k++) {
+        struct jd_part *p = jd_engine_part_by_source(e, e->wmv[k].source);
+        if (p)
+            p->wm_saved = e->wmv[k].watermark;
+    }
+    return 0;
+}
