@@ -8,16 +8,22 @@
  * everything before it in its partition. A checkpoint records the
  * watermark when its batch closes (wm); the write that seals checkpoints
  * (every event they cover is in the stored state) is followed, before the
- * seal, by the watermark of the newest of them, with its offset S. So
- *   committed offset C  <=  S  <=  what the stored state covers,
- * because an offset is stored for commit only once sealed. A new owner
- * replays from C: the events before S are in the state already (skipped,
- * though they still move the watermark), and every event from S on is
+ * seal, by the watermark of the newest of them when it moved, with its
+ * offset S. An offset is stored for commit only once sealed, so the stored
+ * watermark is always that of a point between the committed offset C and
+ * what the stored state covers: S itself is at or past C, or, when later
+ * batches did not move the watermark, before C with the same watermark as
+ * at C. A new owner replays from C: the events already in the state are
+ * skipped (they still move the watermark), and every other event is
  * evaluated at max(stored watermark, replayed occurred_at up to it) — the
  * same watermark it had, or would have had, without the restart. A crash
- * between the customers' write and the watermark's leaves S at the previous
- * seal, which still satisfies both bounds (C has not moved past it).
- * The watermark is written only when it moved, once per write-back round.
+ * between the customers' write and the watermark's leaves the previous
+ * one, which C has not passed either.
+ * Not covered: a watermark moved by processing.idle_advance (the wall
+ * clock, engine_timers.c) is stored only with the partition's next
+ * checkpoint; a crash before it restarts from the last stored one.
+ * The watermark is written only when it moved, with the write-back that
+ * seals (one small write per round, per persist when synchronous).
  */
 #include <inttypes.h>
 #include <stdlib.h>
@@ -56,18 +62,37 @@ void jd_engine_clock_assigned(struct jd_engine *e, struct jd_part *p)
     e->clock_restore |= p->wm_restore;
 }
 
-/* A failed attempt: retried with backoff (0) unless `retry` is off,
- * stopping or fenced (-1). */
-static int failed(struct jd_engine *e, int retry, const char *what, const char *errstr)
+/* A failed attempt on st: 0 to try again, -1 not (`retry` off, stopping or
+ * fenced). On the engine's connection it goes as any Redis failure of the
+ * engine (backoff, reconnect, not ready meanwhile); the write-back's
+ * connection is the write-back's to reconnect (engine_wb.c). */
+static int failed(struct jd_engine *e, struct jd_store *st, int retry, const char *what,
+                  const char *errstr)
 {
-    if (!retry) {
-        jd_warn(MOD, "redis %s failed: %s; tried again later", what, errstr);
+    if (st != e->store) {
+        jd_warn(MOD, "redis %s failed: %s; written again by the next write-back", what, errstr);
         if (e->metrics)
             jd_metrics_add(e->metrics, JD_C_REDIS_ERRORS, 1);
         return -1;
     }
     jd_engine_redis_failed(e, what, errstr);
-    return (e->stop && *e->stop) || jd_engine_fenced(e) ? -1 : 0;
+    return !retry || (e->stop && *e->stop) || jd_engine_fenced(e) ? -1 : 0;
+}
+
+/* The stored watermark of p, read at `offset`, is p's (not one left by an
+ * earlier incarnation of the topic, whose offsets may have started over). */
+static int plausible(struct jd_engine *e, const struct jd_part *p, int64_t offset)
+{
+    int64_t lo = -1, hi = -1;
+    if (!e->consumer ||
+        rd_kafka_get_watermark_offsets(e->consumer, p->topic, p->partition, &lo, &hi) != 0 ||
+        hi < 0 || offset <= hi)
+        return 1; /* (the end of the log not known yet: nothing to compare) */
+    jd_warn(MOD,
+            "%s/%" PRId32 ": stored event clock at offset %" PRId64 " is past the end of the "
+            "log (%" PRId64 "): ignored, the clock starts from the partition's events",
+            p->topic, p->partition, offset, hi);
+    return 0;
 }
 
 int jd_engine_clock_restore(struct jd_engine *e, int retry)
@@ -84,7 +109,7 @@ int jd_engine_clock_restore(struct jd_engine *e, int retry)
     char errstr[512];
     int rc = 0;
     while (n > 0 && (rc = jd_store_watermarks_load(e->store, e->wmv, n, errstr, sizeof errstr)) < 0)
-        if (failed(e, retry, "watermark read", errstr) != 0)
+        if (failed(e, e->store, retry, "watermark read", errstr) != 0)
             return -1;
     if (n > 0)
         jd_engine_redis_succeeded(e);
@@ -96,7 +121,7 @@ int jd_engine_clock_restore(struct jd_engine *e, int retry)
             continue;
         p->wm_restore = 0;
         int64_t wm = e->wmv[k].watermark;
-        if (wm <= 0)
+        if (wm <= 0 || !plausible(e, p, e->wmv[k].offset))
             continue;
         p->wm_saved = wm;
         if (wm > p->watermark)
@@ -136,9 +161,11 @@ int jd_engine_clock_save(struct jd_engine *e, struct jd_store *st, int marked_on
         if (jd_engine_fenced(e)) /* not ours any more: the new owner's clock */
             return -1;
         rc = jd_store_watermarks_save(st, e->wmv, n, errstr, sizeof errstr);
-    } while (rc < 0 && failed(e, retry, "watermark write", errstr) == 0);
+    } while (rc < 0 && failed(e, st, retry, "watermark write", errstr) == 0);
     if (rc < 0)
         return -1;
+    if (st == e->store)
+        jd_engine_redis_succeeded(e);
     if (rc == 1)
         foreign_key(e, errstr,
                     "that partition's event clock is not kept for a restart until the key is "

@@ -1,6 +1,7 @@
 """Keys of journeyd's that Redis holds with something journeyd cannot use
 (another client wrote them): a customer's state key made a list, a corrupt
-state string, an outbox key made a string. Retrying cannot cure these, yet
+state string, an outbox key made a string (and a partition's event clock,
+the exception: ignored). Retrying cannot cure these, yet
 nothing may be skipped: journeyd refuses to go past the event — consumption
 paused, /readyz 503, journeyd_backpressured 1, nothing committed beyond
 it, the log naming the customer and the Redis error — and once the operator
@@ -35,11 +36,17 @@ def test_foreign_keys_pause_until_removed(devbroker, redis_server, write_config,
     r = redis_server.client()
     b = jdtest.base_time_ms(days_ago=3)
     tp = jdtest.touchpoint
+    # 0. the partition's event clock key (engine_clock.c) is the exception:
+    # reported and ignored, read or written; nothing waits for it
+    r.set("j:{p:touchpoints:%d}:wm" % PART, "not a watermark")
     cfg = write_config({"kafka.group_id": "foreign"})
     jd = journeyd_factory(cfg)
     jd.wait_ready()
     produce(devbroker, [tp("fk-warmup", "page_view", b)])
     jdtest.wait_caught_up(devbroker.bootstrap, "foreign", "touchpoints", timeout=30)
+    jd.wait_for_log(r"watermark key .*WRONGTYPE.*: ignored, so that partition's event clock")
+    jd.wait_for_log(r"watermark key .*WRONGTYPE.*: that partition's event clock is not kept")
+    r.delete("j:{p:touchpoints:%d}:wm" % PART)
 
     # 1. the state key is a list: its load fails with WRONGTYPE
     r.rpush("j:{fk-list}", "not a state")
