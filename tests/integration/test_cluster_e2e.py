@@ -183,6 +183,14 @@ def test_journeys_same_as_single_redis(tmp_path, devbroker, redis_server, cluste
     stats_masters = {cluster.master_of_slot(cluster.keyslot(k))
                      for k in cluster.client().smembers("j:{stats}:partitions")}
     assert len(stats_masters) > 1, stats_masters
+    # the partitions' event clocks (src/engine_clock.c): the same on both,
+    # each on its partition's master
+    single_keys = redis_server.client().keys("j:{p:*}:wm")
+    assert len(single_keys) > 1, single_keys
+    clocks1 = {k: redis_server.client().hget(k, "watermark") for k in single_keys}
+    clocks2 = {k: cluster.client().hget(k, "watermark") for k in single_keys}
+    assert clocks2 == clocks1
+    assert len({cluster.master_of_slot(cluster.keyslot(k)) for k in single_keys}) > 1
 
     got = {c: jdtest.names(t) for c, t in jdtest.by_customer(clustered).items()
            if not c.startswith("c-many-")}
