@@ -79,15 +79,23 @@ static int failed(struct jd_engine *e, struct jd_store *st, int retry, const cha
     return !retry || (e->stop && *e->stop) || jd_engine_fenced(e) ? -1 : 0;
 }
 
+/* The end of p's log as of the last fetch; -1 not known yet. */
+static int64_t log_end(struct jd_engine *e, const struct jd_part *p)
+{
+    int64_t lo = -1, hi = -1;
+    if (!e->consumer ||
+        rd_kafka_get_watermark_offsets(e->consumer, p->topic, p->partition, &lo, &hi) != 0)
+        return -1;
+    return hi < 0 ? -1 : hi;
+}
+
 /* The stored watermark of p, read at `offset`, is p's (not one left by an
  * earlier incarnation of the topic, whose offsets may have started over). */
 static int plausible(struct jd_engine *e, const struct jd_part *p, int64_t offset)
 {
-    int64_t lo = -1, hi = -1;
-    if (!e->consumer ||
-        rd_kafka_get_watermark_offsets(e->consumer, p->topic, p->partition, &lo, &hi) != 0 ||
-        hi < 0 || offset <= hi)
-        return 1; /* (the end of the log not known yet: nothing to compare) */
+    int64_t hi = log_end(e, p);
+    if (hi < 0 || offset <= hi)
+        return 1; /* (the end of the log not known: nothing to compare) */
     jd_warn(MOD,
             "%s/%" PRId32 ": stored event clock at offset %" PRId64 " is past the end of the "
             "log (%" PRId64 "): ignored, the clock starts from the partition's events",
@@ -99,12 +107,18 @@ int jd_engine_clock_restore(struct jd_engine *e, int retry)
 {
     if (!e->clock_restore)
         return 0;
-    size_t n = 0;
+    /* the tick waits for a partition's first fetch (which tells the end of
+     * its log, for plausible); a batch cannot wait */
+    size_t n = 0, later = 0;
     for (size_t t = 0; t < e->cfg->ninput_topics; t++)
         for (int32_t i = 0; i < e->nparts[t]; i++) {
             struct jd_part *p = &e->parts[t][i];
-            if (p->topic && p->assigned && p->wm_restore)
+            if (!p->topic || !p->assigned || !p->wm_restore)
+                continue;
+            if (retry || log_end(e, p) >= 0)
                 wm_add(e, n++)->source = p->source;
+            else
+                later++;
         }
     char errstr[512];
     int rc = 0;
@@ -130,7 +144,7 @@ int jd_engine_clock_restore(struct jd_engine *e, int retry)
                 "%s/%" PRId32 ": event clock resumes at %" PRId64 " (stored at offset %" PRId64 ")",
                 p->topic, p->partition, wm, e->wmv[k].offset);
     }
-    e->clock_restore = 0;
+    e->clock_restore = later > 0;
     return 0;
 }
 

@@ -302,8 +302,10 @@ int jd_engine_caught_up(struct jd_engine *e);
 /* p was just assigned: its watermark is to be read. */
 void jd_engine_clock_assigned(struct jd_engine *e, struct jd_part *p);
 /* Reads the watermarks of the assigned partitions that still want theirs
- * (one round trip). retry: while Redis fails, with backoff, until it works
- * (0) or stopping or fenced (-1); else one attempt (0, or -1 logged). */
+ * (one round trip). retry (a batch): all of them, while Redis fails, with
+ * backoff, until it works (0) or stopping or fenced (-1); else (the timer
+ * tick) one attempt for those whose log end a fetch told (0, or -1 after
+ * jd_engine_redis_failed). */
 int jd_engine_clock_restore(struct jd_engine *e, int retry);
 /* Writes each partition's watermark as of its newest checkpoint about to
  * be sealed (marked_only: those marked by a write-back round; else every

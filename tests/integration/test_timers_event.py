@@ -198,3 +198,27 @@ def test_clock_resumes_after_a_crash(devbroker, redis_server, write_config, jour
     both = timerslib.read_triggers(devbroker.bootstrap, expect_n=2, timeout=20)
     assert len(both) == 2 and both[0][0] == both[1][0], both
     assert jd3.stop() == 0
+
+
+def test_clock_of_another_log_is_ignored(devbroker, redis_server, write_config,
+                                         journeyd_factory):
+    """A stored event clock whose offset is past the end of the partition's
+    log was left by an earlier topic of that name (recreated, its offsets
+    started over): ignored with a warning, the clock starts from the events,
+    so the late buyer of the test above is not lapsed."""
+    b = jdtest.base_time_ms(days_ago=100)
+    part = 2
+    redis_server.client().hset("j:{p:touchpoints:%d}:wm" % part,
+                               mapping={"watermark": b + 61 * D, "offset": 1000})
+    late = jdtest.touchpoint(pick("clock-other-log"), "purchase", b, amount=5)
+    timerslib.produce(devbroker.bootstrap, [late], partition=part)
+    jd = journeyd_factory(write_config({"kafka.group_id": "clock-other",
+                                        "processing.idle_advance": "0"}))
+    jd.wait_ready()
+    jdtest.wait_caught_up(devbroker.bootstrap, "clock-other", "touchpoints", timeout=30)
+    jd.wait_for_log(r"touchpoints/%d: stored event clock at offset 1000 is past the end of the "
+                    r"log \(1\): ignored" % part)
+    assert timerslib.read_triggers(devbroker.bootstrap, timeout=3, quiet=1) == []
+    wm = redis_server.client().hgetall("j:{p:touchpoints:%d}:wm" % part)
+    assert wm == {"watermark": str(b), "offset": "1"}, wm  # its own, once written
+    assert jd.stop() == 0
