@@ -19,9 +19,10 @@
  * same watermark it had, or would have had, without the restart. A crash
  * between the customers' write and the watermark's leaves the previous
  * one, which C has not passed either.
- * Not covered: a watermark moved by processing.idle_advance (the wall
- * clock, engine_timers.c) is stored only with the partition's next
- * checkpoint; a crash before it restarts from the last stored one.
+ * A watermark moved by processing.idle_advance (the wall clock,
+ * engine_timers.c) goes with the partition's next checkpoint, or, once
+ * every event of the partition is written and its offset stored, from the
+ * timer tick as of the partition's position (jd_engine_clock_save_idle).
  * The watermark is written only when it moved, with the write-back that
  * seals (one small write per round, per persist when synchronous).
  */
@@ -148,25 +149,9 @@ int jd_engine_clock_restore(struct jd_engine *e, int retry)
     return 0;
 }
 
-int jd_engine_clock_save(struct jd_engine *e, struct jd_store *st, int marked_only, int retry)
+/* Writes e->wmv[0..n) on st (see jd_engine_clock_save). */
+static int save(struct jd_engine *e, struct jd_store *st, size_t n, int retry)
 {
-    if (!event_clock(e))
-        return 0;
-    size_t n = 0;
-    for (size_t t = 0; t < e->cfg->ninput_topics; t++)
-        for (int32_t i = 0; i < e->nparts[t]; i++) {
-            struct jd_part *p = &e->parts[t][i];
-            if (!p->topic || !p->assigned)
-                continue;
-            const struct jd_ckpt *last = NULL;
-            for (const struct jd_ckpt *ck = p->head; ck; ck = ck->next)
-                if (ck->closed && !ck->sealed && (ck->sealing || !marked_only))
-                    last = ck;
-            if (!last || last->wm <= 0 || last->wm <= p->wm_saved)
-                continue;
-            *wm_add(e, n++) = (struct jd_watermark){
-                .source = p->source, .offset = last->next_offset, .watermark = last->wm};
-        }
     if (n == 0)
         return 0;
     char errstr[512];
@@ -190,4 +175,48 @@ int jd_engine_clock_save(struct jd_engine *e, struct jd_store *st, int marked_on
             p->wm_saved = e->wmv[k].watermark;
     }
     return 0;
+}
+
+int jd_engine_clock_save(struct jd_engine *e, struct jd_store *st, int marked_only, int retry)
+{
+    if (!event_clock(e))
+        return 0;
+    size_t n = 0;
+    for (size_t t = 0; t < e->cfg->ninput_topics; t++)
+        for (int32_t i = 0; i < e->nparts[t]; i++) {
+            struct jd_part *p = &e->parts[t][i];
+            if (!p->topic || !p->assigned)
+                continue;
+            const struct jd_ckpt *last = NULL;
+            for (const struct jd_ckpt *ck = p->head; ck; ck = ck->next)
+                if (ck->closed && !ck->sealed && (ck->sealing || !marked_only))
+                    last = ck;
+            if (!last || last->wm <= 0 || last->wm <= p->wm_saved)
+                continue;
+            *wm_add(e, n++) = (struct jd_watermark){
+                .source = p->source, .offset = last->next_offset, .watermark = last->wm};
+        }
+    return save(e, st, n, retry);
+}
+
+/* How far an idle partition's clock moves before it is written again. */
+#define IDLE_SAVE_MS 1000
+
+int jd_engine_clock_save_idle(struct jd_engine *e)
+{
+    if (!event_clock(e) || e->cfg->idle_advance_ms <= 0)
+        return 0;
+    size_t n = 0;
+    for (size_t t = 0; t < e->cfg->ninput_topics; t++)
+        for (int32_t i = 0; i < e->nparts[t]; i++) {
+            struct jd_part *p = &e->parts[t][i];
+            /* every event processed is written and its offset stored (no
+             * checkpoint left, none open): the state covers `consumed` */
+            if (!p->topic || !p->assigned || p->wm_restore || p->head || p->open ||
+                p->consumed < 0 || p->watermark < p->wm_saved + IDLE_SAVE_MS)
+                continue;
+            *wm_add(e, n++) = (struct jd_watermark){
+                .source = p->source, .offset = p->consumed, .watermark = p->watermark};
+        }
+    return save(e, e->store, n, 0);
 }

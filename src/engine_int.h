@@ -312,6 +312,11 @@ int jd_engine_clock_restore(struct jd_engine *e, int retry);
  * closed one), on st, once everything those checkpoints cover is written.
  * The same retry as above. */
 int jd_engine_clock_save(struct jd_engine *e, struct jd_store *st, int marked_only, int retry);
+/* From the timer tick: the watermarks that processing.idle_advance moved
+ * (by a second or more since last written), of partitions whose every
+ * processed event is written and its offset stored, as of their position.
+ * One attempt on the engine's connection; 0 or -1. */
+int jd_engine_clock_save_idle(struct jd_engine *e);
 
 /* engine_out.c */
 struct jd_part *jd_engine_part(struct jd_engine *e, const char *topic, int32_t partition,

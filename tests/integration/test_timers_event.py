@@ -135,7 +135,8 @@ def test_ninety_day_journey(devbroker, write_config, journeyd_factory):
     assert jd2.stop() == 0
 
 
-def test_idle_partition_follows_wall_clock(devbroker, write_config, journeyd_factory):
+def test_idle_partition_follows_wall_clock(devbroker, redis_server, write_config,
+                                           journeyd_factory):
     # a buyer silent since 70 days ago: winback came due 10 days ago, but
     # nothing else arrives to move the partition's watermark
     b = jdtest.base_time_ms(days_ago=70)
@@ -156,6 +157,15 @@ def test_idle_partition_follows_wall_clock(devbroker, write_config, journeyd_fac
     jd2.wait_ready()
     got = timerslib.read_triggers(devbroker.bootstrap, expect_n=1, timeout=30)
     check(got, {(cid, "winback"): b + 60 * D})
+    # the wall clock it follows is stored as its event clock too (every
+    # second or so, its events all written: src/engine_clock.c), as of its
+    # position
+    key = "j:{p:touchpoints:%d}:wm" % part_of(cid)
+
+    def stored_now():
+        wm = redis_server.client().hgetall(key)
+        return wm and int(wm["watermark"]) > time.time() * 1000 - 5000 and wm["offset"] == "1"
+    jdtest.wait_until(stored_now, 10, what="the idle partition's wall clock, stored")
     assert jd2.stop() == 0
 
 
