@@ -39,10 +39,17 @@ static int event_clock(const struct jd_engine *e)
     return e->cfg->clock == JD_CLOCK_EVENT;
 }
 
-/* A key of ours holding something else (rc 1 of the store's calls). */
-static void foreign_key(struct jd_engine *e, const char *errstr, const char *consequence)
+/* A key of ours holding something else (rc 1 of the store's calls):
+ * counted each time, logged at most once a minute per kind of access
+ * (*last_ns: an idle partition tries its write every second). */
+static void foreign_key(struct jd_engine *e, int64_t *last_ns, const char *errstr,
+                        const char *consequence)
 {
-    jd_error(MOD, "%s: %s", errstr, consequence);
+    int64_t now = jd_monotonic_ns();
+    if (!*last_ns || now - *last_ns >= 60 * 1000000000LL) {
+        *last_ns = now;
+        jd_error(MOD, "%s: %s (logged at most once a minute)", errstr, consequence);
+    }
     if (e->metrics)
         jd_metrics_add(e->metrics, JD_C_REDIS_ERRORS, 1);
 }
@@ -63,21 +70,22 @@ void jd_engine_clock_assigned(struct jd_engine *e, struct jd_part *p)
     e->clock_restore |= p->wm_restore;
 }
 
-/* A failed attempt on st: 0 to try again, -1 not (`retry` off, stopping or
- * fenced). On the engine's connection it goes as any Redis failure of the
- * engine (backoff, reconnect, not ready meanwhile); the write-back's
+/* A failed attempt on st: 0 to try again, -1 not (`retry` 0 or less,
+ * stopping or fenced). On the engine's connection it goes as any Redis
+ * failure of the engine (backoff, reconnect, not ready meanwhile), unless
+ * the write was optional (retry < 0: only logged); the write-back's
  * connection is the write-back's to reconnect (engine_wb.c). */
 static int failed(struct jd_engine *e, struct jd_store *st, int retry, const char *what,
                   const char *errstr)
 {
-    if (st != e->store) {
-        jd_warn(MOD, "redis %s failed: %s; written again by the next write-back", what, errstr);
+    if (st != e->store || retry < 0) {
+        jd_warn(MOD, "redis %s failed: %s; written again later", what, errstr);
         if (e->metrics)
             jd_metrics_add(e->metrics, JD_C_REDIS_ERRORS, 1);
         return -1;
     }
     jd_engine_redis_failed(e, what, errstr);
-    return !retry || (e->stop && *e->stop) || jd_engine_fenced(e) ? -1 : 0;
+    return retry <= 0 || (e->stop && *e->stop) || jd_engine_fenced(e) ? -1 : 0;
 }
 
 /* The end of p's log as of the last fetch; -1 not known yet. */
@@ -108,15 +116,18 @@ int jd_engine_clock_restore(struct jd_engine *e, int retry)
 {
     if (!e->clock_restore)
         return 0;
-    /* the tick waits for a partition's first fetch (which tells the end of
-     * its log, for plausible); a batch cannot wait */
+    /* a partition waits for its first fetch, which tells the end of its log
+     * (plausible), unless the batch has its events */
+    for (size_t i = 0; retry && i < e->nmsgs; i++)
+        if (e->mpart[i] && e->mpart[i]->wm_restore == 1)
+            e->mpart[i]->wm_restore = 2; /* (now or never) */
     size_t n = 0, later = 0;
     for (size_t t = 0; t < e->cfg->ninput_topics; t++)
         for (int32_t i = 0; i < e->nparts[t]; i++) {
             struct jd_part *p = &e->parts[t][i];
             if (!p->topic || !p->assigned || !p->wm_restore)
                 continue;
-            if (retry || log_end(e, p) >= 0)
+            if (p->wm_restore == 2 || log_end(e, p) >= 0)
                 wm_add(e, n++)->source = p->source;
             else
                 later++;
@@ -129,7 +140,8 @@ int jd_engine_clock_restore(struct jd_engine *e, int retry)
     if (n > 0)
         jd_engine_redis_succeeded(e);
     if (rc == 1)
-        foreign_key(e, errstr, "ignored, so that partition's event clock starts from its events");
+        foreign_key(e, &e->wm_read_logged, errstr,
+                    "ignored, so that partition's event clock starts from its events");
     for (size_t k = 0; k < n; k++) {
         struct jd_part *p = jd_engine_part_by_source(e, e->wmv[k].source);
         if (!p)
@@ -166,7 +178,7 @@ static int save(struct jd_engine *e, struct jd_store *st, size_t n, int retry)
     if (st == e->store)
         jd_engine_redis_succeeded(e);
     if (rc == 1)
-        foreign_key(e, errstr,
+        foreign_key(e, &e->wm_write_logged, errstr,
                     "that partition's event clock is not kept for a restart until the key is "
                     "removed");
     for (size_t k = 0; k < n; k++) {
@@ -210,13 +222,20 @@ int jd_engine_clock_save_idle(struct jd_engine *e)
     for (size_t t = 0; t < e->cfg->ninput_topics; t++)
         for (int32_t i = 0; i < e->nparts[t]; i++) {
             struct jd_part *p = &e->parts[t][i];
-            /* every event processed is written and its offset stored (no
-             * checkpoint left, none open): the state covers `consumed` */
-            if (!p->topic || !p->assigned || p->wm_restore || p->head || p->open ||
-                p->consumed < 0 || p->watermark < p->wm_saved + IDLE_SAVE_MS)
+            if (!p->topic || !p->assigned || p->wm_restore || p->consumed < 0 ||
+                p->watermark < p->wm_saved + IDLE_SAVE_MS)
+                continue;
+            /* every event processed is written (every checkpoint of a
+             * batch sealed; one that only holds triggers produced since,
+             * by timers, says nothing of the state): the state covers
+             * `consumed` */
+            const struct jd_ckpt *ck = p->head;
+            while (ck && (ck->sealed || ck->events == 0))
+                ck = ck->next;
+            if (ck)
                 continue;
             *wm_add(e, n++) = (struct jd_watermark){
                 .source = p->source, .offset = p->consumed, .watermark = p->watermark};
         }
-    return save(e, e->store, n, 0);
+    return save(e, e->store, n, -1);
 }

@@ -63,7 +63,7 @@ struct jd_part {
     int recover;           /* its outbox index is still to be loaded */
     /* event clock in Redis (engine_clock.c) */
     int64_t wm_saved; /* the watermark Redis holds for it (-1: unknown) */
-    int wm_restore;   /* it is still to be read */
+    int wm_restore;   /* it is still to be read (2: by this batch) */
 };
 
 /* What a produced message is waiting for (the rd_kafka msg_opaque). */
@@ -153,6 +153,8 @@ struct jd_engine {
     int64_t last_trim_ns;     /* last heap trim; 0 never */
     int clock_restore;        /* some partition's watermark is still to be read */
     struct jd_watermark *wmv; /* scratch of engine_clock.c */
+    int64_t wm_read_logged;   /* monotonic: a foreign clock key last logged */
+    int64_t wm_write_logged;
     size_t wmcap;
     volatile sig_atomic_t *stop;
     volatile sig_atomic_t *reload;
@@ -302,10 +304,10 @@ int jd_engine_caught_up(struct jd_engine *e);
 /* p was just assigned: its watermark is to be read. */
 void jd_engine_clock_assigned(struct jd_engine *e, struct jd_part *p);
 /* Reads the watermarks of the assigned partitions that still want theirs
- * (one round trip). retry (a batch): all of them, while Redis fails, with
- * backoff, until it works (0) or stopping or fenced (-1); else (the timer
- * tick) one attempt for those whose log end a fetch told (0, or -1 after
- * jd_engine_redis_failed). */
+ * and whose log end a fetch told, or (retry: a batch) that have events in
+ * the batch, in one round trip. retry: while Redis fails, with backoff,
+ * until it works (0) or stopping or fenced (-1); else (the timer tick) one
+ * attempt (0, or -1 after jd_engine_redis_failed). */
 int jd_engine_clock_restore(struct jd_engine *e, int retry);
 /* Writes each partition's watermark as of its newest checkpoint about to
  * be sealed (marked_only: those marked by a write-back round; else every
@@ -314,8 +316,8 @@ int jd_engine_clock_restore(struct jd_engine *e, int retry);
 int jd_engine_clock_save(struct jd_engine *e, struct jd_store *st, int marked_only, int retry);
 /* From the timer tick: the watermarks that processing.idle_advance moved
  * (by a second or more since last written), of partitions whose every
- * processed event is written and its offset stored, as of their position.
- * One attempt on the engine's connection; 0 or -1. */
+ * processed event is written, as of their position. One attempt on the
+ * engine's connection; a failure is logged (-1), nothing else. */
 int jd_engine_clock_save_idle(struct jd_engine *e);
 
 /* engine_out.c */
