@@ -161,6 +161,22 @@ static inline int exec_fail(struct jd_store *st, const char *what, const char *w
     return -1;
 }
 
+/* A reply holding a decimal integer (a score, a hash field): 0 and *out,
+ * or -1 when it is not one. */
+static inline int jd_store_reply_int(const redisReply *r, int64_t *out)
+{
+    if (!r || r->type != REDIS_REPLY_STRING || r->len == 0 || r->len > 30)
+        return -1;
+    char buf[32], *end;
+    memcpy(buf, r->str, r->len);
+    buf[r->len] = '\0';
+    long long v = strtoll(buf, &end, 10);
+    if (*end != '\0')
+        return -1;
+    *out = v;
+    return 0;
+}
+
 /* PREFIX:{p:TOPIC:PARTITION}SUFFIX into st->pkey; -1 for an unknown source
  * (store_timers.c). */
 int jd_store_pkey(struct jd_store *st, int32_t source, const char *suffix);

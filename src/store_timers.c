@@ -286,21 +286,6 @@ void jd_due_list_add(struct jd_due_list *l, int32_t source, int64_t due, const c
 
 /* -------- reads -------- */
 
-static int parse_score(const redisReply *r, int64_t *out)
-{
-    if (!r || r->type != REDIS_REPLY_STRING || r->len == 0 || r->len > 30)
-        return -1;
-    char buf[32], *end;
-    memcpy(buf, r->str, r->len);
-    buf[r->len] = '\0';
-    /* scores are written as integers; Redis answers them as such */
-    long long v = strtoll(buf, &end, 10);
-    if (*end != '\0')
-        return -1;
-    *out = v;
-    return 0;
-}
-
 /* A reply that is missing or an error: errstr, -1. */
 static int bad_reply(struct jd_store *st, size_t i, const char *what, const char *why, char *errstr,
                      size_t errsize)
@@ -375,7 +360,8 @@ int jd_store_timers_due(struct jd_store *st, const int32_t *sources, const int64
             for (size_t k = 0; k < r->elements; k += 2) {
                 const redisReply *m = r->element[k];
                 int64_t due;
-                if (m->type != REDIS_REPLY_STRING || parse_score(r->element[k + 1], &due) != 0) {
+                if (m->type != REDIS_REPLY_STRING ||
+                    jd_store_reply_int(r->element[k + 1], &due) != 0) {
                     snprintf(errstr, errsize, "timers of %s: bad entry", st->pkey.data);
                     goto out;
                 }

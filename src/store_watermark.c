@@ -15,18 +15,14 @@
 
 #include "store_int.h"
 
-/* A decimal integer reply; -1 when absent (nil), -2 when not a number. */
+/* A field of HMGET: -1 when absent (nil), -2 when not a non-negative
+ * integer. */
 static int64_t int_reply(const redisReply *r)
 {
+    int64_t v;
     if (!r || r->type == REDIS_REPLY_NIL)
         return -1;
-    if (r->type != REDIS_REPLY_STRING || r->len == 0 || r->len > 20)
-        return -2;
-    char buf[24], *end;
-    memcpy(buf, r->str, r->len);
-    buf[r->len] = '\0';
-    long long v = strtoll(buf, &end, 10);
-    return *end == '\0' && v >= 0 ? (int64_t)v : -2;
+    return jd_store_reply_int(r, &v) == 0 && v >= 0 ? v : -2;
 }
 
 /* Replies [0, n): -1 (errstr) at the first missing one or error other
