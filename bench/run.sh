@@ -21,7 +21,7 @@
 #
 # Environment: EVENTS (1000000), CUSTOMERS (100000), PARTITIONS (32), SEED (1),
 # NAIVE_EVENTS (200000), KCAT_RUNS (3), TIMEOUT per drain in s (600),
-# LAT_RATE (10000), LAT_EVENTS (30000), LAT_PARTITIONS (4),
+# LAT_RATE (10000), LAT_EVENTS (30000), LAT_PARTITIONS (4), PRELOAD_LINGER_MS (100),
 # BUILD_DIR (build-bench), CMAKE_ARGS (extra cmake -D options), PERF_OUT (a file:
 # `perf record -e cpu-clock -g` of journeyd during (b), for `perf report -i`). The mock broker keeps only the newest ~60,000
 # messages per partition: keep EVENTS <= PARTITIONS * 60000.
@@ -216,8 +216,15 @@ BOOTSTRAP=$(head -n 1 "$WORK/bootstrap")
 log "redis 127.0.0.1:$REDIS_PORT, kafka $BOOTSTRAP ($PARTITIONS partitions), $(nproc) cores"
 
 log "preloading $EVENTS events over $CUSTOMERS customers"
+# PRELOAD_LINGER_MS (100): the preload's record batches. The mock broker finds
+# a fetch's offset by walking the partition's batches one by one (librdkafka
+# 2.0.2, rd_kafka_mock_msgset_find; a real broker has an offset index), so
+# loadgen's default linger of 5 ms (small batches, tens of events) made the broker
+# spend ~1 CPU s of a 4 s drain walking, on the cores journeyd and kcat run
+# on. Batches of ~1,000 events: ~0.15 s (docs/performance.md, "Ninth pass").
 "$BUILD/journey-loadgen" -b "$BOOTSTRAP" -t "$TOPIC" --profile bench --events "$EVENTS" \
-    --customers "$CUSTOMERS" --seed "$SEED" --stats 2>"$WORK/loadgen.log" ||
+    --customers "$CUSTOMERS" --seed "$SEED" -X "linger.ms=${PRELOAD_LINGER_MS:-100}" \
+    --stats 2>"$WORK/loadgen.log" ||
     die "journey-loadgen failed (see $WORK/loadgen.log)"
 log "$(grep -m1 'events_per_s=' "$WORK/loadgen.log")"
 TOUCHED=$(sed -n 's/.* customers=\([0-9]*\).*/\1/p' "$WORK/loadgen.log" | head -n 1)

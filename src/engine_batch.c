@@ -273,8 +273,9 @@ void jd_engine_emit(struct jd_engine *e, struct jd_customer *c, const struct jd_
     const char *version = jd_rules_version(e->rs);
     struct jd_trigger t = {0};
     const char *src_id = ev ? ev->event_id : NULL;
-    char deadline[24];
-    snprintf(deadline, sizeof deadline, "%" PRId64, now);
+    char deadline[24] = "";
+    if (!src_id) /* (a timer's trigger: its id is made of when it fired) */
+        snprintf(deadline, sizeof deadline, "%" PRId64, now);
     const void *parts[4] = {ts->on.name, version, c->id, src_id ? src_id : deadline};
     size_t lens[4] = {strlen(ts->on.name), strlen(version), c->id_len,
                       strlen(src_id ? src_id : deadline)};

@@ -191,23 +191,68 @@ struct jd_val jd_eval(const struct jd_ectx *x, const struct jd_node *n)
     }
 }
 
+/* Copies the n bytes of s into out, cut to fit with its NUL (as snprintf). */
+static void put_cut(char *out, size_t size, const char *s, size_t n)
+{
+    if (size == 0)
+        return;
+    if (n >= size)
+        n = size - 1;
+    memcpy(out, s, n);
+    out[n] = '\0';
+}
+
+/* A whole number below 1e15 in magnitude as "%.0f" prints it (also "-0"),
+ * without printf: this runs for every value of a fired trigger's reason and
+ * payload. */
+static void put_whole(char *out, size_t size, double n)
+{
+    char tmp[24], *p = tmp + sizeof tmp;
+    int neg = signbit(n) != 0;
+    uint64_t u = (uint64_t)(neg ? -n : n);
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (neg)
+        *--p = '-';
+    put_cut(out, size, p, (size_t)(tmp + sizeof tmp - p));
+}
+
 void jd_format_val(struct jd_val v, int precise, char *out, size_t size)
 {
     switch (v.t) {
     case V_NULL:
-        snprintf(out, size, precise ? "" : "null");
+        put_cut(out, size, "null", precise ? 0 : 4);
         return;
     case V_BOOL:
-        snprintf(out, size, "%s", v.n != 0 ? "true" : "false");
+        if (v.n != 0)
+            put_cut(out, size, "true", 4);
+        else
+            put_cut(out, size, "false", 5);
         return;
     case V_STR:
-        snprintf(out, size, precise ? "%s" : "'%s'", v.s);
+        if (precise) {
+            put_cut(out, size, v.s, strlen(v.s));
+        } else {
+            size_t n = strlen(v.s);
+            if (size < 2) {
+                put_cut(out, size, "'", 1);
+                return;
+            }
+            out[0] = '\'';
+            put_cut(out + 1, size - 1, v.s, n);
+            if (n + 2 < size) {
+                out[n + 1] = '\'';
+                out[n + 2] = '\0';
+            }
+        }
         return;
     default:
         break;
     }
     if (fabs(v.n) < 1e15 && v.n == floor(v.n)) {
-        snprintf(out, size, "%.0f", v.n);
+        put_whole(out, size, v.n);
         return;
     }
     if (precise) {

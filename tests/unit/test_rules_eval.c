@@ -9,6 +9,9 @@
 #include <stdio.h>
 #include <cmocka.h>
 
+#include <math.h>
+
+#include "../../src/rules_int.h"
 #include "rules_testlib.h"
 
 /* ---- table: one segment per expression against a fixed history ---- */
@@ -410,6 +413,62 @@ static void test_sketch_journey(void **state)
     jd_errors_free(&errs);
 }
 
+/* ---- values in reasons and payloads: jd_format_val prints without printf on
+ * its common paths; the result must be what printf gave, cut included ---- */
+
+static void ref_format_val(struct jd_val v, int precise, char *out, size_t size)
+{
+    if (v.t == V_NULL) {
+        snprintf(out, size, "%s", precise ? "" : "null");
+    } else if (v.t == V_BOOL) {
+        snprintf(out, size, "%s", v.n != 0 ? "true" : "false");
+    } else if (v.t == V_STR) {
+        snprintf(out, size, precise ? "%s" : "'%s'", v.s);
+    } else if (fabs(v.n) < 1e15 && v.n == floor(v.n)) {
+        snprintf(out, size, "%.0f", v.n);
+    } else if (precise) {
+        snprintf(out, size, "%.15g", v.n);
+    } else {
+        snprintf(out, size, "%.2f", v.n);
+        size_t l = strlen(out);
+        while (l > 0 && out[l - 1] == '0')
+            out[--l] = '\0';
+        if (l > 0 && out[l - 1] == '.')
+            out[--l] = '\0';
+    }
+}
+
+static void test_format_val(void **state)
+{
+    (void)state;
+    static const double nums[] = {0.0,   -0.0,     1,           -1,     7,         10,
+                                  99,    100,      12345,       -98765, 999999999, 1e14 - 1,
+                                  1e14,  1e15 - 1, -(1e15 - 1), 1e15,   2.5,       -0.25,
+                                  110.5, 1.0 / 3,  123456.789,  NAN,    INFINITY,  -INFINITY};
+    static const char *const strs[] = {"", "a", "web", "Europe/Paris", "it's"};
+    struct jd_val vals[64];
+    size_t nv = 0;
+    vals[nv++] = (struct jd_val){.t = V_NULL};
+    vals[nv++] = (struct jd_val){.t = V_BOOL, .n = 1};
+    vals[nv++] = (struct jd_val){.t = V_BOOL, .n = 0};
+    for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++)
+        vals[nv++] = (struct jd_val){.t = V_NUM, .n = nums[i]};
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
+        vals[nv++] = (struct jd_val){.t = V_STR, .s = strs[i]};
+    for (size_t i = 0; i < nv; i++)
+        for (int precise = 0; precise <= 1; precise++)
+            for (size_t size = 1; size <= 24; size++) {
+                char want[32], got[32];
+                memset(got, 'x', sizeof got);
+                ref_format_val(vals[i], precise, want, size);
+                jd_format_val(vals[i], precise, got, size);
+                if (strcmp(want, got) != 0)
+                    fail_msg("value %zu precise %d size %zu: '%s', printf gives '%s'", i, precise,
+                             size, got, want);
+                assert_int_equal(got[size], 'x'); /* nothing past the buffer */
+            }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -417,6 +476,7 @@ int main(void)
         cmocka_unit_test(test_event_fields),
         cmocka_unit_test(test_stage_and_in_segment),
         cmocka_unit_test(test_sketch_journey),
+        cmocka_unit_test(test_format_val),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
