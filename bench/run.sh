@@ -11,7 +11,8 @@
 #         trip per event) over the first NAIVE_EVENTS events;
 #     (d) an open-loop run at LAT_RATE events/s (journey-loadgen --live: occurred_at
 #         is the send time) on fresh topics: p50/p99/p99.9 from the source event's
-#         send time to each trigger's arrival at a consumer (kafka_probe.py latency),
+#         send time to each trigger's arrival at a consumer (kafka_probe.py latency;
+#         triggers deferred by quiet hours are counted apart, not measured),
 #         cross-checked with journeyd_event_to_trigger_seconds;
 #     (e) Redis used_memory per customer and journeyd RSS per cached customer.
 # The last line is exactly:

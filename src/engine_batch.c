@@ -331,7 +331,9 @@ void jd_engine_emit(struct jd_engine *e, struct jd_customer *c, const struct jd_
     memcpy(pt->trigger_id, t.trigger_id, 33);
     pt->kind = (uint8_t)ts->kind;
     pt->topic = jd_strdup(ts->topic);
-    pt->src_ts = src_ts;
+    /* a deferral is on purpose, not latency: journeyd_event_to_trigger_seconds
+     * measures only triggers sent at once */
+    pt->src_ts = d.not_before ? 0 : src_ts;
     pt->not_before = d.not_before;
     pt->replayable = replayable;
     jd_buf_reset(&e->history);

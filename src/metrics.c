@@ -51,7 +51,7 @@ static const struct hist_def hist_defs[JD_H_COUNT] = {
                                seconds_bounds, NELEM(seconds_bounds), 1e9},
     [JD_H_EVENT_TO_TRIGGER] = {"journeyd_event_to_trigger_seconds",
                                "Time from an event's arrival to the delivery of the triggers it "
-                               "fired.",
+                               "fired (not those deferred by quiet hours).",
                                seconds_bounds, NELEM(seconds_bounds), 1e9},
     [JD_H_REDIS_ROUNDTRIP] = {"journeyd_redis_roundtrip_seconds",
                               "Duration of one pipelined Redis round trip.", seconds_bounds,

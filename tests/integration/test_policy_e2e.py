@@ -273,6 +273,22 @@ def test_deferral_across_quiet_hours_in_event_time(devbroker, redis_server, writ
     until = datetime.datetime.fromtimestamp(morning / 1000, datetime.timezone.utc)
     assert t["reason"].endswith("; deferred by quiet hours 21:00-08:00 in Europe/Paris until "
                                 + until.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    # its delivery is acknowledged (the outbox entry removed) ...
+    jdtest.wait_until(lambda: redis_server.client().hlen("j:{c-q}:o") == 0, 30,
+                      what="the deferred trigger's outbox entry removed")
+    # ... but a deliberate deferral is no event-to-trigger latency: the
+    # histogram leaves it out (it would put hours into an SRE's p99) and
+    # counts a trigger sent at once
+    latency = "journeyd_event_to_trigger_seconds_count"
+    assert jdtest.metric_sum(jd.metrics(), latency) == 0
+    noon = morning + 2 * DAY + 4 * HOUR  # past the 1-day cooldown, in the day
+    jdtest.produce(devbroker.bootstrap, "touchpoints",
+                   [tp("c-q", "feedback", noon, 4, score=3)])
+    got = jdtest.consume_all(devbroker.bootstrap, REENGAGEMENT, expect_n=2, timeout=60)
+    assert [g.trigger["source_event_id"] for g in got] == ["c-q-1", "c-q-4"]
+    assert "deferred" not in got[1].trigger["reason"]
+    jdtest.wait_until(lambda: jdtest.metric_sum(jd.metrics(), latency) == 1, 30,
+                      what="the trigger sent at once in journeyd_event_to_trigger_seconds")
     assert jd.stop() == 0
     assert redis_server.client().hlen("j:{c-q}:o") == 0
 
