@@ -58,6 +58,8 @@ struct jd_engine *jd_engine_new(const struct jd_config *cfg, struct jd_ruleset *
         goto err;
     if (jd_engine_loader_start(e, errstr, errsize) != 0)
         goto err;
+    if (jd_engine_decoder_start(e, errstr, errsize) != 0)
+        goto err;
     if (!(e->producer = jd_kafka_producer_new(cfg, jd_engine_delivery, e, errstr, errsize)))
         goto err;
     if (!(e->consumer =
@@ -80,9 +82,11 @@ void jd_engine_destroy(struct jd_engine *e)
 {
     if (!e)
         return;
+    jd_engine_decoder_finish(e); /* (it may read the messages) */
     for (size_t i = 0; i < e->nmsgs; i++)
         rd_kafka_message_destroy(e->msgs[i]);
     jd_engine_loader_destroy(e); /* before the customers it may still hold */
+    jd_engine_decoder_destroy(e);
     jd_engine_wb_destroy(e);
     jd_fetch_nudge_stop(e->nudge);
     if (e->consumer)
@@ -321,6 +325,7 @@ static int take_ahead(struct jd_engine *e)
     if (e->nmsgs > 0 && !e->abandoned) {
         jd_engine_batch_prepare(e);
         jd_engine_loader_submit(e);
+        jd_engine_decoder_submit(e);
         e->prepared = 1;
     }
     return 0;

@@ -424,6 +424,9 @@ void jd_engine_settle_ahead(struct jd_engine *e)
 {
     if (!e->prepared)
         return;
+    /* (shutdown or a revocation may destroy or move messages next: the
+     * batch then decodes them on this thread, as without a decoder) */
+    jd_engine_decoder_finish(e);
     /* (fenced: the revocation drops them; nothing of them is produced) */
     if (jd_engine_loader_wait(e) == 0 && !fenced(e))
         loaded(e);
@@ -489,7 +492,10 @@ void jd_engine_process_batch(struct jd_engine *e)
     /* a batch taken ahead: its customers are looked up, and loading them
      * may be on its way (engine_load.c) */
     int prepared = e->prepared;
-    jd_engine_settle_ahead(e);
+    /* (its decode goes on while the batch is applied: engine_decode.c) */
+    int decoding = prepared && jd_engine_decoder_covers(e);
+    if (prepared && jd_engine_loader_wait(e) == 0 && !fenced(e))
+        loaded(e);
     e->prepared = 0;
     if (e->nmsgs == 0)
         return;
@@ -533,7 +539,8 @@ void jd_engine_process_batch(struct jd_engine *e)
         }
         struct jd_event ev;
         enum jd_decode_status st =
-            jd_codec_decode(e->codec, m->payload, m->len, &ev, errstr, sizeof errstr);
+            decoding ? jd_engine_decode_at(e, i, &ev, errstr, sizeof errstr)
+                     : jd_codec_decode(e->codec, m->payload, m->len, &ev, errstr, sizeof errstr);
         if (st != JD_DECODE_OK) {
             jd_engine_produce_dlq(e, m, errstr);
             if (e->metrics)
@@ -608,6 +615,7 @@ void jd_engine_process_batch(struct jd_engine *e)
     jd_debug(MOD, "batch of %zu events in %.3f ms, the first produced %" PRId64 " ms ago", e->nmsgs,
              (double)(jd_monotonic_ns() - t0) / 1e6, ts0 ? jd_now_ms() - ts0 : -1);
     e->last_batch = e->nmsgs;
+    jd_engine_decoder_finish(e); /* (before the messages go) */
     size_t bytes = 0;
     for (size_t i = 0; i < e->nmsgs; i++) {
         bytes += e->msgs[i]->len + e->msgs[i]->key_len;
@@ -625,6 +633,7 @@ abandon:
      * state must not be written later either: when stopping, nothing is
      * flushed again; when fenced, the revocation drops these customers. */
     jd_warn(MOD, "abandoning a batch of %zu events (not persisted, will be re-consumed)", e->nmsgs);
+    jd_engine_decoder_finish(e); /* (before the messages go) */
     for (size_t i = 0; i < e->nmsgs; i++)
         rd_kafka_message_destroy(e->msgs[i]);
     e->nmsgs = 0;

@@ -91,6 +91,7 @@ struct jd_engine {
     struct jd_timers *timers;     /* engine_timers.c */
     struct jd_wb *wb;             /* engine_wb.c; NULL: write-backs are synchronous */
     struct jd_loader *loader;     /* engine_load.c; NULL: loads are synchronous */
+    struct jd_decoder *decoder;   /* engine_decode.c; NULL: nothing decoded ahead */
     int prepared;                 /* the batch in hand was taken ahead (engine_load.c) */
     size_t wb_round;              /* customers of the write-back round still to send */
     int wb_failed;                /* a write-back failed: the next one is synchronous */
@@ -252,6 +253,25 @@ void jd_engine_wb_trim(struct jd_engine *e);
  * in naive mode: e->loader stays NULL). 0, or -1 with errstr. */
 int jd_engine_loader_start(struct jd_engine *e, char *errstr, size_t errsize);
 void jd_engine_loader_destroy(struct jd_engine *e);
+
+/* engine_decode.c: the batch taken ahead decoded on a thread of its own.
+ * Started only with the loader (e->decoder stays NULL otherwise). */
+int jd_engine_decoder_start(struct jd_engine *e, char *errstr, size_t errsize);
+void jd_engine_decoder_destroy(struct jd_engine *e);
+/* Hands e->msgs[0..nmsgs) to the decoder (none on its way). */
+void jd_engine_decoder_submit(struct jd_engine *e);
+/* The decoder has e->msgs, as they are, in hand. */
+int jd_engine_decoder_covers(const struct jd_engine *e);
+/* msgs[i] decoded (when jd_engine_decoder_covers), in order of i: taken
+ * from the decoder, or decoded here when the decoder has not claimed it;
+ * like jd_codec_decode. ev's strings stay valid until the next submit. */
+enum jd_decode_status jd_engine_decode_at(struct jd_engine *e, size_t i, struct jd_event *ev,
+                                          char *errstr, size_t errsize);
+/* Ends the decoder's part (what it has not claimed, it leaves) and waits
+ * for it: before e->msgs are destroyed or moved. */
+void jd_engine_decoder_finish(struct jd_engine *e);
+/* Frees the decoder's buffers while idle (engine_mem.c). */
+void jd_engine_decoder_trim(struct jd_engine *e);
 /* Hands e->load[0..nload) to the loader thread (e->loader set, none on its
  * way); e->load is empty after. */
 void jd_engine_loader_submit(struct jd_engine *e);

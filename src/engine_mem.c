@@ -39,6 +39,7 @@ void jd_engine_trim(struct jd_engine *e, int idle)
     /* the pipelines' buffers grow to the largest write-back (megabytes) */
     jd_store_trim(e->store);
     jd_engine_wb_trim(e);
+    jd_engine_decoder_trim(e);
     malloc_trim(0);
     jd_debug(MOD, "heap trimmed in %.1f ms", (double)(jd_monotonic_ns() - now) / 1e6);
 }

@@ -93,6 +93,9 @@ static const struct metric_def counter_defs[JD_C_COUNT] = {
     [JD_C_LOADS_AHEAD] = {"journeyd_loads_ahead_total",
                           "Batches whose new customers were loaded from Redis by the loader "
                           "thread while the batch before was written back."},
+    [JD_C_DECODED_AHEAD] = {"journeyd_events_decoded_ahead_total",
+                            "Events decoded by the decoder thread while the batch before "
+                            "was written back."},
 };
 
 static const struct metric_def gauge_defs[JD_G_COUNT] = {

@@ -23,7 +23,8 @@ def run_two_halves(write_config, redis_server, jd_factory, fault_broker, during_
     """Drains the first part of a workload, stops, produces the rest as a
     backlog and drains it with a fresh instance (cold cache, warm Redis).
     Returns (reference, rule version, the second instance's
-    journeyd_loads_ahead_total, its log text)."""
+    journeyd_loads_ahead_total, its log text, its
+    journeyd_events_decoded_ahead_total)."""
     group = faultlib.new_group("ahead")
     # a small cache: customers are evicted and loaded again all along, so
     # that loads ahead go on for the whole drain, not only in its first
@@ -54,8 +55,9 @@ def run_two_halves(write_config, redis_server, jd_factory, fault_broker, during_
     jdtest.wait_until(lambda: faultlib.metric(jd, "journeyd_outbox_pending") == 0, 60,
                       what="outbox drained")
     ahead = faultlib.metric(jd, "journeyd_loads_ahead_total")
+    decoded = faultlib.metric(jd, "journeyd_events_decoded_ahead_total")
     assert jd.stop() == 0
-    return ref, version, ahead, jd.log_text()
+    return ref, version, ahead, jd.log_text(), decoded
 
 
 def judge(redis_server, fault_broker, ref, version):
@@ -67,10 +69,13 @@ def judge(redis_server, fault_broker, ref, version):
 
 
 def test_warm_restart_loads_ahead(write_config, redis_server, jd_factory, fault_broker):
-    ref, version, ahead, _ = run_two_halves(write_config, redis_server, jd_factory,
-                                            fault_broker)
-    # the backlog came in full batches: their customers were loaded ahead
+    ref, version, ahead, _, decoded = run_two_halves(write_config, redis_server, jd_factory,
+                                                     fault_broker)
+    # the backlog came in full batches: their customers were loaded ahead,
+    # and their events decoded ahead (src/engine_decode.c), and the end
+    # state is still exact
     assert ahead is not None and ahead > 0
+    assert decoded is not None and decoded > 0
     judge(redis_server, fault_broker, ref, version)
 
 
@@ -91,7 +96,7 @@ def test_load_ahead_survives_redis_connection_kills(write_config, redis_server, 
             faultlib.kill_connections(client, "hgetall")
             time.sleep(0.03)
 
-    ref, version, ahead, log = run_two_halves(write_config, redis_server, jd_factory,
+    ref, version, ahead, log, _ = run_two_halves(write_config, redis_server, jd_factory,
                                               fault_broker, during_second=kill_loaders,
                                               n_events=120_000, first=0.25)
     assert "redis load (ahead of the batch) failed" in log
