@@ -114,6 +114,14 @@ static const char *keep(struct jd_decoder *d, const char *s)
     return memcpy(arena_alloc(d, n), s, n);
 }
 
+/* A well-known type or channel as its static copy (jd_state_known: what the
+ * engine does to every event; here off its thread, and then not copied) */
+static const char *keep_known(struct jd_decoder *d, const char *s)
+{
+    const char *k = jd_state_known(s);
+    return k ? k : keep(d, s);
+}
+
 static void decoder_run(void *arg)
 {
     struct jd_decoder *d = arg;
@@ -148,8 +156,8 @@ static void decoder_run(void *arg)
         /* its strings live in the codec until its next decode */
         v->event_id = keep(d, ev.event_id);
         v->customer_id = keep(d, ev.customer_id);
-        v->type = keep(d, ev.type);
-        v->channel = keep(d, ev.channel);
+        v->type = keep_known(d, ev.type);
+        v->channel = keep_known(d, ev.channel);
         v->currency = keep(d, ev.currency);
         v->occurred_at = ev.occurred_at;
         v->amount = ev.amount;
