@@ -290,10 +290,16 @@ if [ "$HAVE_JOURNEYD" -eq 1 ]; then
     PID_JD=$!
     wait_for 60 "journeyd (live) to be ready and the probe positioned" \
         bash -c "curl -fsS http://127.0.0.1:$mport/readyz && grep -q ready $WORK/latency.out"
+    l0_jd=$(cpu_ticks "$PID_JD") l0_redis=$(cpu_ticks "$PID_REDIS") l0_broker=$(cpu_ticks "$PID_BROKER")
     "$BUILD/journey-loadgen" -b "$BOOTSTRAP" -t touchpoints.live --profile bench --live \
         --rate "$LAT_RATE" --events "$LAT_EVENTS" --customers "$CUSTOMERS" --seed "$((SEED + 1))" \
         -X linger.ms=1 --stats 2>"$WORK/loadgen-live.log" || die "journey-loadgen --live failed (see $WORK/loadgen-live.log)"
     log "$(grep -m1 'events_per_s=' "$WORK/loadgen-live.log")"
+    # (the mock broker answers every fetch and produce on one thread of
+    # these two cores: ~0.8 CPU s in this run, as much as journeyd)
+    log "CPU seconds during the run (live): journeyd $(ticks_s $(($(cpu_ticks "$PID_JD") - l0_jd)))" \
+        "redis $(ticks_s $(($(cpu_ticks "$PID_REDIS") - l0_redis)))" \
+        "broker $(ticks_s $(($(cpu_ticks "$PID_BROKER") - l0_broker)))"
     touch "$WORK/latency.done"
     wait "$PID_PROBE" || true
     PID_PROBE=''
