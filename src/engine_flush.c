@@ -134,6 +134,12 @@ failed:
  * for one round trip, not for a turn. */
 #define SLICE_MIN 256
 #define WB_SKIP_MAX 2
+/* Under light load a slice is at least SLICE_LIGHT customers (SLICE_MIN once
+ * the round has taken half the flush interval, so that rounds keep pace):
+ * a trigger decided while a slice is on its way waits for it, so smaller
+ * slices spread a round over more turns and keep each wait short
+ * (docs/performance.md, ninth pass: p99 at 10,000 events/s 8.4 -> 6.5 ms). */
+#define SLICE_LIGHT 64
 
 static int persist_async(struct jd_engine *e, int due, int whole, volatile sig_atomic_t *stop)
 {
@@ -190,7 +196,10 @@ static int persist_async(struct jd_engine *e, int due, int whole, volatile sig_a
             e->last_persist_ns = jd_monotonic_ns();
         }
         /* whole: the end of a backlog, the round in one write */
-        k = whole ? e->wb_round : (e->last_batch > SLICE_MIN ? e->last_batch : SLICE_MIN) + behind;
+        size_t least = SLICE_LIGHT;
+        if (jd_monotonic_ns() - e->last_persist_ns >= e->cfg->flush_interval_ms * 500000)
+            least = SLICE_MIN; /* (a round running late, or flush_interval 0) */
+        k = whole ? e->wb_round : (e->last_batch > least ? e->last_batch : least) + behind;
         if (k > e->wb_round)
             k = e->wb_round;
         e->wb_round -= k;
