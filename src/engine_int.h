@@ -152,6 +152,7 @@ struct jd_engine {
     int64_t last_watchdog_ns; /* last WATCHDOG=1 */
     size_t trim_work;         /* events processed since the last heap trim (engine_mem.c) */
     int64_t last_trim_ns;     /* last heap trim; 0 never */
+    int trim_again;           /* a second trim is due once idle for TRIM_EVERY_NS more */
     int clock_restore;        /* some partition's watermark is still to be read */
     struct jd_watermark *wmv; /* scratch of engine_clock.c */
     int64_t wm_read_logged;   /* monotonic: a foreign clock key last logged */

@@ -29,11 +29,17 @@ void jd_engine_trim(struct jd_engine *e, int idle)
         return;
     }
     int64_t now = jd_monotonic_ns();
-    if (!e->trim_work || (e->last_trim_ns && now - e->last_trim_ns < TRIM_EVERY_NS))
+    if ((!e->trim_work && !e->trim_again) ||
+        (e->last_trim_ns && now - e->last_trim_ns < TRIM_EVERY_NS))
         return;
     if (jd_engine_wb_busy(e))
         return; /* its buffers are in use: once it is finished (the end of a
                    backlog goes as one write: tens of megabytes) */
+    /* After the trim that follows work, one more, TRIM_EVERY_NS later: what
+     * was freed meanwhile (librdkafka's threads let go of their last fetch
+     * buffers, acknowledgements empty outboxes) stayed resident otherwise —
+     * up to ~8 MB in one benchmark run in nine; ~4 MB with it). */
+    e->trim_again = e->trim_work != 0;
     e->trim_work = 0;
     e->last_trim_ns = now;
     /* the pipelines' buffers grow to the largest write-back (megabytes) */
