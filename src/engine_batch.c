@@ -420,6 +420,14 @@ static int naive_roundtrip(struct jd_engine *e, struct jd_customer *c, volatile 
     return 0;
 }
 
+/* The loads of the batch taken ahead are finished and taken in. */
+static void settle_loads(struct jd_engine *e)
+{
+    /* (fenced: the revocation drops them; nothing of them is produced) */
+    if (jd_engine_loader_wait(e) == 0 && !fenced(e))
+        loaded(e);
+}
+
 void jd_engine_settle_ahead(struct jd_engine *e)
 {
     if (!e->prepared)
@@ -427,9 +435,7 @@ void jd_engine_settle_ahead(struct jd_engine *e)
     /* (shutdown or a revocation may destroy or move messages next: the
      * batch then decodes them on this thread, as without a decoder) */
     jd_engine_decoder_finish(e);
-    /* (fenced: the revocation drops them; nothing of them is produced) */
-    if (jd_engine_loader_wait(e) == 0 && !fenced(e))
-        loaded(e);
+    settle_loads(e);
 }
 
 /* How many lookups ahead each stage of jd_cache_prefetch_hashed is asked for: far
@@ -494,8 +500,8 @@ void jd_engine_process_batch(struct jd_engine *e)
     int prepared = e->prepared;
     /* (its decode goes on while the batch is applied: engine_decode.c) */
     int decoding = prepared && jd_engine_decoder_covers(e);
-    if (prepared && jd_engine_loader_wait(e) == 0 && !fenced(e))
-        loaded(e);
+    if (prepared)
+        settle_loads(e);
     e->prepared = 0;
     if (e->nmsgs == 0)
         return;
