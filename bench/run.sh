@@ -5,8 +5,9 @@
 #   touchpoints over CUSTOMERS customers with journey-loadgen --profile bench,
 #   then measures in the same run:
 #     (a) a bare kcat consumer draining the topic (best of KCAT_RUNS): the ceiling;
-#     (b) journeyd from its first consumed event to the last offset committed
-#         (commits follow persisted state and delivered triggers);
+#     (b) journeyd (processing.engines = ENGINES, default one per core) from
+#         its first consumed event to the last offset committed (commits
+#         follow persisted state and delivered triggers);
 #     (c) journeyd with processing.naive = true (one synchronous Redis round
 #         trip per event) over the first NAIVE_EVENTS events;
 #     (d) an open-loop run at LAT_RATE events/s (journey-loadgen --live: occurred_at
@@ -23,6 +24,7 @@
 # Environment: EVENTS (1000000), CUSTOMERS (100000), PARTITIONS (32), SEED (1),
 # NAIVE_EVENTS (200000), KCAT_RUNS (3), TIMEOUT per drain in s (600),
 # LAT_RATE (10000), LAT_EVENTS (30000), LAT_PARTITIONS (4), PRELOAD_LINGER_MS (100),
+# ENGINES (processing.engines of every journeyd run; default: nproc, one per core),
 # BUILD_DIR (build-bench), CMAKE_ARGS (extra cmake -D options), PERF_OUT (a file:
 # `perf record -e cpu-clock -g` of journeyd during (b), for `perf report -i`). The mock broker keeps only the newest ~60,000
 # messages per partition: keep EVENTS <= PARTITIONS * 60000.
@@ -40,6 +42,7 @@ TIMEOUT=${TIMEOUT:-600}
 LAT_RATE=${LAT_RATE:-10000}
 LAT_EVENTS=${LAT_EVENTS:-30000}
 LAT_PARTITIONS=${LAT_PARTITIONS:-4}
+ENGINES=${ENGINES:-$(nproc)}
 PY=/usr/bin/python3
 TOPIC=touchpoints
 
@@ -111,13 +114,13 @@ metric() { # METRICS_PORT NAME: sum over label sets
 json_field() { "$PY" -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 
 # A copy of config/ (schemas beside it, so relative paths still resolve) with
-# its own consumer group and processing.naive set.
+# its own consumer group, processing.naive and processing.engines (ENGINES) set.
 make_config() { # DIR GROUP NAIVE(true|false) [BLOCK.KEY=VALUE...]
     mkdir -p "$1"
     cp -r "$ROOT/config/." "$1/"
-    "$PY" - "$1/journeyd.conf" "$2" "$3" "${@:4}" <<'EOF'
+    "$PY" - "$1/journeyd.conf" "$2" "$3" "$ENGINES" "${@:4}" <<'EOF'
 import re, sys
-path, group, naive = sys.argv[1:4]
+path, group, naive, engines = sys.argv[1:5]
 text = open(path).read()
 def setting(text, block, key, value):
     """Sets key inside `block = { ... }`: replaces it, or inserts it first."""
@@ -134,7 +137,8 @@ def setting(text, block, key, value):
     return text[:m.end()] + body + text[end:]
 text = setting(text, "kafka", "group_id", '"%s"' % group)
 text = setting(text, "processing", "naive", naive)
-for extra in sys.argv[4:]:
+text = setting(text, "processing", "engines", engines)
+for extra in sys.argv[5:]:
     name, value = extra.split("=", 1)
     block, key = name.split(".", 1)
     text = setting(text, block, key, value)
@@ -214,7 +218,7 @@ wait_for 10 "redis-server" redis-cli -p "$REDIS_PORT" ping
 PID_BROKER=$!
 wait_for 10 "journey-devbroker" test -s "$WORK/bootstrap"
 BOOTSTRAP=$(head -n 1 "$WORK/bootstrap")
-log "redis 127.0.0.1:$REDIS_PORT, kafka $BOOTSTRAP ($PARTITIONS partitions), $(nproc) cores"
+log "redis 127.0.0.1:$REDIS_PORT, kafka $BOOTSTRAP ($PARTITIONS partitions), $(nproc) cores, journeyd with processing.engines = $ENGINES"
 
 log "preloading $EVENTS events over $CUSTOMERS customers"
 # PRELOAD_LINGER_MS (100): the preload's record batches. The mock broker finds

@@ -1,6 +1,7 @@
 /*
  * journeyd — entry point: command line, config and rules, signals, metrics
- * endpoint, then the engine until SIGTERM/SIGINT.
+ * endpoint, then the engine (or processing.engines of them, src/engines.c)
+ * until SIGTERM/SIGINT.
  *
  *   journeyd -c FILE [-b BROKERS] [-r HOST:PORT[,HOST:PORT...]] [--metrics-port N] [--check]
  *
@@ -14,6 +15,7 @@
 
 #include "journeyd/config.h"
 #include "journeyd/engine.h"
+#include "journeyd/engines.h"
 #include "journeyd/log.h"
 #include "journeyd/metrics.h"
 #include "journeyd/rules.h"
@@ -133,6 +135,13 @@ int main(int argc, char **argv)
             jd_error("main", "metrics endpoint on port %d: %s", cfg->metrics_port, errstr);
             goto out;
         }
+    }
+    if (cfg->engines > 1) {
+        jd_info("main", "journeyd %s starting %d engines (brokers %s, redis %s, metrics port %d)",
+                JD_VERSION, cfg->engines, cfg->brokers, cfg->redis_addresses[0], cfg->metrics_port);
+        rc = jd_engines_run(cfg, rs, metrics, &g_stop, &g_reload) == 0 ? 0 : 2;
+        rs = NULL; /* (theirs) */
+        goto out;
     }
     engine = jd_engine_new(cfg, rs, metrics, errstr, sizeof errstr);
     if (!engine) {

@@ -787,6 +787,23 @@ static void check_input_topics(struct loader *L, const config_setting_t *s)
                  "keyed by customer_id");
 }
 
+/* Each engine joins the group as a member of its own: a static id given
+ * through kafka.properties would be shared by all of them (the group would
+ * fence all but one); kafka.group_instance_id is suffixed per engine. */
+static void check_engines(struct loader *L, const config_setting_t *props)
+{
+    if (L->cfg->engines <= 1)
+        return;
+    for (size_t i = 0; i < L->cfg->nkafka_props; i++) {
+        if (strcmp(L->cfg->kafka_props[2 * i], "group.instance.id") == 0 && props)
+            error_at(L, props,
+                     "kafka.properties: group.instance.id with processing.engines = %d: every "
+                     "engine needs an id of its own; set kafka.group_instance_id instead "
+                     "(engine i joins as ID-i)",
+                     L->cfg->engines);
+    }
+}
+
 struct jd_config *jd_config_load(const char *path, struct jd_errors *errs)
 {
     size_t nerr0 = errs->n;
@@ -831,6 +848,7 @@ struct jd_config *jd_config_load(const char *path, struct jd_errors *errs)
     check_registry_ids(&L, config_lookup(&lc, "schemas.registry_ids"));
     check_transactions(&L, config_lookup(&lc, "kafka.transactions"));
     check_input_topics(&L, config_lookup(&lc, "kafka.input_topics"));
+    check_engines(&L, config_lookup(&lc, "kafka.properties"));
 
 out:
     config_destroy(&lc);

@@ -172,6 +172,12 @@ const struct jd_cfg_key jd_cfg_keys[] = {
      C_OFF(cache_max_customers), 0, C_SZ(cache_max_customers),
      "Customers kept in memory per instance; beyond it, clean customers are evicted, those not "
      "seen since the last eviction pass first (second chance)."},
+    {"processing.engines", JD_CFG_INT, "1", BOUNDS, 1, 64, NULL, C_OFF(engines), 0, C_SZ(engines),
+     "Engines in the process, each on a thread of its own and a member of the consumer group "
+     "with its own consumer, producer, Redis connections and cache (cache_max_customers / N): "
+     "the group splits the partitions between them as between N instances, with the same "
+     "guarantees. One per core the process may use (docs/performance.md, \"Scaling\"). "
+     "/metrics shows them as one."},
     {"processing.naive", JD_CFG_BOOL, "false", 0, 0, 0, NULL, C_OFF(naive), 0, 0,
      "One synchronous Redis round trip per event: the benchmark's baseline, not for production."},
     {"processing.history_max", JD_CFG_INT, "20", BOUNDS, 0, 1000, NULL, C_OFF(history_max), 0,

@@ -28,8 +28,25 @@ static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
 struct jd_engine *jd_engine_new(const struct jd_config *cfg, struct jd_ruleset *rs,
                                 struct jd_metrics *metrics, char *errstr, size_t errsize)
 {
+    return jd_engine_new_member(cfg, rs, metrics, 0, 1, errstr, errsize);
+}
+
+struct jd_engine *jd_engine_new_member(const struct jd_config *cfg, struct jd_ruleset *rs,
+                                       struct jd_metrics *metrics, int index, int count,
+                                       char *errstr, size_t errsize)
+{
     struct jd_engine *e = jd_xcalloc(1, sizeof *e);
     e->cfg = cfg;
+    e->index = index;
+    e->count = count < 1 ? 1 : count;
+    if (cfg->group_instance_id && *cfg->group_instance_id) {
+        size_t n = strlen(cfg->group_instance_id) + 16;
+        e->instance_id = jd_xmalloc(n);
+        if (index == 0)
+            snprintf(e->instance_id, n, "%s", cfg->group_instance_id);
+        else
+            snprintf(e->instance_id, n, "%s-%d", cfg->group_instance_id, index);
+    }
     e->rs = rs;
     e->metrics = metrics;
     e->maxmsgs = (size_t)cfg->batch_max_events;
@@ -49,7 +66,8 @@ struct jd_engine *jd_engine_new(const struct jd_config *cfg, struct jd_ruleset *
         goto err;
     jd_info(MOD, "redis: %s", jd_store_describe(e->store));
     e->redis_ok = 1;
-    e->cache = jd_cache_new((size_t)cfg->cache_max_customers);
+    size_t cache_max = (size_t)cfg->cache_max_customers / (size_t)e->count;
+    e->cache = jd_cache_new(cache_max ? cache_max : 1);
     if (!(e->policy = jd_policy_new(cfg, errstr, errsize)))
         goto err;
     e->insights = jd_insights_new(cfg, rs);
@@ -62,8 +80,8 @@ struct jd_engine *jd_engine_new(const struct jd_config *cfg, struct jd_ruleset *
         goto err;
     if (!(e->producer = jd_kafka_producer_new(cfg, jd_engine_delivery, e, errstr, errsize)))
         goto err;
-    if (!(e->consumer =
-              jd_kafka_consumer_new(cfg, jd_engine_rebalance, stats_cb, e, errstr, errsize)))
+    if (!(e->consumer = jd_kafka_consumer_new(cfg, e->instance_id, jd_engine_rebalance, stats_cb, e,
+                                              errstr, errsize)))
         goto err;
     e->nudge = jd_fetch_nudge_start(e->consumer);
     if (metrics) {
@@ -89,8 +107,10 @@ void jd_engine_destroy(struct jd_engine *e)
     jd_engine_decoder_destroy(e);
     jd_engine_wb_destroy(e);
     jd_fetch_nudge_stop(e->nudge);
+    /* (never run: it was subscribed but never polled; closing it would call
+     * the rebalance callback on this thread, with the engine half gone) */
     if (e->consumer)
-        rd_kafka_destroy(e->consumer);
+        rd_kafka_destroy_flags(e->consumer, e->ran ? 0 : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     if (e->producer) {
         /* what is still queued was never acknowledged: its offsets are not
          * stored, so it is produced again after the restart */
@@ -129,6 +149,7 @@ void jd_engine_destroy(struct jd_engine *e)
     free(e->wmv);
     jd_buf_free(&e->tmp);
     jd_buf_free(&e->history);
+    free(e->instance_id);
     free(e);
 }
 
@@ -348,10 +369,18 @@ static void warm_producer(struct jd_engine *e)
     }
 }
 
+void jd_engine_set_peers(struct jd_engine *e, const struct jd_engine_peers *p)
+{
+    e->peers = p;
+}
+
 static void shutdown_engine(struct jd_engine *e)
 {
+    if (e->peers && e->peers->stopping)
+        e->peers->stopping(e->peers->arg);
     jd_engine_settle_ahead(e); /* also when abandoned: closing the consumer drops customers */
-    jd_notify("STOPPING=1");
+    if (e->count == 1)
+        jd_notify("STOPPING=1");
     jd_info(MOD, "shutting down: finishing the batch in hand");
     if (!e->abandoned) {
         jd_engine_process_batch(e);
@@ -368,6 +397,8 @@ static void shutdown_engine(struct jd_engine *e)
     rd_kafka_resp_err_t err = rd_kafka_commit(e->consumer, NULL, 0);
     if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
         jd_warn(MOD, "final commit: %s", rd_kafka_err2str(err));
+    if (e->peers && e->peers->leave_gate)
+        e->peers->leave_gate(e->peers->arg); /* the other engines have committed too */
     jd_fetch_nudge_stop(e->nudge);
     e->nudge = NULL;
     err = rd_kafka_consumer_close(e->consumer);
@@ -381,10 +412,17 @@ int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig
 {
     e->stop = stop;
     e->reload = reload;
+    e->ran = 1;
     int rc = 0;
+    char tag[16];
+    if (e->count > 1) {
+        snprintf(tag, sizeof tag, "e%d", e->index);
+        jd_log_set_tag(tag); /* this thread's lines, until it ends */
+    }
     warm_producer(e);
-    jd_info(MOD, "running: rules %s, consuming %s as group %s", jd_rules_version(e->rs),
-            e->cfg->input_topics[0], e->cfg->group_id);
+    jd_info(MOD, "running: rules %s, consuming %s as group %s%s%s", jd_rules_version(e->rs),
+            e->cfg->input_topics[0], e->cfg->group_id, e->instance_id ? ", member " : "",
+            e->instance_id ? e->instance_id : "");
     while (!*stop) {
         /* (not while a batch taken ahead is being loaded: its customers are
          * the loader's until the batch waits for them) */
@@ -425,13 +463,14 @@ int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig
             break;
         }
         jd_engine_trim(e, idle);
-        if (!e->notified_ready && e->assigned_count > 0 && e->redis_ok && !e->backpressured) {
+        if (e->count == 1 && !e->notified_ready && e->assigned_count > 0 && e->redis_ok &&
+            !e->backpressured) {
             /* systemd Type=notify: ready once we own partitions and Redis answers */
             jd_notify("READY=1");
             e->notified_ready = 1;
         }
         int64_t wd = jd_notify_watchdog_interval_ms();
-        if (wd > 0 && jd_monotonic_ns() - e->last_watchdog_ns > wd * 1000000) {
+        if (e->count == 1 && wd > 0 && jd_monotonic_ns() - e->last_watchdog_ns > wd * 1000000) {
             jd_notify("WATCHDOG=1");
             e->last_watchdog_ns = jd_monotonic_ns();
         }
@@ -449,5 +488,6 @@ int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig
         }
     }
     shutdown_engine(e);
+    jd_log_set_tag(NULL);
     return rc;
 }

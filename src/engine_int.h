@@ -79,7 +79,12 @@ struct jd_inflight {
 
 struct jd_engine {
     const struct jd_config *cfg;
-    struct jd_config *reload_cfg; /* the config the reloaded rules point into */
+    int index, count;  /* engine `index` of `count` in the process (processing.engines) */
+    char *instance_id; /* its group.instance.id; NULL: dynamic membership */
+    const struct jd_engine_peers *peers; /* NULL: alone in the process */
+    int busy;                            /* counted in peers->busy */
+    int ran;                             /* jd_engine_run was called */
+    struct jd_config *reload_cfg;        /* the config the reloaded rules point into */
     struct jd_ruleset *rs;
     struct jd_ruleset *next_rs; /* during a reload */
     struct jd_metrics *metrics;

@@ -10,7 +10,9 @@
  * engine has gone idle (nothing consumed for a while, or the end of a
  * backlog reached: engine.c, idle_in) after work, at most
  * every 2 s: never on the hot path of a busy engine, and at most one such
- * pause per 2 s for the first event after an idle spell. The Redis
+ * pause per 2 s for the first event after an idle spell. malloc_trim locks
+ * every arena of the process, so with other engines (processing.engines)
+ * it waits until none of them is busy either. The Redis
  * pipelines' buffers, grown to the largest write-back, go back too. Owns
  * nothing.
  */
@@ -22,12 +24,29 @@
 #define MOD "engine"
 #define TRIM_EVERY_NS (2 * 1000000000LL)
 
+/* With other engines in the process: whether one of them is working
+ * (malloc_trim would stall it). Counts this engine in or out first. */
+static int peers_busy(struct jd_engine *e, int idle)
+{
+    if (!e->peers || !e->peers->busy)
+        return 0;
+    if (!idle && !e->busy)
+        atomic_fetch_add(e->peers->busy, 1);
+    else if (idle && e->busy)
+        atomic_fetch_sub(e->peers->busy, 1);
+    e->busy = !idle;
+    return atomic_load(e->peers->busy) > 0;
+}
+
 void jd_engine_trim(struct jd_engine *e, int idle)
 {
+    int others = peers_busy(e, idle);
     if (!idle) {
         e->trim_work += e->last_batch ? e->last_batch : 1;
         return;
     }
+    if (others)
+        return; /* (its turn comes once they are idle too) */
     int64_t now = jd_monotonic_ns();
     if ((!e->trim_work && !e->trim_again) ||
         (e->last_trim_ns && now - e->last_trim_ns < TRIM_EVERY_NS))

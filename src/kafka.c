@@ -41,8 +41,9 @@ static int apply_user_props(rd_kafka_conf_t *conf, const struct jd_config *cfg, 
     return 0;
 }
 
-rd_kafka_t *jd_kafka_consumer_new(const struct jd_config *cfg, jd_rebalance_fn *rebalance,
-                                  jd_stats_fn *stats, void *opaque, char *errstr, size_t errsize)
+rd_kafka_t *jd_kafka_consumer_new(const struct jd_config *cfg, const char *instance_id,
+                                  jd_rebalance_fn *rebalance, jd_stats_fn *stats, void *opaque,
+                                  char *errstr, size_t errsize)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_t *rk = NULL;
@@ -65,8 +66,7 @@ rd_kafka_t *jd_kafka_consumer_new(const struct jd_config *cfg, jd_rebalance_fn *
     snprintf(num, sizeof num, "%d", cfg->session_timeout_ms);
     if (set(conf, "session.timeout.ms", num, errstr, errsize))
         goto err;
-    if (cfg->group_instance_id && *cfg->group_instance_id &&
-        set(conf, "group.instance.id", cfg->group_instance_id, errstr, errsize))
+    if (instance_id && *instance_id && set(conf, "group.instance.id", instance_id, errstr, errsize))
         goto err;
     if (apply_user_props(conf, cfg, 1, errstr, errsize))
         goto err;

@@ -13,6 +13,7 @@
 
 static enum jd_log_level g_level = JD_LOG_INFO;
 static int g_json;
+static _Thread_local char t_tag[16]; /* jd_log_set_tag; "" for none */
 
 static const char *level_names[] = {"debug", "info", "warn", "error"};
 
@@ -20,6 +21,11 @@ void jd_log_setup(enum jd_log_level level, int json)
 {
     g_level = level;
     g_json = json;
+}
+
+void jd_log_set_tag(const char *tag)
+{
+    snprintf(t_tag, sizeof t_tag, "%s", tag ? tag : "");
 }
 
 int jd_log_level_parse(const char *s, enum jd_log_level *out)
@@ -82,9 +88,18 @@ void jd_log(enum jd_log_level level, const char *module, const char *fmt, ...)
     if (g_json) {
         char esc[4200];
         json_escape(esc, sizeof esc, msg);
-        n = snprintf(line, sizeof line,
-                     "{\"ts\":\"%s\",\"level\":\"%s\",\"module\":\"%s\",\"msg\":\"%s\"}\n", when,
-                     level_names[level], module, esc);
+        if (t_tag[0])
+            n = snprintf(line, sizeof line,
+                         "{\"ts\":\"%s\",\"level\":\"%s\",\"module\":\"%s\",\"engine\":\"%s\","
+                         "\"msg\":\"%s\"}\n",
+                         when, level_names[level], module, t_tag, esc);
+        else
+            n = snprintf(line, sizeof line,
+                         "{\"ts\":\"%s\",\"level\":\"%s\",\"module\":\"%s\",\"msg\":\"%s\"}\n",
+                         when, level_names[level], module, esc);
+    } else if (t_tag[0]) {
+        n = snprintf(line, sizeof line, "%s %-5s %-8s [%s] %s\n", when, level_names[level], module,
+                     t_tag, msg);
     } else {
         n = snprintf(line, sizeof line, "%s %-5s %-8s %s\n", when, level_names[level], module, msg);
     }

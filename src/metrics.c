@@ -14,6 +14,7 @@
  * the rule version are guarded by the same lock (neither is on the hot path).
  */
 #include "journeyd/metrics.h"
+#include "journeyd/metrics_merge.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -200,7 +201,14 @@ struct jd_metrics {
     struct jd_lag *lag;
     size_t nlag;
     char *program; /* rendered program-wide families (jd_metrics_set_program) */
+
+    /* processing.engines > 1: the engines' own (jd_metrics_child), shown as
+     * one by render, alive and ready; the list only grows, under lock */
+    struct jd_metrics **children;
+    size_t nchildren;
 };
+
+static size_t children_of(struct jd_metrics *m, struct jd_metrics ***out);
 
 struct jd_metrics *jd_metrics_new(const char *version)
 {
@@ -258,6 +266,9 @@ void jd_metrics_destroy(struct jd_metrics *m)
 {
     if (!m)
         return;
+    for (size_t i = 0; i < m->nchildren; i++)
+        jd_metrics_destroy(m->children[i]);
+    free(m->children);
     rulebound_free(m->rb);
     jd_lag_free(m->lag, m->nlag);
     free(m->program);
@@ -392,6 +403,11 @@ void jd_metrics_heartbeat(struct jd_metrics *m)
 void jd_metrics_set_heartbeat_timeout_ms(struct jd_metrics *m, int64_t ms)
 {
     atomic_store_explicit(&m->heartbeat_timeout_ns, ms * 1000000LL, memory_order_relaxed);
+    struct jd_metrics **cs;
+    size_t n = children_of(m, &cs);
+    for (size_t i = 0; i < n; i++)
+        jd_metrics_set_heartbeat_timeout_ms(cs[i], ms);
+    free(cs);
 }
 
 void jd_metrics_set_ready_inputs(struct jd_metrics *m, int partitions_assigned, int redis_ok,
@@ -405,8 +421,68 @@ void jd_metrics_set_ready_inputs(struct jd_metrics *m, int partitions_assigned, 
 
 /* ---- health ------------------------------------------------------------ */
 
+/* The children, copied under the lock (they live as long as m). */
+static size_t children_of(struct jd_metrics *m, struct jd_metrics ***out)
+{
+    pthread_mutex_lock(&m->lock);
+    size_t n = m->nchildren;
+    *out = NULL;
+    if (n) {
+        *out = jd_xmalloc(n * sizeof **out);
+        memcpy(*out, m->children, n * sizeof **out);
+    }
+    pthread_mutex_unlock(&m->lock);
+    return n;
+}
+
+/* Every engine's loop must be alive; the age is the oldest heartbeat's. */
+static int alive_all(struct jd_metrics **cs, size_t n, double *age_seconds)
+{
+    int alive = 1;
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double age;
+        if (!jd_metrics_alive(cs[i], &age))
+            alive = 0;
+        if (age > worst)
+            worst = age;
+    }
+    if (age_seconds)
+        *age_seconds = worst;
+    return alive;
+}
+
+/* Ready when some engine owns partitions (with more engines than
+ * partitions, some own none) and every engine has Redis and is not
+ * back-pressured. */
+static int ready_all(struct jd_metrics **cs, size_t n, struct jd_buf *why)
+{
+    int assigned = 0, ok = 1;
+    for (size_t i = 0; i < n; i++) {
+        int redis = atomic_load_explicit(&cs[i]->ready_redis, memory_order_relaxed);
+        int bp = atomic_load_explicit(&cs[i]->ready_backpressured, memory_order_relaxed);
+        assigned |= atomic_load_explicit(&cs[i]->ready_assigned, memory_order_relaxed);
+        if (!redis || bp)
+            ok = 0;
+        if (why && !redis)
+            jd_buf_printf(why, "redis_ok: no (engine %zu)\n", i);
+        if (why && bp)
+            jd_buf_printf(why, "backpressured: yes (engine %zu)\n", i);
+    }
+    if (why && !assigned)
+        jd_buf_puts(why, "partitions_assigned: no (no engine owns a partition)\n");
+    return assigned && ok;
+}
+
 int jd_metrics_alive(struct jd_metrics *m, double *age_seconds)
 {
+    struct jd_metrics **cs;
+    size_t n = children_of(m, &cs);
+    if (n) {
+        int alive = alive_all(cs, n, age_seconds);
+        free(cs);
+        return alive;
+    }
     int64_t age = jd_monotonic_ns() - atomic_load_explicit(&m->heartbeat_ns, memory_order_relaxed);
     if (age_seconds)
         *age_seconds = (double)age / 1e9;
@@ -415,6 +491,13 @@ int jd_metrics_alive(struct jd_metrics *m, double *age_seconds)
 
 int jd_metrics_ready(struct jd_metrics *m, struct jd_buf *why)
 {
+    struct jd_metrics **cs;
+    size_t n = children_of(m, &cs);
+    if (n) {
+        int ready = ready_all(cs, n, why);
+        free(cs);
+        return ready;
+    }
     int assigned = atomic_load_explicit(&m->ready_assigned, memory_order_relaxed);
     int redis = atomic_load_explicit(&m->ready_redis, memory_order_relaxed);
     int bp = atomic_load_explicit(&m->ready_backpressured, memory_order_relaxed);
@@ -626,8 +709,85 @@ static void render_rulebound(struct jd_metrics *m, struct jd_buf *out)
     }
 }
 
+/* How the engines' families combine (default: sum). journeyd_ready and
+ * journeyd_engines are the process's own, rendered after the merge. */
+static const struct jd_merge_rule merge_rules[] = {
+    {"journeyd_ready", JD_MERGE_DROP},
+    {"journeyd_engines", JD_MERGE_DROP},
+    {"journeyd_alive", JD_MERGE_MIN},
+    /* one SIGHUP is one reload, which every engine makes */
+    {"journeyd_rule_reloads_total", JD_MERGE_MAX},
+    {"journeyd_heartbeat_age_seconds", JD_MERGE_MAX},
+    {"journeyd_backpressured", JD_MERGE_MAX},
+    {"journeyd_start_time_seconds", JD_MERGE_MAX},
+    {"journeyd_build_info", JD_MERGE_MAX},
+    /* (a partition moving between two engines may show in both for a moment) */
+    {"journeyd_consumer_lag", JD_MERGE_MAX},
+    /* program-wide: every engine reads the same values from Redis */
+    {"journeyd_segment_members", JD_MERGE_MAX},
+    {"journeyd_stage_customers", JD_MERGE_MAX},
+    {"journeyd_stage_transitions_total", JD_MERGE_MAX},
+    {"journeyd_nps_responses", JD_MERGE_MAX},
+    {"journeyd_trigger_decisions_total", JD_MERGE_MAX},
+    {"journeyd_trigger_conversions_total", JD_MERGE_MAX},
+    {"journeyd_trigger_decisions_open", JD_MERGE_MAX},
+};
+
+static void render_engines(struct jd_buf *out, size_t n)
+{
+    put_header(out, "journeyd_engines", "gauge",
+               "Engines in this process (processing.engines), each a member of the group.");
+    jd_buf_printf(out, "journeyd_engines %zu\n", n);
+}
+
+static void render_children(struct jd_metrics **cs, size_t n, struct jd_buf *out)
+{
+    struct jd_buf *texts = jd_xcalloc(n, sizeof *texts);
+    const char **ptr = jd_xcalloc(n, sizeof *ptr);
+    size_t *len = jd_xcalloc(n, sizeof *len);
+    for (size_t i = 0; i < n; i++) {
+        jd_buf_init(&texts[i]);
+        jd_metrics_render(cs[i], &texts[i]);
+        ptr[i] = texts[i].data;
+        len[i] = texts[i].len;
+    }
+    jd_metrics_merge_text(ptr, len, n, merge_rules, NELEM(merge_rules), out);
+    put_header(out, "journeyd_ready", "gauge",
+               "1 when some engine owns partitions, and every engine reaches Redis and is not "
+               "back-pressured (/readyz).");
+    jd_buf_printf(out, "journeyd_ready %d\n", ready_all(cs, n, NULL));
+    render_engines(out, n);
+    for (size_t i = 0; i < n; i++)
+        jd_buf_free(&texts[i]);
+    free(texts);
+    free(ptr);
+    free(len);
+}
+
+struct jd_metrics *jd_metrics_child(struct jd_metrics *parent)
+{
+    struct jd_metrics *c = jd_metrics_new(parent->version);
+    c->start_time_ms = parent->start_time_ms;
+    atomic_store_explicit(&c->heartbeat_timeout_ns,
+                          atomic_load_explicit(&parent->heartbeat_timeout_ns, memory_order_relaxed),
+                          memory_order_relaxed);
+    pthread_mutex_lock(&parent->lock);
+    parent->children =
+        jd_xrealloc(parent->children, (parent->nchildren + 1) * sizeof *parent->children);
+    parent->children[parent->nchildren++] = c;
+    pthread_mutex_unlock(&parent->lock);
+    return c;
+}
+
 void jd_metrics_render(struct jd_metrics *m, struct jd_buf *out)
 {
+    struct jd_metrics **cs;
+    size_t n = children_of(m, &cs);
+    if (n) {
+        render_children(cs, n, out);
+        free(cs);
+        return;
+    }
     for (int c = 0; c < JD_C_COUNT; c++) {
         put_header(out, counter_defs[c].name, "counter", counter_defs[c].help);
         jd_buf_printf(out, "%s %" PRIu64 "\n", counter_defs[c].name, load_u(&m->counters[c]));
@@ -695,6 +855,7 @@ void jd_metrics_render(struct jd_metrics *m, struct jd_buf *out)
     if (m->program)
         jd_buf_puts(out, m->program);
     pthread_mutex_unlock(&m->lock);
+    render_engines(out, 1);
 }
 
 void jd_metrics_set_program(struct jd_metrics *m, const struct jd_series *s, size_t n)

@@ -138,6 +138,7 @@ struct jd_config {
     int cache_max_customers;
     int naive;       /* one synchronous Redis round trip per event (benchmark baseline) */
     int history_max; /* trigger history entries kept per customer */
+    int engines;     /* engines in the process, each a member of the group (daemon/journeyd.c) */
 
     /* timers (docs/time.md) */
     int64_t timer_tick_ms;   /* how often due timers are fetched */

@@ -10,6 +10,7 @@
 #define JOURNEYD_ENGINE_H
 
 #include <signal.h>
+#include <stdatomic.h>
 
 #include "journeyd/config.h"
 #include "journeyd/metrics.h"
@@ -21,6 +22,14 @@ struct jd_engine;
  * (Redis or Kafka handles could not be created). */
 struct jd_engine *jd_engine_new(const struct jd_config *cfg, struct jd_ruleset *rs,
                                 struct jd_metrics *metrics, char *errstr, size_t errsize);
+/* Engine `index` of `count` in one process (processing.engines): a member
+ * of the group of its own (kafka.group_instance_id ID: engine 0 joins as
+ * ID, engine i as ID-i), caching cache_max_customers / count customers; it
+ * leaves systemd notifications to the caller when count > 1. jd_engine_new
+ * is engine 0 of 1. */
+struct jd_engine *jd_engine_new_member(const struct jd_config *cfg, struct jd_ruleset *rs,
+                                       struct jd_metrics *metrics, int index, int count,
+                                       char *errstr, size_t errsize);
 void jd_engine_destroy(struct jd_engine *e);
 
 /* Runs until *stop becomes non-zero; *reload set to non-zero asks for a rule
@@ -28,5 +37,25 @@ void jd_engine_destroy(struct jd_engine *e);
  * a clean shutdown (batch finished, state persisted, triggers delivered,
  * offsets committed, group left), -1 on a fatal runtime failure. */
 int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig_atomic_t *reload);
+
+/* processing.engines > 1 (src/engines.c): what an engine shares with the
+ * others of its process. */
+struct jd_engine_peers {
+    /* called on the engine's thread as its shutdown begins (on a stop or on
+     * a failure), so that the others stop too */
+    void (*stopping)(void *arg);
+    /* called on the engine's thread after its last commit and before it
+     * leaves the group: no engine leaves (which starts a rebalance, and the
+     * group refuses commits until it settles) while another still has
+     * offsets to commit */
+    void (*leave_gate)(void *arg);
+    void *arg;
+    /* engines that have worked since they last went idle: malloc_trim
+     * locks every arena of the process, so an idle engine trims only while
+     * this is 0 (engine_mem.c) */
+    _Atomic int *busy;
+};
+/* Before jd_engine_run; p must outlive the engine. */
+void jd_engine_set_peers(struct jd_engine *e, const struct jd_engine_peers *p);
 
 #endif

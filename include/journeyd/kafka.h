@@ -16,9 +16,11 @@ typedef void(jd_rebalance_fn)(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 typedef void(jd_delivery_fn)(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque);
 typedef int(jd_stats_fn)(rd_kafka_t *rk, char *json, size_t len, void *opaque);
 
-/* A subscribed group consumer. NULL with errstr on failure. */
-rd_kafka_t *jd_kafka_consumer_new(const struct jd_config *cfg, jd_rebalance_fn *rebalance,
-                                  jd_stats_fn *stats, void *opaque, char *errstr, size_t errsize);
+/* A subscribed group consumer; `instance_id` (group.instance.id) NULL or
+ * empty: dynamic membership. NULL with errstr on failure. */
+rd_kafka_t *jd_kafka_consumer_new(const struct jd_config *cfg, const char *instance_id,
+                                  jd_rebalance_fn *rebalance, jd_stats_fn *stats, void *opaque,
+                                  char *errstr, size_t errsize);
 
 /* The producer for triggers and dead letters. NULL with errstr on failure. */
 rd_kafka_t *jd_kafka_producer_new(const struct jd_config *cfg, jd_delivery_fn *delivery,

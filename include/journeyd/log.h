@@ -8,6 +8,10 @@
 enum jd_log_level { JD_LOG_DEBUG = 0, JD_LOG_INFO, JD_LOG_WARN, JD_LOG_ERROR };
 
 void jd_log_setup(enum jd_log_level level, int json);
+/* Names the calling thread in its lines ("[TAG] " before the message, or
+ * "engine": TAG in JSON) until set again; NULL: none. The string is copied
+ * (at most 15 bytes). processing.engines > 1 tags each engine's thread. */
+void jd_log_set_tag(const char *tag);
 int jd_log_level_parse(const char *s, enum jd_log_level *out);
 int jd_log_enabled(enum jd_log_level level);
 void jd_log(enum jd_log_level level, const char *module, const char *fmt, ...)

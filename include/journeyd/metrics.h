@@ -62,7 +62,15 @@ enum jd_direction { JD_DIR_ENTER = 0, JD_DIR_EXIT = 1 };
 struct jd_metrics;
 
 struct jd_metrics *jd_metrics_new(const char *version);
+/* Destroys m and its children. */
 void jd_metrics_destroy(struct jd_metrics *m);
+/* processing.engines > 1: a jd_metrics for one engine, owned by `parent`.
+ * Once a parent has children, its render, alive and ready show them as one
+ * (counters and histograms summed, see metrics.c's merge_rules; alive when
+ * every engine is; ready when some engine owns partitions and none lacks
+ * Redis or is back-pressured), plus journeyd_engines; the parent's own
+ * values are no longer shown. Thread-safe. */
+struct jd_metrics *jd_metrics_child(struct jd_metrics *parent);
 
 void jd_metrics_add(struct jd_metrics *m, enum jd_counter c, uint64_t n);
 void jd_metrics_gauge(struct jd_metrics *m, enum jd_gauge g, int64_t v);

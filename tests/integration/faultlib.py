@@ -340,6 +340,30 @@ class TriggerCheck:
         return out
 
 
+class EndOfRun:
+    """The end of a crash run, checked: the state against the reference, the
+    delivered triggers (TriggerCheck) and the outbox entries left that were
+    never delivered."""
+
+    def __init__(self, client, bootstrap, ref, version):
+        self.bad = check_state(client, ref)
+        self.recs = consume_triggers(bootstrap, expect_n=len(ref.first_purchase))
+        self.chk = TriggerCheck(self.recs, ref, version)
+        self.leftovers = outbox_leftovers(client)
+        delivered = set(self.chk.by_id)
+        self.undelivered_left = [t for ids in self.leftovers.values() for t in ids
+                                 if t not in delivered]
+
+    def lines(self):
+        chk = self.chk
+        return [f"triggers: {len(self.recs)} delivered, {chk.distinct} distinct ids, "
+                f"{chk.duplicate_deliveries} duplicate deliveries (same id), "
+                f"{len(chk.expected_welcome)} welcome_first_purchase expected, "
+                f"{len(chk.missing)} missing",
+                f"state mismatches: {len(self.bad)}; outbox keys left: {len(self.leftovers)} "
+                f"({len(self.undelivered_left)} entries never delivered)"]
+
+
 def consume_triggers(bootstrap, expect_n=None, timeout=120):
     return jdtest.consume_all(bootstrap, ["loyalty.rewards", "loyalty.reengagement"],
                               expect_n=expect_n, timeout=timeout, quiet=3)

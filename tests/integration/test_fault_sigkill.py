@@ -116,13 +116,7 @@ def test_sigkill_at_random_moments(tmp_path, write_config, redis_server, jd_fact
     assert jd.stop() == 0
     elapsed = time.monotonic() - t_run
 
-    client = redis_server.client()
-    bad = faultlib.check_state(client, ref)
-    recs = faultlib.consume_triggers(fault_broker.bootstrap, expect_n=len(ref.first_purchase))
-    chk = faultlib.TriggerCheck(recs, ref, version)
-    leftovers = faultlib.outbox_leftovers(client)
-    delivered = set(chk.by_id)
-    undelivered_left = [t for ids in leftovers.values() for t in ids if t not in delivered]
+    end = faultlib.EndOfRun(redis_server.client(), fault_broker.bootstrap, ref, version)
 
     lines = [f"seed {SEED}, {len(events)} events ({ref.duplicates} duplicate event ids), "
              f"{len(ref.counts)} customers, {kills} SIGKILLs, {elapsed:.1f} s"]
@@ -132,17 +126,12 @@ def test_sigkill_at_random_moments(tmp_path, write_config, redis_server, jd_fact
                      f"(produced {c['produced']}): "
                      f"replayed {c.get('replayed')}, outbox re-sent {c.get('redelivered')}, "
                      f"next resumed {'-' if rec is None else f'{rec:.2f}s'} after the kill")
-    lines.append(f"triggers: {len(recs)} delivered, {chk.distinct} distinct ids, "
-                 f"{chk.duplicate_deliveries} duplicate deliveries (same id), "
-                 f"{len(chk.expected_welcome)} welcome_first_purchase expected, "
-                 f"{len(chk.missing)} missing")
-    lines.append(f"state mismatches: {len(bad)}; outbox keys left: {len(leftovers)} "
-                 f"({len(undelivered_left)} entries never delivered)")
+    lines += end.lines()
     faultlib.report(tmp_path, "sigkill", lines)
 
-    assert bad == [], bad[:10]
-    assert chk.problems() == []
-    assert undelivered_left == []
+    assert end.bad == [], end.bad[:10]
+    assert end.chk.problems() == []
+    assert end.undelivered_left == []
     recovered = [c["recover_s"] for c in crashes if c.get("recover_s") is not None]
     assert recovered, "no restarted instance ever resumed consuming"
 

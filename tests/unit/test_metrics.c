@@ -502,6 +502,81 @@ static void test_kafka_stats_shapes(void **state)
     assert_int_equal(jd_kafka_stats_lag(deep, k, &v, &n, &consumer), -1);
 }
 
+/* ---- engines (jd_metrics_child) ----------------------------------------- */
+
+/* Two engines' metrics shown as one: counters and histograms summed, gauges
+ * summed (partitions, cached customers), journeyd_engines, and the process's
+ * own readiness and liveness. */
+static void test_children_render_as_one(void **state)
+{
+    (void)state;
+    struct jd_metrics *m = jd_metrics_new("x");
+    char *t = render(m);
+    assert_true(sample(t, "journeyd_engines") == 1);
+    free(t);
+
+    struct jd_metrics *a = jd_metrics_child(m), *b = jd_metrics_child(m);
+    jd_metrics_add(a, JD_C_EVENTS_CONSUMED, 7);
+    jd_metrics_add(b, JD_C_EVENTS_CONSUMED, 5);
+    jd_metrics_add(m, JD_C_EVENTS_CONSUMED, 1000); /* the parent's own: not shown */
+    jd_metrics_gauge(a, JD_G_ASSIGNED_PARTITIONS, 3);
+    jd_metrics_gauge(b, JD_G_ASSIGNED_PARTITIONS, 4);
+    jd_metrics_observe(a, JD_H_BATCH_EVENTS, 3);
+    jd_metrics_observe(b, JD_H_BATCH_EVENTS, 300);
+    jd_metrics_failed(b, JD_FAIL_MALFORMED);
+
+    t = render(m);
+    assert_true(sample(t, "journeyd_events_consumed_total") == 12);
+    assert_true(sample(t, "journeyd_assigned_partitions") == 7);
+    assert_true(sample(t, "journeyd_batch_events_count") == 2);
+    assert_true(sample(t, "journeyd_batch_events_sum") == 303);
+    assert_true(sample(t, "journeyd_batch_events_bucket{le=\"5\"}") == 1);
+    assert_true(sample(t, "journeyd_events_failed_total{reason=\"malformed\"}") == 1);
+    assert_true(sample(t, "journeyd_engines") == 2);
+    assert_true(sample(t, "journeyd_alive") == 1);
+    /* each family once */
+    assert_non_null(strstr(t, "# TYPE journeyd_engines gauge"));
+    assert_null(strstr(strstr(t, "# TYPE journeyd_engines gauge") + 1, "# TYPE journeyd_engines"));
+    assert_null(strstr(strstr(t, "# TYPE journeyd_ready gauge") + 1, "# TYPE journeyd_ready"));
+    free(t);
+
+    /* ready: some engine owns partitions, every engine has Redis and is not
+     * back-pressured; an engine without partitions does not hold it back */
+    struct jd_buf why;
+    jd_buf_init(&why);
+    assert_false(jd_metrics_ready(m, &why));
+    assert_non_null(strstr(jd_buf_cstr(&why), "partitions_assigned: no"));
+    jd_metrics_set_ready_inputs(a, 1, 1, 0);
+    jd_metrics_set_ready_inputs(b, 0, 1, 0);
+    jd_buf_reset(&why);
+    assert_true(jd_metrics_ready(m, &why));
+    t = render(m);
+    assert_true(sample(t, "journeyd_ready") == 1);
+    free(t);
+    jd_metrics_set_ready_inputs(b, 0, 0, 0);
+    jd_buf_reset(&why);
+    assert_false(jd_metrics_ready(m, &why));
+    assert_non_null(strstr(jd_buf_cstr(&why), "redis_ok: no (engine 1)"));
+    jd_metrics_set_ready_inputs(b, 0, 1, 1);
+    assert_false(jd_metrics_ready(m, NULL));
+    t = render(m);
+    assert_true(sample(t, "journeyd_ready") == 0);
+    assert_true(sample(t, "journeyd_backpressured") == 1);
+    free(t);
+
+    /* alive only while every engine's loop is */
+    jd_metrics_set_heartbeat_timeout_ms(m, 50);
+    usleep(120 * 1000);
+    jd_metrics_heartbeat(a);
+    double age;
+    assert_false(jd_metrics_alive(m, &age));
+    assert_true(age >= 0.1);
+    jd_metrics_heartbeat(b);
+    assert_true(jd_metrics_alive(m, NULL));
+    jd_buf_free(&why);
+    jd_metrics_destroy(m); /* and its children */
+}
+
 /* ---- health ------------------------------------------------------------ */
 
 static void test_health(void **state)
@@ -698,6 +773,27 @@ static void test_concurrent_render(void **state)
 
 /* ---- promtool ---------------------------------------------------------- */
 
+/* promtool (Debian package prometheus) finds nothing to say about text. */
+static void promtool_accepts(const char *text)
+{
+    char path[] = "/tmp/jd_metrics_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "promtool check metrics < %s 2>&1", path);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    char out[8192];
+    size_t n = fread(out, 1, sizeof(out) - 1, p);
+    out[n] = '\0';
+    int rc = pclose(p);
+    unlink(path);
+    if (rc != 0 || n != 0)
+        fail_msg("promtool check metrics (rc %d):\n%s", rc, out);
+}
+
 static void test_promtool_accepts_exposition(void **state)
 {
     if (system("command -v promtool >/dev/null 2>&1") != 0) {
@@ -713,23 +809,21 @@ static void test_promtool_accepts_exposition(void **state)
                        "\"0\":{\"partition\":0,\"consumer_lag\":4}}}}}";
     jd_metrics_update_from_kafka_stats(m, json, strlen(json));
     char *t = render(m);
+    promtool_accepts(t);
+    free(t);
+    jd_metrics_destroy(m);
 
-    char path[] = "/tmp/jd_metrics_XXXXXX";
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, t, strlen(t)), (ssize_t)strlen(t));
-    close(fd);
-    char cmd[256];
-    snprintf(cmd, sizeof(cmd), "promtool check metrics < %s 2>&1", path);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    char out[8192];
-    size_t n = fread(out, 1, sizeof(out) - 1, p);
-    out[n] = '\0';
-    int rc = pclose(p);
-    unlink(path);
-    if (rc != 0 || n != 0)
-        fail_msg("promtool check metrics (rc %d):\n%s", rc, out);
+    /* two engines shown as one (metrics_merge.c) */
+    m = jd_metrics_new("0.1.0");
+    struct jd_metrics *a = jd_metrics_child(m), *b = jd_metrics_child(m);
+    bind_v1(a);
+    bind_v1(b);
+    jd_metrics_add(a, JD_C_EVENTS_CONSUMED, 3);
+    jd_metrics_observe(b, JD_H_TIMER_LATENESS, 12.5);
+    jd_metrics_trigger_suppressed(b, 1, "cap");
+    jd_metrics_update_from_kafka_stats(a, json, strlen(json));
+    t = render(m);
+    promtool_accepts(t);
     free(t);
     jd_metrics_destroy(m);
 }
@@ -749,6 +843,7 @@ int main(void)
         cmocka_unit_test(test_http_endpoints),
         cmocka_unit_test(test_concurrent_render),
         cmocka_unit_test(test_promtool_accepts_exposition),
+        cmocka_unit_test(test_children_render_as_one),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
