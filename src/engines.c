@@ -62,8 +62,12 @@ struct peers {
     _Atomic int busy;
 };
 
-static void deadline_from_now(struct peers *p)
+/* Under p->lock: the first engine to stop starts the gate's clock. */
+static void mark_stopping(struct peers *p)
 {
+    if (p->stopping)
+        return;
+    p->stopping = 1;
     clock_gettime(CLOCK_MONOTONIC, &p->deadline);
     p->deadline.tv_sec += LEAVE_WAIT_MS / 1000;
 }
@@ -72,10 +76,7 @@ static void on_stopping(void *arg)
 {
     struct peers *p = arg;
     pthread_mutex_lock(&p->lock);
-    if (!p->stopping) {
-        p->stopping = 1;
-        deadline_from_now(p);
-    }
+    mark_stopping(p);
     pthread_mutex_unlock(&p->lock);
 }
 
@@ -83,10 +84,7 @@ static void gate_wait(void *arg)
 {
     struct peers *p = arg;
     pthread_mutex_lock(&p->lock);
-    if (!p->stopping) { /* (stopping is announced first; to be safe) */
-        p->stopping = 1;
-        deadline_from_now(p);
-    }
+    mark_stopping(p); /* (announced by on_stopping before; to be safe) */
     p->arrived++;
     pthread_cond_broadcast(&p->cond);
     int rc = 0;
