@@ -37,7 +37,6 @@ struct jd_engine *jd_engine_new_member(const struct jd_config *cfg, struct jd_ru
 {
     struct jd_engine *e = jd_xcalloc(1, sizeof *e);
     e->cfg = cfg;
-    e->index = index;
     e->count = count < 1 ? 1 : count;
     if (cfg->group_instance_id && *cfg->group_instance_id) {
         size_t n = strlen(cfg->group_instance_id) + 16;
@@ -414,11 +413,6 @@ int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig
     e->reload = reload;
     e->ran = 1;
     int rc = 0;
-    char tag[16];
-    if (e->count > 1) {
-        snprintf(tag, sizeof tag, "e%d", e->index);
-        jd_log_set_tag(tag); /* this thread's lines, until it ends */
-    }
     warm_producer(e);
     jd_info(MOD, "running: rules %s, consuming %s as group %s%s%s", jd_rules_version(e->rs),
             e->cfg->input_topics[0], e->cfg->group_id, e->instance_id ? ", member " : "",
@@ -488,6 +482,5 @@ int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig
         }
     }
     shutdown_engine(e);
-    jd_log_set_tag(NULL);
     return rc;
 }

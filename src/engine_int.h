@@ -79,8 +79,8 @@ struct jd_inflight {
 
 struct jd_engine {
     const struct jd_config *cfg;
-    int index, count;  /* engine `index` of `count` in the process (processing.engines) */
-    char *instance_id; /* its group.instance.id; NULL: dynamic membership */
+    int count;                           /* engines in the process (processing.engines) */
+    char *instance_id;                   /* its group.instance.id; NULL: dynamic membership */
     const struct jd_engine_peers *peers; /* NULL: alone in the process */
     int busy;                            /* counted in peers->busy */
     int ran;                             /* jd_engine_run was called */

@@ -115,12 +115,21 @@ struct slot {
     int rc;
 };
 
+/* Engine i's lines carry "[ei]" (set on the thread that logs them). */
+static void tag_engine(int i)
+{
+    char tag[16];
+    snprintf(tag, sizeof tag, "e%d", i);
+    jd_log_set_tag(tag);
+}
+
 static void *engine_main(void *arg)
 {
     struct slot *s = arg;
     char name[16];
     snprintf(name, sizeof name, "jd-engine%d", s->index);
     pthread_setname_np(pthread_self(), name);
+    tag_engine(s->index); /* (the thread's, until it ends) */
     s->rc = jd_engine_run(s->e, &s->stop, &s->reload);
     atomic_store(&s->done, 1);
     return NULL;
@@ -151,9 +160,7 @@ static int create(struct slot *slots, int n, const struct jd_config *cfg, struct
             jd_errors_free(&errs);
         }
         struct jd_metrics *m = metrics ? jd_metrics_child(metrics) : NULL;
-        char tag[16];
-        snprintf(tag, sizeof tag, "e%d", i);
-        jd_log_set_tag(tag); /* (what it logs while starting) */
+        tag_engine(i); /* (what it logs while starting) */
         slots[i].index = i;
         slots[i].e = jd_engine_new_member(cfg, rs, m, i, n, errstr, sizeof errstr);
         jd_log_set_tag(NULL);
