@@ -9,9 +9,11 @@
  * and an outbox entry, which the next "flush" (every 5,000 events, like
  * processing.batch_max_events) marks stored and an acknowledgement removes,
  * as store.c and the producer's delivery report do. Redis and Kafka are not
- * involved: the figure is the customer objects' heap (mallinfo2), which is
- * what journeyd's RSS grows by per cached customer, less the allocator's
- * free lists. A breakdown by part follows (malloc_usable_size + 8 per chunk).
+ * involved. The customers' memory comes from a pool (cmem.h), as in an
+ * engine: the figure is the pool's mappings plus the heap's growth
+ * (mallinfo2), which is what journeyd's RSS grows by per cached customer. A
+ * breakdown by part follows (the slots' sizes, jd_cmem_size), then the
+ * pool's mapped and live bytes.
  *
  *   ./build/bench/bench_mem [config/journeyd.conf [customers]]
  */
@@ -32,8 +34,13 @@
 static struct jd_customer **all;
 static size_t nall, capall;
 
-/* What a chunk of p costs: its usable size plus the 8-byte header. */
+/* What a chunk of p costs: its slot in the pool, or malloc's chunk. */
 static size_t chunk(const void *p)
+{
+    return jd_cmem_size(p);
+}
+/* What a malloc'd outbox array (acked ids, history lines) costs. */
+static size_t mchunk(const void *p)
 {
     return p ? malloc_usable_size((void *)p) + 8 : 0;
 }
@@ -87,6 +94,8 @@ int main(int argc, char **argv)
         return 1;
     }
 
+    struct jd_cmem *pool = jd_cmem_new(); /* the engine's (engine.c) */
+    jd_cmem_use(pool);
     struct mallinfo2 m0 = mallinfo2();
     struct jd_cache *cache = jd_cache_new(0);
     struct jd_event ev;
@@ -116,7 +125,7 @@ int main(int argc, char **argv)
                 struct jd_pending_trigger *pt = jd_customer_add_pending(c);
                 snprintf(pt->trigger_id, sizeof pt->trigger_id, "%032llx",
                          (unsigned long long)++nfired);
-                jd_buf_append(&pt->value, res.fired[i].reason, 120);
+                jd_pending_set_value(pt, res.fired[i].reason, 120);
                 pt->history = jd_strdup(res.fired[i].reason);
             }
             int64_t nc = jd_rules_next_change(rs, c, now);
@@ -128,7 +137,11 @@ int main(int argc, char **argv)
     flush();
     struct mallinfo2 m1 = mallinfo2();
     size_t n = jd_cache_size(cache);
-    double heap = (double)(m1.uordblks - m0.uordblks) + (double)(m1.hblkhd - m0.hblkhd);
+    struct jd_cmem_stats ps;
+    jd_cmem_stats(pool, &ps);
+    /* the pool's mappings are the customers' memory, beside the heap's */
+    double heap =
+        (double)(m1.uordblks - m0.uordblks) + (double)(m1.hblkhd - m0.hblkhd) + (double)ps.mapped;
 
     /* where it goes */
     size_t s_struct = 0, s_counts = 0, s_aggs = 0, s_rings = 0, s_strs = 0, s_trig = 0,
@@ -151,7 +164,9 @@ int main(int argc, char **argv)
         s_policy += chunk(c->goals) + chunk(c->kind_sends);
         for (size_t k = 0; c->kind_sends && k < JD_KIND_COUNT; k++)
             s_policy += chunk(c->kind_sends[k].t);
-        s_outbox += chunk(c->pending) + chunk(c->acked) + chunk(c->history);
+        s_outbox += chunk(c->pending) + mchunk(c->acked) + mchunk(c->history);
+        for (size_t k = 0; k < c->npending; k++)
+            s_outbox += chunk(c->pending[k].value.data) + chunk(c->pending[k].topic);
     }
     double d = (double)n;
     printf("bench_mem: %s: %zu customers, %llu events, %llu triggers: heap %.0f bytes/customer "
@@ -166,7 +181,10 @@ int main(int argc, char **argv)
                                s_outbox) /
                           d);
 
+    printf("  pool: %.0f bytes mapped, %.0f in live slots per customer\n", (double)ps.mapped / d,
+           (double)ps.live / d);
     jd_cache_destroy(cache);
+    jd_cmem_destroy(pool);
     free(all);
     jd_loadgen_destroy(g);
     jd_policy_destroy(pol);

@@ -66,6 +66,7 @@ struct jd_engine *jd_engine_new_member(const struct jd_config *cfg, struct jd_ru
     jd_info(MOD, "redis: %s", jd_store_describe(e->store));
     e->redis_ok = 1;
     size_t cache_max = (size_t)cfg->cache_max_customers / (size_t)e->count;
+    e->cmem = jd_cmem_new();
     e->cache = jd_cache_new(cache_max ? cache_max : 1);
     if (!(e->policy = jd_policy_new(cfg, errstr, errsize)))
         goto err;
@@ -149,6 +150,10 @@ void jd_engine_destroy(struct jd_engine *e)
     jd_buf_free(&e->tmp);
     jd_buf_free(&e->history);
     free(e->instance_id);
+    /* last: every customer is gone (the cache, the loader, the rebalance) */
+    size_t live = jd_cmem_destroy(e->cmem);
+    if (live)
+        jd_error(MOD, "%zu bytes of customer memory were still allocated at shutdown", live);
     free(e);
 }
 
@@ -412,6 +417,7 @@ int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig
     e->stop = stop;
     e->reload = reload;
     e->ran = 1;
+    jd_cmem_use(e->cmem); /* (engines.c runs each engine on a thread of its own) */
     int rc = 0;
     warm_producer(e);
     jd_info(MOD, "running: rules %s, consuming %s as group %s%s%s", jd_rules_version(e->rs),
@@ -471,6 +477,9 @@ int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig
         if (e->metrics) {
             jd_metrics_heartbeat(e->metrics);
             jd_metrics_gauge(e->metrics, JD_G_OUTBOX_PENDING, (int64_t)e->inflight);
+            struct jd_cmem_stats ms;
+            jd_cmem_stats(e->cmem, &ms);
+            jd_metrics_gauge(e->metrics, JD_G_CUSTOMER_MEMORY, (int64_t)ms.mapped);
             uint64_t nudges = jd_fetch_nudge_count(e->nudge);
             if (nudges != e->nudges_seen) {
                 jd_metrics_add(e->metrics, JD_C_FETCH_NUDGES, nudges - e->nudges_seen);

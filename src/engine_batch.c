@@ -321,16 +321,16 @@ void jd_engine_emit(struct jd_engine *e, struct jd_customer *c, const struct jd_
         t.reason = reason;
     }
 
-    struct jd_pending_trigger *pt = jd_customer_add_pending(c);
-    if (jd_codec_encode_trigger(e->codec, &t, &pt->value, errstr, sizeof errstr) != 0) {
+    jd_buf_reset(&e->tmp);
+    if (jd_codec_encode_trigger(e->codec, &t, &e->tmp, errstr, sizeof errstr) != 0) {
         jd_error(MOD, "customer %s: encoding trigger %s: %s", c->id, t.trigger, errstr);
-        jd_buf_free(&pt->value); /* drop the half-built entry */
-        c->npending--;
         return;
     }
+    struct jd_pending_trigger *pt = jd_customer_add_pending(c);
+    jd_pending_set_value(pt, e->tmp.data, e->tmp.len);
     memcpy(pt->trigger_id, t.trigger_id, 33);
     pt->kind = (uint8_t)ts->kind;
-    pt->topic = jd_strdup(ts->topic);
+    pt->topic = ts->topic ? jd_cstrndup(ts->topic, strlen(ts->topic)) : NULL;
     /* a deferral is on purpose, not latency: journeyd_event_to_trigger_seconds
      * measures only triggers sent at once */
     pt->src_ts = d.not_before ? 0 : src_ts;

@@ -91,6 +91,7 @@ struct jd_engine {
     struct jd_codec *codec;
     struct jd_store *store;
     struct jd_cache *cache;
+    struct jd_cmem *cmem; /* the memory of its customers (cmem.h), from its threads */
     struct jd_policy *policy;
     struct jd_insights *insights; /* program health and trigger outcomes */
     struct jd_timers *timers;     /* engine_timers.c */
@@ -141,7 +142,7 @@ struct jd_engine {
     int64_t last_persist_ns; /* monotonic time of the last full write-back */
     int64_t last_commit_ns;  /* of the last commit made by engine_flush.c */
     int offsets_stored;      /* offsets stored since that commit */
-    struct jd_buf tmp;
+    struct jd_buf tmp;       /* a trigger being encoded (engine_batch.c) */
     struct jd_buf history;
 
     uint64_t inflight;         /* produced, not yet acknowledged */

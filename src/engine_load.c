@@ -42,7 +42,8 @@
 #define MOD "engine"
 
 struct jd_loader {
-    struct jd_store *st; /* its own connection; the worker's between submit and wait */
+    struct jd_store *st;  /* its own connection; the worker's between submit and wait */
+    struct jd_cmem *cmem; /* the engine's: the loaded customers' memory */
     struct jd_worker *worker;
     const struct jd_ruleset *rs;
     int rc; /* jd_store_load's result */
@@ -55,6 +56,7 @@ struct jd_loader {
 static void loader_run(void *arg)
 {
     struct jd_loader *ld = arg;
+    jd_cmem_use(ld->cmem);
     ld->rc = jd_store_load(ld->st, ld->rs, ld->cs, ld->n, ld->errstr, sizeof ld->errstr);
 }
 
@@ -67,6 +69,7 @@ int jd_engine_loader_start(struct jd_engine *e, char *errstr, size_t errsize)
         free(ld);
         return -1;
     }
+    ld->cmem = e->cmem;
     if (!(ld->worker = jd_worker_start("jd-loader", loader_run, ld))) {
         snprintf(errstr, errsize, "cannot start the loader thread");
         jd_store_destroy(ld->st);

@@ -110,6 +110,9 @@ static const struct metric_def gauge_defs[JD_G_COUNT] = {
                              "Triggers stored in the outbox awaiting Kafka acknowledgement."},
     [JD_G_BACKPRESSURED] = {"journeyd_backpressured",
                             "1 while consumption is paused because Redis or Kafka is behind."},
+    [JD_G_CUSTOMER_MEMORY] = {"journeyd_customer_memory_bytes",
+                              "Memory mapped for the cached customers' state (the engines' pools: "
+                              "their high-water mark, reused, not returned)."},
 };
 
 static const char *const fail_names[JD_FAIL_COUNT] = {

@@ -273,8 +273,8 @@ int jd_policy_record_suppressed(struct jd_policy *p, struct jd_customer *c,
     struct jd_pending_trigger *pt = jd_customer_add_pending(c);
     memcpy(pt->trigger_id, id, 33);
     pt->kind = (uint8_t)t->kind;
-    pt->topic = jd_strdup(p->cfg->policy.audit_topic);
-    jd_buf_append(&pt->value, p->value.data, p->value.len);
+    pt->topic = jd_cstrndup(p->cfg->policy.audit_topic, strlen(p->cfg->policy.audit_topic));
+    jd_pending_set_value(pt, p->value.data, p->value.len);
     /* src_ts stays 0: the event-to-trigger latency is about triggers */
     return 0;
 }

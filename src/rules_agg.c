@@ -106,7 +106,7 @@ void jd_agg_free(struct jd_agg *a)
 {
     if (!a)
         return;
-    free(a->ring); /* or a->s: the same pointer */
+    jd_cfree(a->ring); /* or a->s: the same pointer */
     memset(a, 0, sizeof *a);
 }
 
@@ -278,8 +278,8 @@ void jd_agg_update(const struct jd_aggspec *sp, struct jd_agg *a, const struct j
         /* reuse the old string's memory when the new value fits */
         size_t n = strlen(s);
         if (!a->s || strlen(a->s) < n) {
-            free(a->s);
-            a->s = jd_xmalloc(n + 1);
+            jd_cfree(a->s);
+            a->s = jd_cmalloc(n + 1);
         }
         memcpy(a->s, s, n + 1);
         return;

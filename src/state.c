@@ -147,23 +147,20 @@ char *jd_state_intern(const char *s, size_t len)
     size_t code = known_code(s, len);
     if (code < NKNOWN)
         return (char *)known_names[code];
-    char *d = jd_xmalloc(len + 1);
-    memcpy(d, s, len);
-    d[len] = '\0';
-    return d;
+    return jd_cstrndup(s, len);
 }
 
 void jd_state_unintern(char *s)
 {
     if (s && !jd_state_is_known(s))
-        free(s);
+        jd_cfree(s);
 }
 
 struct jd_customer *jd_customer_new(const char *id, size_t id_len, int32_t partition,
                                     const struct jd_ruleset *rs)
 {
     /* the id lives at the end of the struct: one allocation less per customer */
-    struct jd_customer *c = jd_xcalloc(1, sizeof *c + id_len + 1);
+    struct jd_customer *c = jd_ccalloc(sizeof *c + id_len + 1);
     memcpy(c->id, id, id_len);
     c->id_len = (uint32_t)id_len;
     c->partition = partition;
@@ -178,7 +175,7 @@ struct jd_customer *jd_customer_new(const char *id, size_t id_len, int32_t parti
              * through c->aggs */
             size_t sz =
                 c->naggs * sizeof *c->aggs + c->ntriggers * (sizeof(int64_t) + sizeof(uint32_t));
-            c->aggs = jd_xcalloc(1, sz);
+            c->aggs = jd_ccalloc(sz);
             for (size_t i = 0; i < c->naggs; i++)
                 jd_rules_agg_init(rs, i, &c->aggs[i]);
         }
@@ -194,39 +191,46 @@ static void free_persisted(struct jd_customer *c)
     if (c->counts) {
         size_t nnames = count_nnames(c);
         for (size_t j = 0; j < nnames; j++)
-            free(count_names(c)[j]);
+            jd_cfree(count_names(c)[j]);
     }
-    free(c->counts);
+    jd_cfree(c->counts);
     c->counts = NULL;
     c->ncounts = 0;
     for (size_t i = 0; i < c->naggs; i++)
         jd_agg_free(&c->aggs[i]);
-    free(c->aggs); /* and the trigger arrays with it */
+    jd_cfree(c->aggs); /* and the trigger arrays with it */
     c->aggs = NULL;
     c->naggs = 0;
     if (c->trigger_sends)
         for (size_t i = 0; i < c->ntriggers; i++)
-            free(c->trigger_sends[i].t);
-    free(c->trigger_sends);
+            jd_cfree(c->trigger_sends[i].t);
+    jd_cfree(c->trigger_sends);
     c->trigger_sends = NULL;
     c->ntriggers = 0;
     if (c->kind_sends)
         for (size_t k = 0; k < JD_KIND_COUNT; k++)
-            free(c->kind_sends[k].t);
-    free(c->kind_sends);
+            jd_cfree(c->kind_sends[k].t);
+    jd_cfree(c->kind_sends);
     c->kind_sends = NULL;
     jd_customer_set_tz(c, NULL, 0);
     c->optout = 0;
-    free(c->goals);
+    jd_cfree(c->goals);
     c->goals = NULL;
     c->ngoals = 0;
 }
 
 static void pending_free(struct jd_pending_trigger *p)
 {
-    free(p->topic);
-    jd_buf_free(&p->value);
+    jd_cfree(p->topic);
+    jd_cfree(p->value.data);
     free(p->history);
+}
+
+void jd_pending_set_value(struct jd_pending_trigger *p, const void *data, size_t len)
+{
+    jd_cfree(p->value.data);
+    p->value.data = jd_cstrndup(data, len);
+    p->value.len = len;
 }
 
 void jd_customer_destroy(struct jd_customer *c)
@@ -236,13 +240,13 @@ void jd_customer_destroy(struct jd_customer *c)
     free_persisted(c);
     for (size_t i = 0; i < c->npending; i++)
         pending_free(&c->pending[i]);
-    free(c->pending);
+    jd_cfree(c->pending);
     jd_customer_clear_acked(c);
     free(c->acked);
     for (size_t i = 0; i < c->nhistory; i++)
         free(c->history[i]);
     free(c->history);
-    free(c);
+    jd_cfree(c);
 }
 
 static struct jd_type_count *find_count(const struct jd_customer *c, const char *type)
@@ -276,17 +280,13 @@ static struct jd_type_count *add_count(struct jd_customer *c, const char *type, 
     }
     /* entries grow by one (a customer sees a handful of types); the names
      * move up by one entry */
-    c->counts = jd_xrealloc(c->counts, (c->ncounts + 1) * sizeof *c->counts +
+    c->counts = jd_crealloc(c->counts, (c->ncounts + 1) * sizeof *c->counts +
                                            (nnames + grow) * sizeof(char *));
     memmove(c->counts + c->ncounts + 1, c->counts + c->ncounts, nnames * sizeof(char *));
     struct jd_type_count *tc = &c->counts[c->ncounts++];
     tc->v = code;
-    if (grow) {
-        char *d = jd_xmalloc(len + 1);
-        memcpy(d, type, len);
-        d[len] = '\0';
-        count_names(c)[nnames] = d;
-    }
+    if (grow)
+        count_names(c)[nnames] = jd_cstrndup(type, len);
     return tc;
 }
 
@@ -367,12 +367,19 @@ static void *grow_for(void *arr, uint32_t n, size_t elem)
     return jd_xrealloc(arr, (n ? 2 * (size_t)n : 2) * elem);
 }
 
+/* The same for an array that stays with the customer (cmem.h). */
+static void *grow_customer(void *arr, uint32_t n, size_t elem)
+{
+    if (n == 1 || (n & (n - 1)) != 0)
+        return arr;
+    return jd_crealloc(arr, (n ? 2 * (size_t)n : 2) * elem);
+}
+
 struct jd_pending_trigger *jd_customer_add_pending(struct jd_customer *c)
 {
-    c->pending = grow_for(c->pending, c->npending, sizeof *c->pending);
+    c->pending = grow_customer(c->pending, c->npending, sizeof *c->pending);
     struct jd_pending_trigger *p = &c->pending[c->npending++];
     memset(p, 0, sizeof *p);
-    jd_buf_init(&p->value);
     return p;
 }
 
@@ -410,7 +417,7 @@ int jd_customer_ack(struct jd_customer *c, const char *trigger_id)
     size_t i = (size_t)(p - c->pending);
     memmove(p, p + 1, (c->npending - i - 1) * sizeof *p);
     if (--c->npending == 0) {
-        free(c->pending);
+        jd_cfree(c->pending);
         c->pending = NULL;
     }
     return 0;
@@ -427,7 +434,7 @@ void jd_customer_clear_acked(struct jd_customer *c)
 
 struct jd_goal *jd_customer_add_goal(struct jd_customer *c)
 {
-    c->goals = grow_for(c->goals, c->ngoals, sizeof *c->goals);
+    c->goals = grow_customer(c->goals, c->ngoals, sizeof *c->goals);
     struct jd_goal *g = &c->goals[c->ngoals++];
     memset(g, 0, sizeof *g);
     return g;
@@ -503,7 +510,7 @@ void jd_times_add(struct jd_times *ts, int64_t t)
 {
     if (ts->n == ts->cap) {
         ts->cap = ts->cap ? ts->cap * 2 : 2;
-        ts->t = jd_xrealloc(ts->t, ts->cap * sizeof *ts->t);
+        ts->t = jd_crealloc(ts->t, ts->cap * sizeof *ts->t);
     }
     uint32_t i = ts->n;
     while (i > 0 && ts->t[i - 1] > t) {
@@ -540,14 +547,14 @@ struct jd_times *jd_customer_trigger_sends(struct jd_customer *c, size_t t)
     if (t >= c->ntriggers)
         return NULL;
     if (!c->trigger_sends)
-        c->trigger_sends = jd_xcalloc(c->ntriggers, sizeof *c->trigger_sends);
+        c->trigger_sends = jd_ccalloc(c->ntriggers * sizeof *c->trigger_sends);
     return &c->trigger_sends[t];
 }
 
 struct jd_times *jd_customer_kind_sends(struct jd_customer *c, enum jd_trigger_kind k)
 {
     if (!c->kind_sends)
-        c->kind_sends = jd_xcalloc(JD_KIND_COUNT, sizeof *c->kind_sends);
+        c->kind_sends = jd_ccalloc(JD_KIND_COUNT * sizeof *c->kind_sends);
     return &c->kind_sends[k];
 }
 
@@ -603,23 +610,19 @@ out:
 void jd_customer_set_tz(struct jd_customer *c, const char *tz, size_t len)
 {
     if (c->tz && !tz_pooled(c->tz))
-        free((char *)c->tz);
+        jd_cfree((char *)c->tz);
     c->tz = NULL;
     if (!tz)
         return;
     c->tz = tz_intern(tz, len);
-    if (!c->tz) {
-        char *d = jd_xmalloc(len + 1);
-        memcpy(d, tz, len);
-        d[len] = '\0';
-        c->tz = d;
-    }
+    if (!c->tz)
+        c->tz = jd_cstrndup(tz, len);
 }
 
 struct jd_ring *jd_ring_new(void)
 {
-    /* 8 + 16 bytes: malloc's smallest chunk holds the header and a bucket */
-    struct jd_ring *r = jd_xmalloc(sizeof *r + sizeof r->b[0]);
+    /* 8 + 16 bytes: the pool's smallest slot holds the header and a bucket */
+    struct jd_ring *r = jd_cmalloc(sizeof *r + sizeof r->b[0]);
     r->len = 0;
     r->cap = 1;
     return r;
@@ -646,7 +649,7 @@ struct jd_ring_bucket *jd_ring_at(struct jd_ring **rp, uint32_t i)
     if (r->len == r->cap) {
         /* small rings grow by one (most hold a handful of buckets) */
         r->cap = r->cap < 4 ? r->cap + 1 : r->cap + r->cap / 2;
-        r = *rp = jd_xrealloc(r, sizeof *r + r->cap * sizeof r->b[0]);
+        r = *rp = jd_crealloc(r, sizeof *r + r->cap * sizeof r->b[0]);
     }
     memmove(&r->b[k + 1], &r->b[k], (r->len - k) * sizeof r->b[0]);
     r->len++;

@@ -334,8 +334,8 @@ static int dec_agg_str(struct dec *d, struct span key, struct span val)
     if (jd_rules_agg_nbuckets(d->rs, (size_t)slot))
         return 0; /* a windowed slot has no string (its pointer is the ring's) */
     struct jd_agg *a = &d->c->aggs[slot];
-    free(a->s);
-    a->s = jd_strdup(d->name2.data);
+    jd_cfree(a->s);
+    a->s = jd_cstrndup(d->name2.data, strlen(d->name2.data));
     return 0;
 }
 

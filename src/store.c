@@ -184,11 +184,10 @@ static int parse_outbox_entry(struct jd_customer *tmp, const redisReply *field,
     p->not_before = not_before;
     size_t tlen = (size_t)(nul - (value->str + start));
     if (tlen) {
-        p->topic = jd_xmalloc(tlen + 1);
-        memcpy(p->topic, value->str + start, tlen + 1);
+        p->topic = jd_cstrndup(value->str + start, tlen);
     }
     size_t off = start + tlen + 1;
-    jd_buf_append(&p->value, value->str + off, value->len - off);
+    jd_pending_set_value(p, value->str + off, value->len - off);
     p->stored = 1;
     return 0;
 }

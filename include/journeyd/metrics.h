@@ -36,6 +36,7 @@ enum jd_gauge {
     JD_G_CACHED_CUSTOMERS,        /* journeyd_cached_customers */
     JD_G_OUTBOX_PENDING,          /* journeyd_outbox_pending */
     JD_G_BACKPRESSURED,           /* journeyd_backpressured (0/1) */
+    JD_G_CUSTOMER_MEMORY,         /* journeyd_customer_memory_bytes */
     JD_G_COUNT
 };
 

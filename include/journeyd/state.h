@@ -6,6 +6,12 @@
  * the outbox of triggers not yet acknowledged by Kafka.
  *
  * The struct is plain data owned by whoever holds it (the cache in store.c);
+ * it and what stays with it (counts, aggregate slots and rings, send times,
+ * goals, names, the outbox entries, their topics and values) come from jd_cmalloc
+ * and go back with jd_cfree (cmem.h): the engine's pool keeps them apart
+ * from transient memory. An entry deferred past quiet hours stays for
+ * hours. The acked ids and history lines, gone by the next flush, are
+ * malloc'd.
  * rules.c reads and updates stage/segments/aggs; the engine updates the rest.
  * Serialisation (jd_customer_encode/decode) is a compact, versioned, text
  * form stored as one Redis string, readable with redis-cli.
@@ -16,6 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "journeyd/cmem.h"
 #include "journeyd/config.h"
 #include "journeyd/event.h"
 #include "journeyd/util.h"
@@ -78,24 +85,30 @@ struct jd_ring_bucket *jd_ring_at(struct jd_ring **r, uint32_t i);
 /* The bucket of slot i, or NULL. */
 const struct jd_ring_bucket *jd_ring_find(const struct jd_ring *r, uint32_t i);
 
+/* Bytes that stay with a customer (cmem.h), set once. */
+struct jd_cbytes {
+    char *data; /* NUL-terminated after len */
+    size_t len;
+};
+
 /* A trigger that has been decided and encoded but not yet acknowledged by
  * Kafka. It is persisted with the customer (the outbox) in the same atomic
  * write as the state change that produced it. */
 struct jd_pending_trigger {
     char trigger_id[33];
-    uint8_t kind;        /* enum jd_trigger_kind: selects the default topic */
-    char *topic;         /* NULL: the kind's topic */
-    struct jd_buf value; /* the encoded Kafka message value */
-    char *history;       /* history line for journeyctl, NULL once written */
-    int produced;        /* handed to the producer in this process's lifetime */
-    int stored;          /* present in the Redis outbox (written by a flush, or loaded) */
-    int64_t src_ts;      /* Kafka timestamp (ms) of the event that caused it; 0 unknown */
-    int64_t not_before;  /* clock time (ms) before which it must not be produced (a trigger
-                            deferred past quiet hours); 0 = at once */
-    int replayable;      /* fired while an input event is applied: unless deferred, while its
-                            customer is held (engine_wb.c) its event's offset waits for its
-                            acknowledgement, so a crash replays the event, whose load re-sends it,
-                            and it needs no outbox index entry (store_timers.c) */
+    uint8_t kind;           /* enum jd_trigger_kind: selects the default topic */
+    char *topic;            /* NULL: the kind's topic; else jd_cmalloc'd */
+    struct jd_cbytes value; /* the encoded Kafka message value: jd_pending_set_value */
+    char *history;          /* history line for journeyctl, NULL once written */
+    int produced;           /* handed to the producer in this process's lifetime */
+    int stored;             /* present in the Redis outbox (written by a flush, or loaded) */
+    int64_t src_ts;         /* Kafka timestamp (ms) of the event that caused it; 0 unknown */
+    int64_t not_before;     /* clock time (ms) before which it must not be produced (a trigger
+                               deferred past quiet hours); 0 = at once */
+    int replayable;         /* fired while an input event is applied: unless deferred, while its
+                               customer is held (engine_wb.c) its event's offset waits for its
+                               acknowledgement, so a crash replays the event, whose load re-sends it,
+                               and it needs no outbox index entry (store_timers.c) */
 };
 
 /* Send times (ms, ascending) a frequency cap counts; the policy drops the
@@ -249,9 +262,11 @@ static inline int64_t jd_customer_count_n(const struct jd_customer *c, size_t i)
  * records it and returns 0. */
 int jd_customer_seen_event(struct jd_customer *c, const char *event_id);
 
-/* Outbox. The returned entry is zeroed (value initialised); it stays valid
+/* Outbox. The returned entry is zeroed (no value yet); it stays valid
  * until the next add_pending or ack on the same customer. */
 struct jd_pending_trigger *jd_customer_add_pending(struct jd_customer *c);
+/* Sets the entry's value to a copy of data[0..len), at its exact size. */
+void jd_pending_set_value(struct jd_pending_trigger *p, const void *data, size_t len);
 /* Finds a pending trigger by id; NULL if absent. */
 struct jd_pending_trigger *jd_customer_find_pending(struct jd_customer *c, const char *trigger_id);
 /* Removes the pending trigger with that id and remembers it as acked (when it

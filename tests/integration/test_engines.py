@@ -105,6 +105,11 @@ def test_two_engines_exact(tmp_path, write_config, redis_server, jd_factory, fau
     m = jd.metrics()
     assert m.get("journeyd_engines") == 2, m.get("journeyd_engines")
     assert m.get("journeyd_assigned_partitions") == parts, m.get("journeyd_assigned_partitions")
+    # Each engine keeps its customers in a memory pool of its own (src/cmem.c),
+    # mapped 1 MiB at a time: ~500 customers each take one mapping apiece.
+    mem = int(m.get("journeyd_customer_memory_bytes") or 0)
+    assert mem % (1 << 20) == 0 and 2 <= mem >> 20 <= 4, mem
+    assert 0 < m.get("journeyd_cached_customers") <= 1000
     # Every event applied once. (Consumed twice only if the group handed
     # partitions from one engine to the other at start-up before their first
     # commit, as between two instances: then the second read is skipped as

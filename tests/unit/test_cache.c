@@ -15,6 +15,8 @@
 
 #include <cmocka.h>
 
+#include "cmem_pool.h"
+
 #include "journeyd/store.h"
 
 static struct jd_customer *mk(const char *id, int32_t partition)
@@ -287,5 +289,5 @@ int main(void)
         cmocka_unit_test(test_second_chance),
         cmocka_unit_test(test_partitions),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return jd_run_tests_in_pool(tests, NULL, NULL);
 }

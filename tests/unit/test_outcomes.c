@@ -16,6 +16,8 @@
 
 #include <cmocka.h>
 
+#include "cmem_pool.h"
+
 #include "journeyd/insights.h"
 #include "journeyd/outcomes.h"
 #include "journeyd/rules.h"
@@ -414,5 +416,5 @@ int main(void)
         cmocka_unit_test(test_goals_in_state),
         cmocka_unit_test(test_insights_redis),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return jd_run_tests_in_pool(tests, NULL, NULL);
 }

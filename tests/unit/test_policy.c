@@ -21,6 +21,8 @@
 
 #include <cmocka.h>
 
+#include "cmem_pool.h"
+
 #include "journeyd/policy.h"
 #include "redis_fixture.c"
 #include "rules_testlib.h"
@@ -809,5 +811,5 @@ int main(void)
         cmocka_unit_test(test_record_suppressed),
         cmocka_unit_test(test_budget),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return jd_run_tests_in_pool(tests, NULL, NULL);
 }

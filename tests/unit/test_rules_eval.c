@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <cmocka.h>
 
+#include "cmem_pool.h"
+
 #include <math.h>
 
 #include "../../src/rules_int.h"
@@ -478,5 +480,5 @@ int main(void)
         cmocka_unit_test(test_sketch_journey),
         cmocka_unit_test(test_format_val),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return jd_run_tests_in_pool(tests, NULL, NULL);
 }

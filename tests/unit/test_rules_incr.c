@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <cmocka.h>
 
+#include "cmem_pool.h"
+
 #include "rules_testlib.h"
 
 static struct jd_ruleset *compile_ok(struct tsrc *t)
@@ -290,5 +292,5 @@ int main(void)
         cmocka_unit_test(test_disabled_and_dedup),
         cmocka_unit_test(test_payload_only_window_needs_no_timer),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return jd_run_tests_in_pool(tests, NULL, NULL);
 }

@@ -14,6 +14,8 @@
 
 #include <cmocka.h>
 
+#include "cmem_pool.h"
+
 #include "journeyd/rules.h"
 #include "journeyd/state.h"
 
@@ -271,7 +273,7 @@ static struct jd_pending_trigger *add(struct jd_customer *c, const char *id, con
     struct jd_pending_trigger *p = jd_customer_add_pending(c);
     snprintf(p->trigger_id, sizeof p->trigger_id, "%s", id);
     p->kind = 1;
-    jd_buf_append(&p->value, "\0abc", 4);
+    jd_pending_set_value(p, "\0abc", 4);
     p->history = hist ? strdup(hist) : NULL;
     return p;
 }
@@ -734,5 +736,5 @@ int main(void)
         cmocka_unit_test(test_roundtrip_rules), cmocka_unit_test(test_rebind),
         cmocka_unit_test(test_known_names),     cmocka_unit_test(test_tz_pool),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return jd_run_tests_in_pool(tests, NULL, NULL);
 }

@@ -23,6 +23,8 @@
 
 #include <cmocka.h>
 
+#include "cmem_pool.h"
+
 #include "journeyd/config.h"
 #include "journeyd/rules.h"
 #include "journeyd/state.h"
@@ -827,8 +829,9 @@ static void fill_random(struct jd_customer *c, const struct jd_ruleset *rs)
                     bk->v = (double)bk->n; /* count windows: one half written */
             }
         } else if (!nb && rnd() % 4 == 0) {
-            free(a->s);
-            a->s = jd_strdup(rnd_str(s, 30));
+            jd_cfree(a->s);
+            const char *v = rnd_str(s, 30);
+            a->s = jd_cstrndup(v, strlen(v));
         }
     }
     for (size_t i = 0; i < c->ntriggers; i++) {
@@ -1143,5 +1146,5 @@ int main(void)
         cmocka_unit_test(test_parse_numbers),     cmocka_unit_test(test_parse_escapes),
         cmocka_unit_test(test_known_names_plain),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return jd_run_tests_in_pool(tests, NULL, NULL);
 }

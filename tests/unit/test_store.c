@@ -15,6 +15,8 @@
 
 #include <cmocka.h>
 
+#include "cmem_pool.h"
+
 #include "journeyd/store.h"
 #include "redis_fixture.c"
 
@@ -81,8 +83,8 @@ static struct jd_pending_trigger *add(struct jd_customer *c, const char *id, con
     struct jd_pending_trigger *p = jd_customer_add_pending(c);
     snprintf(p->trigger_id, sizeof p->trigger_id, "%s", id);
     p->kind = JD_KIND_REENGAGEMENT;
-    p->topic = topic ? strdup(topic) : NULL;
-    jd_buf_append(&p->value, "\0\x01\x02value\0end", 13); /* binary, with NULs */
+    p->topic = topic ? jd_cstrndup(topic, strlen(topic)) : NULL;
+    jd_pending_set_value(p, "\0\x01\x02value\0end", 13); /* binary, with NULs */
     p->history = hist ? strdup(hist) : NULL;
     c->dirty = 1;
     return p;
@@ -595,5 +597,5 @@ int main(void)
         cmocka_unit_test(test_redis_hangs), cmocka_unit_test(test_python_reads_it),
         cmocka_unit_test(test_untagged_id), cmocka_unit_test(test_write_in_flight),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return jd_run_tests_in_pool(tests, setup, teardown);
 }

@@ -65,7 +65,7 @@ static void add_trigger(struct jd_customer *c, const char *id, const char *hist)
     struct jd_pending_trigger *p = jd_customer_add_pending(c);
     snprintf(p->trigger_id, sizeof p->trigger_id, "%s", id);
     p->kind = JD_KIND_REWARD;
-    jd_buf_append(&p->value, "v\0x", 3);
+    jd_pending_set_value(p, "v\0x", 3);
     p->history = hist ? strdup(hist) : NULL;
     c->dirty = 1;
 }

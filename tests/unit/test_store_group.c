@@ -20,6 +20,8 @@
 
 #include <cmocka.h>
 
+#include "cmem_pool.h"
+
 #include "journeyd/store.h"
 #include "redis_fixture.c"
 #include "store_env.h"
@@ -83,7 +85,7 @@ static void trigger(struct jd_customer *c, const char *tid)
     struct jd_pending_trigger *p = jd_customer_add_pending(c);
     snprintf(p->trigger_id, sizeof p->trigger_id, "%s", tid);
     p->kind = JD_KIND_REENGAGEMENT;
-    jd_buf_append(&p->value, "\0v", 2);
+    jd_pending_set_value(p, "\0v", 2);
     char line[64];
     snprintf(line, sizeof line, "fired %s", tid);
     p->history = strdup(line);
@@ -283,5 +285,5 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_group_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shared_transaction_discarded, setup, teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return jd_run_tests_in_pool(tests, NULL, NULL);
 }

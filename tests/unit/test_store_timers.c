@@ -18,6 +18,8 @@
 
 #include <cmocka.h>
 
+#include "cmem_pool.h"
+
 #include "journeyd/redis_conn.h"
 #include "journeyd/store.h"
 #pragma GCC diagnostic push
@@ -182,7 +184,7 @@ static void test_crash_order(void **state)
     /* the outbox index: entries coming are indexed before they are written */
     struct jd_pending_trigger *p = jd_customer_add_pending(c);
     snprintf(p->trigger_id, sizeof p->trigger_id, "t1");
-    jd_buf_append(&p->value, "v", 1);
+    jd_pending_set_value(p, "v", 1);
     flush1(e, c, -1);
     assert_int_equal(zscore(e, OKEY0, "c2"), 0);
 
@@ -208,13 +210,13 @@ static void test_crash_order(void **state)
      * removal is sent first, the new index entry after it */
     struct jd_pending_trigger *q = jd_customer_add_pending(c);
     snprintf(q->trigger_id, sizeof q->trigger_id, "t2");
-    jd_buf_append(&q->value, "v", 1);
+    jd_pending_set_value(q, "v", 1);
     flush1(e, c, 0);
     assert_int_equal(jd_customer_ack(c, "t2"), 0);
     flush1(e, c, 0); /* defers the ZREM */
     q = jd_customer_add_pending(c);
     snprintf(q->trigger_id, sizeof q->trigger_id, "t3");
-    jd_buf_append(&q->value, "v", 1);
+    jd_pending_set_value(q, "v", 1);
     flush1(e, c, 0); /* ZREM, then ZADD */
     assert_int_equal(zscore(e, OKEY0, "c2"), 0);
     jd_customer_destroy(c);
@@ -233,7 +235,7 @@ static struct jd_pending_trigger *entry(struct jd_customer *c, const char *tid, 
     snprintf(p->trigger_id, sizeof p->trigger_id, "%s", tid);
     p->replayable = replayable;
     p->not_before = not_before;
-    jd_buf_append(&p->value, "v", 1);
+    jd_pending_set_value(p, "v", 1);
     return p;
 }
 
@@ -383,7 +385,7 @@ static void test_outbox_index_and_not_before(void **state)
         snprintf(p->trigger_id, sizeof p->trigger_id, "t%d", i);
         p->kind = JD_KIND_REENGAGEMENT;
         p->not_before = i == 2 ? T0 + 8 * 3600000LL : 0;
-        jd_buf_append(&p->value, "\0body", 5);
+        jd_pending_set_value(p, "\0body", 5);
         cs[i]->dirty = 1;
     }
     assert_int_equal(jd_store_flush(e->st, NULL, cs, 5, e->err, sizeof e->err), 0);
@@ -538,5 +540,5 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unconnected, setup, teardown),
         cmocka_unit_test(test_cluster),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return jd_run_tests_in_pool(tests, NULL, NULL);
 }
