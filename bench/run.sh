@@ -111,6 +111,13 @@ metric() { # METRICS_PORT NAME: sum over label sets
     curl -fsS "http://127.0.0.1:$1/metrics" 2>/dev/null |
         awk -v m="$2" '$1 == m || index($1, m "{") == 1 { s += $NF } END { printf "%d\n", s }'
 }
+# LOG: ms between the first and the last "assigned" line of a journeyd text log
+assign_spread_ms() {
+    awk '$3 == "rebalance" && / assigned / {
+            split(substr($1, 12, 12), t, ":"); ms = (t[1] * 3600 + t[2] * 60 + t[3]) * 1000
+            if (n++ == 0) first = ms; last = ms }
+         END { printf "%d\n", n ? last - first : 0 }' "$1"
+}
 json_field() { "$PY" -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 
 # A copy of config/ (schemas beside it, so relative paths still resolve) with
@@ -149,7 +156,8 @@ EOF
 }
 
 # run_journeyd NAME CONFIG_DIR GROUP EVENTS: runs journeyd until GROUP has
-# committed EVENTS events (0: all); sets RUN_RATE, RUN_RSS_KB, RUN_RSS0_KB, RUN_CACHED.
+# committed EVENTS events (0: all); sets RUN_RATE, RUN_RSS_KB, RUN_RSS0_KB, RUN_CACHED,
+# RUN_CMEM (journeyd_customer_memory_bytes).
 run_journeyd() {
     local name=$1 dir=$2 group=$3 events=$4 mport result
     mport=$(free_port)
@@ -178,6 +186,7 @@ run_journeyd() {
     sleep 3
     RUN_RSS_KB=$(rss_kb "$PID_JD")
     RUN_CACHED=$(metric "$mport" journeyd_cached_customers)
+    RUN_CMEM=$(metric "$mport" journeyd_customer_memory_bytes)
     RUN_RATE=NA
     if [ -n "$result" ] && [ "$(json_field "$result" complete)" = True ]; then
         RUN_RATE=$(json_field "$result" events_per_s)
@@ -251,10 +260,26 @@ done
 
 JD_RATE=NA NAIVE_RATE=NA REDIS_BPC=NA P99=NA
 if [ "$HAVE_JOURNEYD" -eq 1 ]; then
-    # (b) journeyd as designed
-    make_config "$WORK/config-fast" journeyd-bench false
-    MEM0=$(redis_used)
-    run_journeyd fast "$WORK/config-fast" journeyd-bench 0
+    # (b) journeyd as designed. With two or more engines the mock broker's
+    # group can lose a race at its first sync (docs/performance.md, "The
+    # mock broker's sync race"): the member whose SyncGroup arrives after
+    # the leader's is told to rejoin, and the group then waits a session
+    # timeout (~10 s) with its partitions unowned, while the others' commits
+    # fail with "rebalance in progress". A drain whose partitions were first
+    # assigned more than 2 s apart saw it: it is logged and made again (at
+    # most twice more) on a fresh Redis and group, since it measures the
+    # mock broker, not journeyd.
+    for ((try = 1; try <= 3; try++)); do
+        redis-cli -p "$REDIS_PORT" flushall sync >/dev/null
+        make_config "$WORK/config-fast" "journeyd-bench-$try" false
+        MEM0=$(redis_used)
+        run_journeyd fast "$WORK/config-fast" "journeyd-bench-$try" 0
+        spread=$(assign_spread_ms "$WORK/journeyd-fast.log")
+        [ "$spread" -gt 2000 ] || break
+        cp "$WORK/journeyd-fast.log" "$WORK/journeyd-fast-try$try.log"
+        log "journeyd (fast): its partitions were assigned over $spread ms (the mock broker's" \
+            "sync race: $WORK/journeyd-fast-try$try.log)$( ((try < 3)) && echo '; made again')"
+    done
     JD_RATE=$RUN_RATE
     MEM1=$(redis_used)
     # (e) memory
@@ -262,7 +287,8 @@ if [ "$HAVE_JOURNEYD" -eq 1 ]; then
     log "redis used_memory $MEM0 -> $MEM1 bytes over $TOUCHED customers = $REDIS_BPC bytes/customer"
     if [ "${RUN_CACHED:-0}" -gt 0 ]; then
         log "journeyd RSS ${RUN_RSS0_KB} kB at start -> ${RUN_RSS_KB} kB with $RUN_CACHED cached customers" \
-            "= $(((RUN_RSS_KB - RUN_RSS0_KB) * 1024 / RUN_CACHED)) bytes/cached customer"
+            "= $(((RUN_RSS_KB - RUN_RSS0_KB) * 1024 / RUN_CACHED)) bytes/cached customer" \
+            "(of which the customers' pools: $((${RUN_CMEM:-0} / RUN_CACHED)))"
     else
         log "journeyd RSS ${RUN_RSS0_KB} kB at start -> ${RUN_RSS_KB} kB (journeyd_cached_customers not reported)"
     fi
@@ -292,8 +318,12 @@ if [ "$HAVE_JOURNEYD" -eq 1 ]; then
     "$BUILD/journeyd" -c "$WORK/config-live/journeyd.conf" -b "$BOOTSTRAP" -r "127.0.0.1:$REDIS_PORT" \
         --metrics-port "$mport" >"$WORK/journeyd-live.log" 2>&1 &
     PID_JD=$!
-    wait_for 60 "journeyd (live) to be ready and the probe positioned" \
-        bash -c "curl -fsS http://127.0.0.1:$mport/readyz && grep -q ready $WORK/latency.out"
+    # (every partition owned: with the mock broker's sync race, above, the
+    # engines are ready before the group has settled)
+    wait_for 60 "journeyd (live) to be ready, own its $LAT_PARTITIONS partitions, and the probe positioned" \
+        bash -c "curl -fsS http://127.0.0.1:$mport/readyz >/dev/null &&
+            [ \"\$(curl -fsS http://127.0.0.1:$mport/metrics | awk '\$1 == \"journeyd_assigned_partitions\" { print \$2 }')\" = $LAT_PARTITIONS ] &&
+            grep -q ready $WORK/latency.out"
     l0_jd=$(cpu_ticks "$PID_JD") l0_redis=$(cpu_ticks "$PID_REDIS") l0_broker=$(cpu_ticks "$PID_BROKER")
     "$BUILD/journey-loadgen" -b "$BOOTSTRAP" -t touchpoints.live --profile bench --live \
         --rate "$LAT_RATE" --events "$LAT_EVENTS" --customers "$CUSTOMERS" --seed "$((SEED + 1))" \

@@ -260,6 +260,8 @@ void jd_engine_wb_trim(struct jd_engine *e);
  * in naive mode: e->loader stays NULL). 0, or -1 with errstr. */
 int jd_engine_loader_start(struct jd_engine *e, char *errstr, size_t errsize);
 void jd_engine_loader_destroy(struct jd_engine *e);
+/* Frees the loader's buffers while it has no load on its way (engine_mem.c). */
+void jd_engine_loader_trim(struct jd_engine *e);
 
 /* engine_decode.c: the batch taken ahead decoded on a thread of its own.
  * Started only with the loader (e->decoder stays NULL otherwise). */

@@ -92,6 +92,15 @@ void jd_engine_loader_destroy(struct jd_engine *e)
     e->loader = NULL;
 }
 
+void jd_engine_loader_trim(struct jd_engine *e)
+{
+    struct jd_loader *ld = e->loader;
+    if (!ld || jd_worker_busy(ld->worker))
+        return;
+    /* its pipeline grew to the largest load: ~2 MB after a benchmark drain */
+    jd_store_trim(ld->st);
+}
+
 /* Swaps e->load (and its capacity) with the loader's list. */
 static void swap_lists(struct jd_engine *e, struct jd_loader *ld)
 {

@@ -13,8 +13,10 @@
  * pause per 2 s for the first event after an idle spell. malloc_trim locks
  * every arena of the process, so with other engines (processing.engines)
  * it waits until none of them is busy either. The Redis
- * pipelines' buffers, grown to the largest write-back, go back too. Owns
- * nothing.
+ * pipelines' buffers (the engine's, the write-back's and the loader's), grown
+ * to the largest write-back or load, and the list of customers to write go
+ * back too. The customers themselves are in the engine's pool (cmem.h),
+ * apart from this transient memory. Owns nothing.
  */
 #include <malloc.h>
 
@@ -65,7 +67,16 @@ void jd_engine_trim(struct jd_engine *e, int idle)
     /* the pipelines' buffers grow to the largest write-back (megabytes) */
     jd_store_trim(e->store);
     jd_engine_wb_trim(e);
+    jd_engine_loader_trim(e);
     jd_engine_decoder_trim(e);
+    if (e->ndirty == 0) { /* (grown to the largest write-back's customers) */
+        free(e->dirty);
+        e->dirty = NULL;
+        e->capdirty = 0;
+    }
     malloc_trim(0);
-    jd_debug(MOD, "heap trimmed in %.1f ms", (double)(jd_monotonic_ns() - now) / 1e6);
+    struct jd_cmem_stats ms;
+    jd_cmem_stats(e->cmem, &ms);
+    jd_debug(MOD, "heap trimmed in %.1f ms; the customers' pool: %zu bytes mapped, %zu live",
+             (double)(jd_monotonic_ns() - now) / 1e6, ms.mapped, ms.live);
 }
