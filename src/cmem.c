@@ -276,14 +276,19 @@ static struct jd_cmem *owner(const void *p, size_t *cls)
     return m;
 }
 
-void *jd_cmalloc(size_t n)
+void *jd_cmalloc_from(struct jd_cmem *m, size_t n)
 {
     if (!n)
         n = 1;
-    void *p = cur && n <= MAX_SLOT - HDR ? pool_alloc(cur, n) : large_alloc(n);
+    void *p = m && n <= MAX_SLOT - HDR ? pool_alloc(m, n) : large_alloc(n);
     if (!p)
         abort();
     return p;
+}
+
+void *jd_cmalloc(size_t n)
+{
+    return jd_cmalloc_from(cur, n);
 }
 
 void *jd_ccalloc(size_t n)

@@ -327,6 +327,7 @@ void jd_engine_emit(struct jd_engine *e, struct jd_customer *c, const struct jd_
         return;
     }
     struct jd_pending_trigger *pt = jd_customer_add_pending(c);
+    pt->not_before = d.not_before;
     jd_pending_set_value(pt, e->tmp.data, e->tmp.len);
     memcpy(pt->trigger_id, t.trigger_id, 33);
     pt->kind = (uint8_t)ts->kind;
@@ -334,7 +335,6 @@ void jd_engine_emit(struct jd_engine *e, struct jd_customer *c, const struct jd_
     /* a deferral is on purpose, not latency: journeyd_event_to_trigger_seconds
      * measures only triggers sent at once */
     pt->src_ts = d.not_before ? 0 : src_ts;
-    pt->not_before = d.not_before;
     pt->replayable = replayable;
     jd_buf_reset(&e->history);
     jd_buf_printf(&e->history, "%" PRId64 "|%s|%s|%s|%s", t.fired_at, t.trigger, t.trigger_id,

@@ -229,7 +229,12 @@ static void pending_free(struct jd_pending_trigger *p)
 void jd_pending_set_value(struct jd_pending_trigger *p, const void *data, size_t len)
 {
     jd_cfree(p->value.data);
-    p->value.data = jd_cstrndup(data, len);
+    /* A value sent at once goes within milliseconds (its acknowledgement):
+     * from the heap, so that the pool holds what stays, like a value
+     * deferred past quiet hours (for hours). */
+    p->value.data = jd_cmalloc_from(p->not_before ? jd_cmem_current() : NULL, len + 1);
+    memcpy(p->value.data, data, len);
+    p->value.data[len] = '\0';
     p->value.len = len;
 }
 

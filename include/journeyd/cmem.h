@@ -54,6 +54,8 @@ void jd_cmem_stats(struct jd_cmem *m, struct jd_cmem_stats *st);
 
 /* Abort on out of memory, like jd_xmalloc. */
 void *jd_cmalloc(size_t n);
+/* From pool m (NULL: from malloc), whatever this thread's pool is. */
+void *jd_cmalloc_from(struct jd_cmem *m, size_t n);
 void *jd_ccalloc(size_t n); /* zeroed */
 /* Like realloc; the result stays in p's pool (p NULL: jd_cmalloc). */
 void *jd_crealloc(void *p, size_t n);

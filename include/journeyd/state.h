@@ -7,11 +7,12 @@
  *
  * The struct is plain data owned by whoever holds it (the cache in store.c);
  * it and what stays with it (counts, aggregate slots and rings, send times,
- * goals, names, the outbox entries, their topics and values) come from jd_cmalloc
+ * goals, names, the outbox entries and their topics) come from jd_cmalloc
  * and go back with jd_cfree (cmem.h): the engine's pool keeps them apart
- * from transient memory. An entry deferred past quiet hours stays for
- * hours. The acked ids and history lines, gone by the next flush, are
- * malloc'd.
+ * from transient memory. An entry's value is in the pool when the entry is
+ * deferred past quiet hours (it stays for hours), else from the heap, still
+ * freed with jd_cfree. The acked ids and history lines, gone by the next
+ * flush, are malloc'd.
  * rules.c reads and updates stage/segments/aggs; the engine updates the rest.
  * Serialisation (jd_customer_encode/decode) is a compact, versioned, text
  * form stored as one Redis string, readable with redis-cli.
@@ -265,7 +266,9 @@ int jd_customer_seen_event(struct jd_customer *c, const char *event_id);
 /* Outbox. The returned entry is zeroed (no value yet); it stays valid
  * until the next add_pending or ack on the same customer. */
 struct jd_pending_trigger *jd_customer_add_pending(struct jd_customer *c);
-/* Sets the entry's value to a copy of data[0..len), at its exact size. */
+/* Sets the entry's value to a copy of data[0..len), at its exact size: in
+ * the pool when the entry is deferred (set not_before first), else from
+ * the heap. */
 void jd_pending_set_value(struct jd_pending_trigger *p, const void *data, size_t len);
 /* Finds a pending trigger by id; NULL if absent. */
 struct jd_pending_trigger *jd_customer_find_pending(struct jd_customer *c, const char *trigger_id);
