@@ -54,7 +54,7 @@
 #define HDR 8
 #define MIN_SLOT 32
 #define MAX_SLOT 1024
-#define NCLASS ((MAX_SLOT - MIN_SLOT) / 16 + 1) /* 63: fits the 6 bits of the header */
+#define NCLASS ((MAX_SLOT - MIN_SLOT) / 16 + 1) /* 63 */
 #define CHUNK ((size_t)1 << 20)
 #define MAGIC 0x6a64636dULL /* "jdcm" */
 #define ST_LIVE 1u

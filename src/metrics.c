@@ -112,7 +112,7 @@ static const struct metric_def gauge_defs[JD_G_COUNT] = {
                             "1 while consumption is paused because Redis or Kafka is behind."},
     [JD_G_CUSTOMER_MEMORY] = {"journeyd_customer_memory_bytes",
                               "Memory mapped for the cached customers' state (the engines' pools: "
-                              "their high-water mark, reused, not returned)."},
+                              "each slot size's high-water mark, reused, not returned)."},
 };
 
 static const char *const fail_names[JD_FAIL_COUNT] = {

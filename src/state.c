@@ -365,19 +365,25 @@ int jd_customer_seen_event(struct jd_customer *c, const char *event_id)
 /* Room for element n of an array whose capacity follows its length n: 2,
  * then the next power of two. It grows when n is 0 or a power of two >= 2;
  * a length set lower keeps the larger allocation, which stays enough. */
+static int grows_at(uint32_t n)
+{
+    return n != 1 && (n & (n - 1)) == 0;
+}
+
+static size_t grown_bytes(uint32_t n, size_t elem)
+{
+    return (n ? 2 * (size_t)n : 2) * elem;
+}
+
 static void *grow_for(void *arr, uint32_t n, size_t elem)
 {
-    if (n == 1 || (n & (n - 1)) != 0)
-        return arr;
-    return jd_xrealloc(arr, (n ? 2 * (size_t)n : 2) * elem);
+    return grows_at(n) ? jd_xrealloc(arr, grown_bytes(n, elem)) : arr;
 }
 
 /* The same for an array that stays with the customer (cmem.h). */
 static void *grow_customer(void *arr, uint32_t n, size_t elem)
 {
-    if (n == 1 || (n & (n - 1)) != 0)
-        return arr;
-    return jd_crealloc(arr, (n ? 2 * (size_t)n : 2) * elem);
+    return grows_at(n) ? jd_crealloc(arr, grown_bytes(n, elem)) : arr;
 }
 
 struct jd_pending_trigger *jd_customer_add_pending(struct jd_customer *c)

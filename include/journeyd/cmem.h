@@ -7,7 +7,7 @@
  * both, the short-lived ones, once freed, leave holes between customers
  * that no trim can give back: ~10 MB per engine thread's arena after a
  * benchmark drain, 100-200 bytes per cached customer (docs/performance.md,
- * "Memory"). A pool (one per engine) takes the customers' allocations
+ * "Eleventh pass"). A pool (one per engine) takes the customers' allocations
  * instead: slots of 32..1024 bytes in steps of 16, carved from 1 MiB
  * mappings of its own and reused by size through free lists, so the
  * customers stay packed and the heap keeps only transient data, which the
