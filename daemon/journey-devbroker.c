@@ -293,8 +293,16 @@ int main(int argc, char **argv)
 
     conf = rd_kafka_conf_new();
     /* The handle never connects anywhere (no bootstrap.servers); notices
-     * such as "No bootstrap.servers configured" would only confuse. */
-    if (rd_kafka_conf_set(conf, "log_level", "4", errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK) {
+     * such as "No bootstrap.servers configured" would only confuse.
+     * The mock's connections take their socket options from this handle:
+     * TCP_NODELAY, as a Kafka broker sets on every connection. With Nagle
+     * a response written while the previous one is unacknowledged waits
+     * for the client's delayed ACK (up to 40 ms): the producer, with its
+     * requests in flight used up, stalls that long (docs/performance.md,
+     * "Twelfth pass"). */
+    if (rd_kafka_conf_set(conf, "log_level", "4", errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK ||
+        rd_kafka_conf_set(conf, "socket.nagle.disable", "true", errstr, sizeof(errstr)) !=
+            RD_KAFKA_CONF_OK) {
         fprintf(stderr, "journey-devbroker: %s\n", errstr);
         goto err;
     }

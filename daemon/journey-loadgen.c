@@ -384,7 +384,9 @@ static rd_kafka_t *producer_new(const struct options *o, struct delivery *d)
                                               {"compression.type", "none"},
                                               {"queue.buffering.max.messages", "2000000"},
                                               {"queue.buffering.max.kbytes", "2097151"},
-                                              {"message.max.bytes", "4000000"}};
+                                              {"message.max.bytes", "4000000"},
+                                              /* no Nagle: --live sends small requests */
+                                              {"socket.nagle.disable", "true"}};
     for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++) {
         if (rd_kafka_conf_set(conf, defaults[i][0], defaults[i][1], err, sizeof(err)) !=
             RD_KAFKA_CONF_OK) {

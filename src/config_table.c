@@ -100,7 +100,12 @@ const struct jd_cfg_key jd_cfg_keys[] = {
     {"kafka.properties", JD_CFG_PROPS, NULL, 0, 0, 0, NULL, C_OFF(kafka_props), C_OFF(nkafka_props),
      0,
      "librdkafka properties `( (\"name\", \"value\"), ... )`, passed untouched, in order, after "
-     "journeyd's own settings."},
+     "journeyd's own settings (so they win). journeyd's own: consumer "
+     "`partition.assignment.strategy = cooperative-sticky`, `enable.auto.offset.store = false`, "
+     "`auto.commit.interval.ms = 1000`, `auto.offset.reset = earliest`, `fetch.wait.max.ms = 10`; "
+     "producer `enable.idempotence = true`, `linger.ms = 0`; both `socket.nagle.disable = true` "
+     "(TCP_NODELAY: with Nagle a small request could wait up to 40 ms for a delayed ACK, "
+     "docs/performance.md)."},
 
     /* redis */
     {"redis", JD_CFG_SECTION, NULL, 0, 0, 0, NULL, 0, 0, 0, "Where journey state lives."},

@@ -84,6 +84,9 @@ struct jd_engine *jd_engine_new_member(const struct jd_config *cfg, struct jd_ru
                                               errstr, errsize)))
         goto err;
     e->nudge = jd_fetch_nudge_start(e->consumer);
+    if (!(e->ack_wake = jd_kafka_ack_wake_start(e->producer, e->consumer)))
+        jd_warn(MOD, "acknowledgements will not wake the consumer's poll: they are served "
+                     "when a message comes or the poll times out");
     if (metrics) {
         jd_metrics_bind_rules(metrics, rs);
         jd_metrics_set_ready_inputs(metrics, 0, 1, 0);
@@ -107,6 +110,8 @@ void jd_engine_destroy(struct jd_engine *e)
     jd_engine_decoder_destroy(e);
     jd_engine_wb_destroy(e);
     jd_fetch_nudge_stop(e->nudge);
+    jd_kafka_ack_wake_stop(e->ack_wake); /* (it holds a reference to the consumer's queue) */
+    e->ack_wake = NULL;
     /* (never run: it was subscribed but never polled; closing it would call
      * the rebalance callback on this thread, with the engine half gone) */
     if (e->consumer)
@@ -405,11 +410,31 @@ static void shutdown_engine(struct jd_engine *e)
         e->peers->leave_gate(e->peers->arg); /* the other engines have committed too */
     jd_fetch_nudge_stop(e->nudge);
     e->nudge = NULL;
+    jd_kafka_ack_wake_stop(e->ack_wake);
+    e->ack_wake = NULL;
     err = rd_kafka_consumer_close(e->consumer);
     if (err)
         jd_warn(MOD, "leaving the group: %s", rd_kafka_err2str(err));
     rd_kafka_flush(e->producer, 10000);
     jd_info(MOD, "stopped");
+}
+
+/* A turn whose own work (all but the wait for messages) took SLOW_TURN_MS
+ * or more is logged at debug level with where the time went: t[0..8] are
+ * the turn's start, then the ends of collect, the producer's poll, the
+ * batch, timers, taking ahead, persisting, trimming and the tail. */
+#define SLOW_TURN_MS 50
+
+static void log_slow_turn(const int64_t *t, size_t nb)
+{
+    if (t[8] - t[1] < SLOW_TURN_MS * 1000000LL || !jd_log_enabled(JD_LOG_DEBUG))
+        return;
+    jd_debug(MOD,
+             "slow turn: %.1f ms after %.1f ms of collect; producer poll %.1f, batch of %zu "
+             "%.1f, timers %.1f, ahead %.1f, persist %.1f, trim %.1f, tail %.1f",
+             (t[8] - t[1]) / 1e6, (t[1] - t[0]) / 1e6, (t[2] - t[1]) / 1e6, nb, (t[3] - t[2]) / 1e6,
+             (t[4] - t[3]) / 1e6, (t[5] - t[4]) / 1e6, (t[6] - t[5]) / 1e6, (t[7] - t[6]) / 1e6,
+             (t[8] - t[7]) / 1e6);
 }
 
 int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig_atomic_t *reload)
@@ -424,6 +449,8 @@ int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig
             e->cfg->input_topics[0], e->cfg->group_id, e->instance_id ? ", member " : "",
             e->instance_id ? e->instance_id : "");
     while (!*stop) {
+        int64_t tt[9]; /* (log_slow_turn) */
+        tt[0] = jd_monotonic_ns();
         /* (not while a batch taken ahead is being loaded: its customers are
          * the loader's until the batch waits for them) */
         if (reload && *reload && !e->prepared) {
@@ -434,13 +461,17 @@ int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig
             rc = -1;
             break;
         }
+        tt[1] = jd_monotonic_ns();
         rd_kafka_poll(e->producer, 0);
+        tt[2] = jd_monotonic_ns();
         if (*stop)
             break; /* the batch in hand is finished by shutdown_engine */
         /* (set by collect, which a batch taken ahead skipped) */
         int idle = !e->prepared && e->idle;
         int had_batch = e->nmsgs > 0;
+        size_t nb = e->nmsgs;
         jd_engine_process_batch(e);
+        tt[3] = jd_monotonic_ns();
         if (e->abandoned || e->fatal) {
             rc = -1;
             break;
@@ -450,6 +481,7 @@ int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig
         /* (before the write that leaves at the end of the turn: a tick that
          * fires writes its customers at once, after the write on its way) */
         jd_engine_timers_tick(e);
+        tt[4] = jd_monotonic_ns();
         if (take_ahead(e) != 0) {
             rc = -1;
             break;
@@ -458,11 +490,14 @@ int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig
             rc = -1;
             break;
         }
+        tt[5] = jd_monotonic_ns();
         if (jd_engine_persist_due(e, idle, stop) != 0) {
             e->abandoned = 1;
             break;
         }
+        tt[6] = jd_monotonic_ns();
         jd_engine_trim(e, idle);
+        tt[7] = jd_monotonic_ns();
         if (e->count == 1 && !e->notified_ready && e->assigned_count > 0 && e->redis_ok &&
             !e->backpressured) {
             /* systemd Type=notify: ready once we own partitions and Redis answers */
@@ -489,6 +524,8 @@ int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig
                 jd_engine_stats_quiet(e);              /* the tick reads on the stats' connection */
             jd_insights_tick(e->insights, e->metrics); /* program gauges, every few s */
         }
+        tt[8] = jd_monotonic_ns();
+        log_slow_turn(tt, nb);
     }
     shutdown_engine(e);
     return rc;

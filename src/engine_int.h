@@ -107,6 +107,7 @@ struct jd_engine {
     rd_kafka_t *consumer;
     rd_kafka_t *producer;
     struct jd_fetch_nudge *nudge; /* NULL: not running */
+    struct jd_ack_wake *ack_wake; /* NULL: not running (kafka.h) */
     uint64_t nudges_seen;         /* its count, as last added to the metrics */
 
     /* owned partitions: parts[topic index][partition] */

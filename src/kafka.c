@@ -6,9 +6,11 @@
 #include "journeyd/kafka.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "journeyd/log.h"
+#include "journeyd/util.h"
 
 static int set(rd_kafka_conf_t *conf, const char *name, const char *value, char *errstr,
                size_t errsize)
@@ -61,6 +63,7 @@ rd_kafka_t *jd_kafka_consumer_new(const struct jd_config *cfg, const char *insta
         set(conf, "auto.offset.reset", "earliest", errstr, errsize) ||
         set(conf, "enable.partition.eof", "false", errstr, errsize) ||
         set(conf, "fetch.wait.max.ms", "10", errstr, errsize) ||
+        set(conf, "socket.nagle.disable", "true", errstr, errsize) || /* (jd_kafka_producer_new) */
         set(conf, "client.id", "journeyd", errstr, errsize))
         goto err;
     snprintf(num, sizeof num, "%d", cfg->session_timeout_ms);
@@ -114,6 +117,11 @@ rd_kafka_t *jd_kafka_producer_new(const struct jd_config *cfg, jd_delivery_fn *d
          * batches form anyway; triggers are sparse (a few % of events), so
          * a linger is mostly waited in full by each (docs/performance.md) */
         set(conf, "linger.ms", "0", errstr, errsize) ||
+        /* TCP_NODELAY: with Nagle, a small request written while an
+         * earlier one is unacknowledged waits for that ACK, which the
+         * other side may delay by up to 40 ms (docs/performance.md,
+         * "Twelfth pass") */
+        set(conf, "socket.nagle.disable", "true", errstr, errsize) ||
         set(conf, "client.id", "journeyd", errstr, errsize))
         goto err;
     if (apply_user_props(conf, cfg, 0, errstr, errsize))
@@ -129,4 +137,44 @@ rd_kafka_t *jd_kafka_producer_new(const struct jd_config *cfg, jd_delivery_fn *d
 err:
     rd_kafka_conf_destroy(conf);
     return NULL;
+}
+
+struct jd_ack_wake {
+    rd_kafka_queue_t *reports; /* the producer's main queue: delivery reports */
+    rd_kafka_queue_t *consumer;
+};
+
+/* (on a librdkafka thread, with the report queue's lock held) */
+static void on_report(rd_kafka_t *rk, void *opaque)
+{
+    struct jd_ack_wake *w = opaque;
+    (void)rk;
+    rd_kafka_queue_yield(w->consumer);
+}
+
+struct jd_ack_wake *jd_kafka_ack_wake_start(rd_kafka_t *producer, rd_kafka_t *consumer)
+{
+    struct jd_ack_wake *w = jd_xcalloc(1, sizeof *w);
+    w->reports = rd_kafka_queue_get_main(producer);
+    w->consumer = rd_kafka_queue_get_consumer(consumer);
+    if (!w->reports || !w->consumer) {
+        jd_kafka_ack_wake_stop(w);
+        return NULL;
+    }
+    rd_kafka_queue_cb_event_enable(w->reports, on_report, w);
+    return w;
+}
+
+void jd_kafka_ack_wake_stop(struct jd_ack_wake *w)
+{
+    if (!w)
+        return;
+    if (w->reports) {
+        /* (takes the queue's lock: no callback runs past this) */
+        rd_kafka_queue_cb_event_enable(w->reports, NULL, NULL);
+        rd_kafka_queue_destroy(w->reports);
+    }
+    if (w->consumer)
+        rd_kafka_queue_destroy(w->consumer);
+    free(w);
 }

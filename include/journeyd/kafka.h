@@ -26,4 +26,16 @@ rd_kafka_t *jd_kafka_consumer_new(const struct jd_config *cfg, const char *insta
 rd_kafka_t *jd_kafka_producer_new(const struct jd_config *cfg, jd_delivery_fn *delivery,
                                   void *opaque, char *errstr, size_t errsize);
 
+/* Delivery reports wake the consumer's poll. The producer's reports are
+ * served between the consumer's polls (rd_kafka_poll on the engine's
+ * thread), and a poll waiting for messages held them until a message came:
+ * at 10,000 events/s a trigger's acknowledgement was served 2-10 ms after
+ * it arrived, and up to the 100 ms idle poll after the last events. Once
+ * started, the producer's report queue going from empty to not empty
+ * cancels the consumer's current (or next) wait, which then returns NULL.
+ * Stop it before the consumer is closed or either handle destroyed. */
+struct jd_ack_wake;
+struct jd_ack_wake *jd_kafka_ack_wake_start(rd_kafka_t *producer, rd_kafka_t *consumer);
+void jd_kafka_ack_wake_stop(struct jd_ack_wake *w); /* NULL: nothing */
+
 #endif
