@@ -25,6 +25,7 @@ struct loader {
     struct jd_errors *errs;
     struct text_cache texts[8];
     size_t ntexts;
+    const char *text; /* the config file's content when loaded from text (jd_config_load_text) */
 };
 
 static const char *keep_file(struct loader *L, const char *file);
@@ -124,7 +125,14 @@ static const struct jd_cfg_text *text_of(struct loader *L, const char *file)
     if (L->ntexts == sizeof L->texts / sizeof L->texts[0])
         return NULL;
     L->texts[L->ntexts].file = file;
-    L->texts[L->ntexts].text = jd_cfg_text_load(file);
+    if (L->text && strcmp(file, L->cfg->path) == 0) {
+        struct jd_buf b;
+        jd_buf_init(&b);
+        jd_buf_puts(&b, L->text);
+        L->texts[L->ntexts].text = jd_cfg_text_of(&b);
+    } else {
+        L->texts[L->ntexts].text = jd_cfg_text_load(file);
+    }
     return L->texts[L->ntexts++].text;
 }
 
@@ -804,11 +812,11 @@ static void check_engines(struct loader *L, const config_setting_t *props)
     }
 }
 
-struct jd_config *jd_config_load(const char *path, struct jd_errors *errs)
+static struct jd_config *load(const char *path, const char *text, struct jd_errors *errs)
 {
     size_t nerr0 = errs->n;
     struct jd_config *cfg = jd_xcalloc(1, sizeof *cfg);
-    struct loader L = {.cfg = cfg, .errs = errs};
+    struct loader L = {.cfg = cfg, .errs = errs, .text = text};
     config_t lc;
     config_init(&lc);
 
@@ -826,14 +834,15 @@ struct jd_config *jd_config_load(const char *path, struct jd_errors *errs)
     apply_defaults(&L, cfg, "", 1);
 
     /* libconfig reports a missing file only as "file I/O error". */
-    FILE *f = fopen(path, "r");
-    if (!f) {
+    FILE *f = text ? NULL : fopen(path, "r");
+    if (!text && !f) {
         jd_errors_add(errs, path, 0, 0, "cannot open: %s", strerror(errno));
         goto out;
     }
-    fclose(f);
+    if (f)
+        fclose(f);
     config_set_include_dir(&lc, cfg->dir);
-    if (!config_read_file(&lc, path)) {
+    if (!(text ? config_read_string(&lc, text) : config_read_file(&lc, path))) {
         const char *ef = config_error_file(&lc);
         char joined[1024];
         if (ef && strcmp(ef, path) != 0 && ef[0] != '/') {
@@ -859,4 +868,14 @@ out:
         return NULL;
     }
     return cfg;
+}
+
+struct jd_config *jd_config_load(const char *path, struct jd_errors *errs)
+{
+    return load(path, NULL, errs);
+}
+
+struct jd_config *jd_config_load_text(const char *path, const char *text, struct jd_errors *errs)
+{
+    return load(path, text, errs);
 }

@@ -72,7 +72,10 @@ void jd_cfg_free_strings(char **list, size_t n);
 
 /* Where a string literal stands in a config file. */
 struct jd_cfg_text;
+struct jd_buf;
 struct jd_cfg_text *jd_cfg_text_load(const char *file);
+/* The same from text in hand: takes content's memory (content is left empty). */
+struct jd_cfg_text *jd_cfg_text_of(struct jd_buf *content);
 void jd_cfg_text_free(struct jd_cfg_text *t);
 /* Finds the string literal assigned to `key` on (or, when the value starts
  * on a later line, after) line `line`; when `key` is NULL, the first literal

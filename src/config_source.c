@@ -33,7 +33,14 @@ struct jd_cfg_text *jd_cfg_text_load(const char *file)
     while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
         jd_buf_append(&b, chunk, n);
     fclose(f);
+    return jd_cfg_text_of(&b);
+}
+
+struct jd_cfg_text *jd_cfg_text_of(struct jd_buf *content)
+{
+    struct jd_buf b = *content;
     jd_buf_cstr(&b);
+    jd_buf_init(content);
 
     struct jd_cfg_text *t = jd_xcalloc(1, sizeof *t);
     t->data = b.data;

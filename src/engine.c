@@ -176,7 +176,10 @@ static void reload_rules(struct jd_engine *e)
     jd_engine_stats_quiet(e); /* jd_insights_bind remaps what a flush carries */
     struct jd_errors errs;
     jd_errors_init(&errs);
-    struct jd_config *ncfg = jd_config_load(e->cfg->path, &errs);
+    char *text = e->peers && e->peers->reload_text ? e->peers->reload_text(e->peers->arg) : NULL;
+    struct jd_config *ncfg =
+        text ? jd_config_load_text(e->cfg->path, text, &errs) : jd_config_load(e->cfg->path, &errs);
+    free(text);
     struct jd_ruleset *nrs = NULL;
     struct jd_policy *np = NULL;
     char perr[512];

@@ -60,6 +60,7 @@ struct peers {
     int stopping;        /* an engine's shutdown has begun */
     struct timespec deadline;
     _Atomic int busy;
+    char *reload_text; /* the config file as read at the last SIGHUP; NULL: none */
 };
 
 /* Under p->lock: the first engine to stop starts the gate's clock. */
@@ -179,6 +180,41 @@ err:
     return -1;
 }
 
+static char *reload_text(void *arg)
+{
+    struct peers *p = arg;
+    pthread_mutex_lock(&p->lock);
+    char *copy = p->reload_text ? jd_strdup(p->reload_text) : NULL;
+    pthread_mutex_unlock(&p->lock);
+    return copy;
+}
+
+/* SIGHUP: the config file is read here, once, and every engine compiles
+ * that text (reload_text), so that the engines cannot end up on different
+ * rules when the file is rewritten while they reload one after the other.
+ * (A file it @includes is still read by each engine.) Unreadable: the
+ * engines read the file themselves and report the error. */
+static void snapshot_config(struct peers *p, const char *path)
+{
+    char *text = NULL;
+    FILE *f = fopen(path, "rb");
+    if (f) {
+        struct jd_buf b = {0};
+        char chunk[8192];
+        size_t n;
+        while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+            jd_buf_append(&b, chunk, n);
+        if (!ferror(f))
+            text = jd_strdup(jd_buf_cstr(&b));
+        jd_buf_free(&b);
+        fclose(f);
+    }
+    pthread_mutex_lock(&p->lock);
+    free(p->reload_text);
+    p->reload_text = text;
+    pthread_mutex_unlock(&p->lock);
+}
+
 int jd_engines_run(const struct jd_config *cfg, struct jd_ruleset *rs0, struct jd_metrics *metrics,
                    volatile sig_atomic_t *stop, volatile sig_atomic_t *reload)
 {
@@ -191,8 +227,11 @@ int jd_engines_run(const struct jd_config *cfg, struct jd_ruleset *rs0, struct j
         return -2;
     }
     struct peers pe = {.n = n};
-    pe.hooks = (struct jd_engine_peers){
-        .stopping = on_stopping, .leave_gate = gate_wait, .arg = &pe, .busy = &pe.busy};
+    pe.hooks = (struct jd_engine_peers){.stopping = on_stopping,
+                                        .leave_gate = gate_wait,
+                                        .reload_text = reload_text,
+                                        .arg = &pe,
+                                        .busy = &pe.busy};
     atomic_init(&pe.busy, 0);
     pthread_mutex_init(&pe.lock, NULL);
     pthread_condattr_t ca;
@@ -231,6 +270,7 @@ int jd_engines_run(const struct jd_config *cfg, struct jd_ruleset *rs0, struct j
         }
         if (*reload) {
             *reload = 0;
+            snapshot_config(&pe, cfg->path);
             for (int i = 0; i < n; i++)
                 slots[i].reload = 1;
         }
@@ -266,6 +306,7 @@ int jd_engines_run(const struct jd_config *cfg, struct jd_ruleset *rs0, struct j
             pthread_join(slots[i].thread, NULL);
         jd_engine_destroy(slots[i].e);
     }
+    free(pe.reload_text);
     pthread_cond_destroy(&pe.cond);
     pthread_mutex_destroy(&pe.lock);
     free(slots);

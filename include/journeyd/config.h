@@ -159,6 +159,10 @@ struct jd_config {
  * FILE:LINE). Returns the config, or NULL when there was any error. Rule
  * expressions are not compiled here (see rules.h). */
 struct jd_config *jd_config_load(const char *path, struct jd_errors *errs);
+/* The same from `text`, the file's content read earlier (a reload reads the
+ * file once for every engine); `path` still names it in errors and its
+ * directory is where @include looks. */
+struct jd_config *jd_config_load_text(const char *path, const char *text, struct jd_errors *errs);
 void jd_config_destroy(struct jd_config *cfg);
 
 /* Command-line overrides; return 0 or -1 with errstr. */

@@ -49,6 +49,11 @@ struct jd_engine_peers {
      * group refuses commits until it settles) while another still has
      * offsets to commit */
     void (*leave_gate)(void *arg);
+    /* called on the engine's thread when it reloads its rules (SIGHUP): a
+     * copy (to free) of the config file as the caller read it once for all
+     * the engines, so that all load the same rules even when the file
+     * changes in between; NULL: read the file */
+    char *(*reload_text)(void *arg);
     void *arg;
     /* engines that have worked since they last went idle: malloc_trim
      * locks every arena of the process, so an idle engine trims only while

@@ -644,6 +644,52 @@ static void test_rule_include(void **state)
     jd_errors_free(&errs);
 }
 
+/* A reload reads the file once and every engine loads that text
+ * (jd_config_load_text): the text wins over what the file holds by then,
+ * errors and rule positions still name the file, @include still looks in
+ * its directory. */
+static void test_load_text(void **state)
+{
+    (void)state;
+    write_file(g_path, "processing = { engines = 3; };\n");
+    const char *text =
+        "processing = { engines = 2; };\n"
+        "segments = (\n  { name = \"vip\"; when = \"count('purchase') >= 3\"; }\n);\n";
+    struct jd_errors errs;
+    jd_errors_init(&errs);
+    struct jd_config *cfg = jd_config_load_text(g_path, text, &errs);
+    jd_errors_print(&errs, stderr);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->engines, 2);
+    assert_string_equal(cfg->path, g_path);
+    assert_int_equal(cfg->rules.nsegments, 1);
+    assert_string_equal(cfg->rules.segments[0].file, g_path);
+    assert_int_equal(cfg->rules.segments[0].line, 3);
+    assert_int_equal(cfg->rules.segments[0].col, 27); /* located in the text, not the file */
+    jd_config_destroy(cfg);
+    jd_errors_free(&errs);
+
+    jd_errors_init(&errs);
+    assert_null(jd_config_load_text(g_path, "kafka = {\n  group_id = ;\n};\n", &errs));
+    assert_int_equal(errs.n, 1);
+    char want[256];
+    snprintf(want, sizeof want, "%s:2: error: syntax error", g_path);
+    assert_string_equal(errs.msgs[0], want);
+    jd_errors_free(&errs);
+
+    char inc[160];
+    snprintf(inc, sizeof inc, "%s/rules.inc", g_dir);
+    write_file(inc, "segments = (\n  { name = \"vip\"; when = \"true\"; }\n);\n");
+    jd_errors_init(&errs);
+    cfg = jd_config_load_text(g_path, "@include \"rules.inc\"\n", &errs);
+    jd_errors_print(&errs, stderr);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->rules.nsegments, 1);
+    assert_string_equal(cfg->rules.segments[0].file, inc);
+    jd_config_destroy(cfg);
+    jd_errors_free(&errs);
+}
+
 /* ---- overrides and pass-through ---- */
 
 static void test_cli_overrides(void **state)
@@ -841,7 +887,7 @@ int main(void)
         cmocka_unit_test(test_rule_include),         cmocka_unit_test(test_cli_overrides),
         cmocka_unit_test(test_property_passthrough), cmocka_unit_test(test_kind_names),
         cmocka_unit_test(test_reference_rows),       cmocka_unit_test(test_reference_in_docs),
-        cmocka_unit_test(test_timer_keys),
+        cmocka_unit_test(test_timer_keys),           cmocka_unit_test(test_load_text),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
