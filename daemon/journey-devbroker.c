@@ -296,9 +296,8 @@ int main(int argc, char **argv)
      * such as "No bootstrap.servers configured" would only confuse.
      * The mock's connections take their socket options from this handle:
      * TCP_NODELAY, as a Kafka broker sets on every connection. With Nagle
-     * a response written while the previous one is unacknowledged waits
-     * for the client's delayed ACK (up to 40 ms): the producer, with its
-     * requests in flight used up, stalls that long (docs/performance.md,
+     * a small response written while the previous one is unacknowledged
+     * waits for the client's delayed ACK (up to 40 ms; docs/performance.md,
      * "Twelfth pass"). */
     if (rd_kafka_conf_set(conf, "log_level", "4", errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK ||
         rd_kafka_conf_set(conf, "socket.nagle.disable", "true", errstr, sizeof(errstr)) !=

@@ -100,10 +100,13 @@ const struct jd_cfg_key jd_cfg_keys[] = {
     {"kafka.properties", JD_CFG_PROPS, NULL, 0, 0, 0, NULL, C_OFF(kafka_props), C_OFF(nkafka_props),
      0,
      "librdkafka properties `( (\"name\", \"value\"), ... )`, passed untouched, in order, after "
-     "journeyd's own settings (so they win). journeyd's own: consumer "
+     "journeyd's own settings (so they win: overriding one of these changes what journeyd relies "
+     "on, e.g. `enable.auto.commit = false` stops its commits). journeyd's own: consumer "
      "`partition.assignment.strategy = cooperative-sticky`, `enable.auto.offset.store = false`, "
-     "`auto.commit.interval.ms = 1000`, `auto.offset.reset = earliest`, `fetch.wait.max.ms = 10`; "
-     "producer `enable.idempotence = true`, `linger.ms = 0`; both `socket.nagle.disable = true` "
+     "`enable.auto.commit = true`, `auto.commit.interval.ms = 1000`, `auto.offset.reset = "
+     "earliest`, `enable.partition.eof = false`, `fetch.wait.max.ms = 10`, `session.timeout.ms` "
+     "and `group.instance.id` from the keys above; producer `enable.idempotence = true`, "
+     "`linger.ms = 0`; both `client.id = journeyd` and `socket.nagle.disable = true` "
      "(TCP_NODELAY: with Nagle a small request could wait up to 40 ms for a delayed ACK, "
      "docs/performance.md)."},
 

@@ -424,7 +424,7 @@ static void shutdown_engine(struct jd_engine *e)
 
 /* A turn whose own work (all but the wait for messages) took SLOW_TURN_MS
  * or more is logged at debug level with where the time went: t[0..8] are
- * the turn's start, then the ends of collect, the producer's poll, the
+ * the turn's start, then the ends of (a reload and) collect, the producer's poll, the
  * batch, timers, taking ahead, persisting, trimming and the tail. */
 #define SLOW_TURN_MS 50
 
@@ -432,12 +432,13 @@ static void log_slow_turn(const int64_t *t, size_t nb)
 {
     if (t[8] - t[1] < SLOW_TURN_MS * 1000000LL || !jd_log_enabled(JD_LOG_DEBUG))
         return;
-    jd_debug(MOD,
-             "slow turn: %.1f ms after %.1f ms of collect; producer poll %.1f, batch of %zu "
-             "%.1f, timers %.1f, ahead %.1f, persist %.1f, trim %.1f, tail %.1f",
-             (t[8] - t[1]) / 1e6, (t[1] - t[0]) / 1e6, (t[2] - t[1]) / 1e6, nb, (t[3] - t[2]) / 1e6,
-             (t[4] - t[3]) / 1e6, (t[5] - t[4]) / 1e6, (t[6] - t[5]) / 1e6, (t[7] - t[6]) / 1e6,
-             (t[8] - t[7]) / 1e6);
+    jd_debug(
+        MOD,
+        "slow turn: %.1f ms after %.1f ms of reload and collect; producer poll %.1f, batch of %zu "
+        "%.1f, timers %.1f, ahead %.1f, persist %.1f, trim %.1f, tail %.1f",
+        (t[8] - t[1]) / 1e6, (t[1] - t[0]) / 1e6, (t[2] - t[1]) / 1e6, nb, (t[3] - t[2]) / 1e6,
+        (t[4] - t[3]) / 1e6, (t[5] - t[4]) / 1e6, (t[6] - t[5]) / 1e6, (t[7] - t[6]) / 1e6,
+        (t[8] - t[7]) / 1e6);
 }
 
 int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig_atomic_t *reload)

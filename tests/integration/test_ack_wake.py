@@ -8,7 +8,8 @@ quiet stream each acknowledgement was served ~100 ms late: it showed as
 latency in journeyd_event_to_trigger_seconds (event sent -> trigger
 acknowledged), and the offset behind the trigger moved that much later.
 Here the stream is quiet (one first purchase every 300 ms, each firing
-welcome_first_purchase) and every observation must be under 50 ms."""
+welcome_first_purchase) and the observations must be under 50 ms (all
+but one, for a loaded machine)."""
 
 import time
 
@@ -53,7 +54,8 @@ def test_acknowledgements_served_on_a_quiet_stream(devbroker, journeyd_factory, 
 
     ids = [f"c-ack-{i}" for i in range(N)]
     send(ids)
-    got = jdtest.consume_all(devbroker.bootstrap, "loyalty.rewards", expect_n=WARM + N, timeout=60)
+    got = jdtest.consume_all(devbroker.bootstrap, "loyalty.rewards", expect_n=WARM + N,
+                               timeout=jdtest.scaled(60))
     assert sorted(r.trigger["customer_id"] for r in got) == sorted(warm + ids)
     jdtest.wait_until(lambda: jdtest.metric_sum(jd.metrics(), count) == WARM + N,
                       jdtest.scaled(30), what=f"{N} acknowledgements observed")
@@ -61,5 +63,7 @@ def test_acknowledgements_served_on_a_quiet_stream(devbroker, journeyd_factory, 
     # the time from the touchpoint's produce call (its Kafka timestamp) to
     # the acknowledgement being served: the fetch, the batch, the customer's
     # write, the trigger's produce and its ack
+    # (one observation may be slow on a loaded machine or a sanitized
+    # build; without the wake none is under 100 ms)
     new = {le: bucket(m, le) - bucket(before, le) for le in ("0.01", "0.05", "0.1", "0.25")}
-    assert new["0.05"] == N, new
+    assert new["0.05"] >= N - 1, new
