@@ -834,13 +834,14 @@ static struct jd_config *load(const char *path, const char *text, struct jd_erro
     apply_defaults(&L, cfg, "", 1);
 
     /* libconfig reports a missing file only as "file I/O error". */
-    FILE *f = text ? NULL : fopen(path, "r");
-    if (!text && !f) {
-        jd_errors_add(errs, path, 0, 0, "cannot open: %s", strerror(errno));
-        goto out;
-    }
-    if (f)
+    if (!text) {
+        FILE *f = fopen(path, "r");
+        if (!f) {
+            jd_errors_add(errs, path, 0, 0, "cannot open: %s", strerror(errno));
+            goto out;
+        }
         fclose(f);
+    }
     config_set_include_dir(&lc, cfg->dir);
     if (!(text ? config_read_string(&lc, text) : config_read_file(&lc, path))) {
         const char *ef = config_error_file(&lc);

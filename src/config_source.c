@@ -23,16 +23,12 @@ struct jd_cfg_text {
 
 struct jd_cfg_text *jd_cfg_text_load(const char *file)
 {
-    FILE *f = fopen(file, "rb");
-    if (!f)
-        return NULL;
     struct jd_buf b;
     jd_buf_init(&b);
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        jd_buf_append(&b, chunk, n);
-    fclose(f);
+    if (jd_buf_read_file(&b, file) != 0) {
+        jd_buf_free(&b);
+        return NULL;
+    }
     return jd_cfg_text_of(&b);
 }
 

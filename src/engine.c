@@ -472,15 +472,14 @@ int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig
             break; /* the batch in hand is finished by shutdown_engine */
         /* (set by collect, which a batch taken ahead skipped) */
         int idle = !e->prepared && e->idle;
-        int had_batch = e->nmsgs > 0;
-        size_t nb = e->nmsgs;
+        size_t nb = e->nmsgs; /* (log_slow_turn) */
         jd_engine_process_batch(e);
         tt[3] = jd_monotonic_ns();
         if (e->abandoned || e->fatal) {
             rc = -1;
             break;
         }
-        if (had_batch)
+        if (nb)
             e->last_msg_ns = jd_monotonic_ns(); /* quiet counts from here (idle_in) */
         /* (before the write that leaves at the end of the turn: a tick that
          * fires writes its customers at once, after the write on its way) */

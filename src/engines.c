@@ -196,19 +196,13 @@ static char *reload_text(void *arg)
  * engines read the file themselves and report the error. */
 static void snapshot_config(struct peers *p, const char *path)
 {
+    struct jd_buf b;
+    jd_buf_init(&b);
     char *text = NULL;
-    FILE *f = fopen(path, "rb");
-    if (f) {
-        struct jd_buf b = {0};
-        char chunk[8192];
-        size_t n;
-        while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-            jd_buf_append(&b, chunk, n);
-        if (!ferror(f))
-            text = jd_strdup(jd_buf_cstr(&b));
+    if (jd_buf_read_file(&b, path) == 0)
+        text = b.data; /* (taken over) */
+    else
         jd_buf_free(&b);
-        fclose(f);
-    }
     pthread_mutex_lock(&p->lock);
     free(p->reload_text);
     p->reload_text = text;

@@ -66,19 +66,13 @@ static const char empty_dest[1];
 
 static char *read_file(const char *path, size_t *len, char *errstr, size_t errsize)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(errstr, errsize, "%s: %s", path, strerror(errno));
-        return NULL;
-    }
     struct jd_buf b;
     jd_buf_init(&b);
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        jd_buf_append(&b, chunk, n);
-    fclose(f);
-    jd_buf_cstr(&b);
+    if (jd_buf_read_file(&b, path) != 0) {
+        snprintf(errstr, errsize, "%s: %s", path, strerror(errno));
+        jd_buf_free(&b);
+        return NULL;
+    }
     *len = b.len;
     return b.data;
 }

@@ -103,6 +103,25 @@ const char *jd_buf_cstr(struct jd_buf *b)
     return b->data;
 }
 
+int jd_buf_read_file(struct jd_buf *b, const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -1;
+    char chunk[8192];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        jd_buf_append(b, chunk, n);
+    int failed = ferror(f);
+    fclose(f);
+    jd_buf_cstr(b);
+    if (failed) {
+        errno = EIO;
+        return -1;
+    }
+    return 0;
+}
+
 void jd_errors_init(struct jd_errors *e)
 {
     e->msgs = NULL;

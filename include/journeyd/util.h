@@ -51,6 +51,9 @@ static inline int jd_streq(const char *a, const char *b)
 void jd_buf_printf(struct jd_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Keeps data NUL-terminated after len (not counted in len). */
 const char *jd_buf_cstr(struct jd_buf *b);
+/* Appends the whole file at path and NUL-terminates (jd_buf_cstr).
+ * 0, or -1 with errno set when it cannot be opened or read. */
+int jd_buf_read_file(struct jd_buf *b, const char *path);
 
 /* A list of human-readable errors, each already formatted as
  * "FILE:LINE:COL: error: MESSAGE" (or without position when line is 0). */
