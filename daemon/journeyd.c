@@ -20,6 +20,7 @@
 #include "journeyd/metrics.h"
 #include "journeyd/rules.h"
 #include "journeyd/setup.h"
+#include "journeyd/util.h"
 
 static volatile sig_atomic_t g_stop;
 static volatile sig_atomic_t g_reload;
@@ -116,6 +117,7 @@ int main(int argc, char **argv)
     }
 
     jd_log_setup(cfg->log_level, cfg->log_json);
+    jd_malloc_tune(getenv("GLIBC_TUNABLES"));
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop;

@@ -7,10 +7,18 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+int jd_malloc_tune(const char *tunables)
+{
+    if (tunables && strstr(tunables, "glibc.malloc.mmap_threshold="))
+        return 0; /* the operator's choice */
+    return mallopt(M_MMAP_THRESHOLD, JD_MMAP_THRESHOLD) == 1;
+}
 
 void *jd_xmalloc(size_t n)
 {

@@ -92,6 +92,16 @@ void *jd_xmalloc(size_t n);
 void *jd_xcalloc(size_t n, size_t size);
 void *jd_xrealloc(void *p, size_t n);
 
+/* Fixes glibc's mmap threshold at JD_MMAP_THRESHOLD unless `tunables` (the
+ * GLIBC_TUNABLES environment value, may be NULL) sets
+ * glibc.malloc.mmap_threshold itself. glibc otherwise raises the threshold to
+ * the largest block freed (megabytes: fetch responses, pipeline buffers), so
+ * later blocks of that size come from the threads' arenas and leave them
+ * fragmented; fixed, they are mapped and unmapped whole
+ * (docs/performance.md, "Thirteenth pass"). Returns 1 if it set it. */
+#define JD_MMAP_THRESHOLD (256 * 1024)
+int jd_malloc_tune(const char *tunables);
+
 /* Splits "host:port"; returns 0 or -1. host is copied into hostbuf. */
 int jd_parse_hostport(const char *s, char *hostbuf, size_t hostsize, int *port) JD_MUST_CHECK;
 
