@@ -155,7 +155,7 @@ const struct jd_cfg_key jd_cfg_keys[] = {
     {"processing.allowed_lateness", JD_CFG_DURATION, "5m", BOUNDS, 0, 30 * DAY, NULL,
      C_OFF(allowed_lateness_ms), 0, C_SZ(allowed_lateness_ms),
      "How far behind the watermark an event may arrive and still count in windows."},
-    {"processing.batch_max_events", JD_CFG_INT, "10000", BOUNDS, 1, 100000, NULL,
+    {"processing.batch_max_events", JD_CFG_INT, "50000", BOUNDS, 1, 100000, NULL,
      C_OFF(batch_max_events), 0, C_SZ(batch_max_events),
      "Most events per batch: a batch loads its new customers in one round trip and sends "
      "its triggers' writes in one, with a slice of the write-back at least as large "

@@ -388,7 +388,12 @@ static void *grow_customer(void *arr, uint32_t n, size_t elem)
 
 struct jd_pending_trigger *jd_customer_add_pending(struct jd_customer *c)
 {
-    c->pending = grow_customer(c->pending, c->npending, sizeof *c->pending);
+    /* sized 1, 2, 4, ...: most customers have one trigger in flight at a
+     * time, and while a backlog is worked off tens of thousands of them do
+     * (the pool keeps their slots for later outboxes) */
+    uint32_t n = c->npending;
+    if ((n & (n - 1)) == 0) /* (0 or a power of two) */
+        c->pending = jd_crealloc(c->pending, (n ? 2 * (size_t)n : 1) * sizeof *c->pending);
     struct jd_pending_trigger *p = &c->pending[c->npending++];
     memset(p, 0, sizeof *p);
     return p;

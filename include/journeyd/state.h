@@ -98,19 +98,22 @@ struct jd_cbytes {
 struct jd_pending_trigger {
     char trigger_id[33];
     uint8_t kind;           /* enum jd_trigger_kind: selects the default topic */
-    char *topic;            /* NULL: the kind's topic; else jd_cmalloc'd */
-    struct jd_cbytes value; /* the encoded Kafka message value: jd_pending_set_value */
-    char *history;          /* history line for journeyctl, NULL once written */
-    int produced;           /* handed to the producer in this process's lifetime */
-    int stored;             /* present in the Redis outbox (written by a flush, or loaded) */
-    int64_t src_ts;         /* Kafka timestamp (ms) of the event that caused it; 0 unknown */
-    int64_t not_before;     /* clock time (ms) before which it must not be produced (a trigger
-                               deferred past quiet hours); 0 = at once */
-    int replayable;         /* fired while an input event is applied: unless deferred, while its
+    uint8_t produced;       /* handed to the producer in this process's lifetime */
+    uint8_t stored;         /* present in the Redis outbox (written by a flush, or loaded) */
+    uint8_t replayable;     /* fired while an input event is applied: unless deferred, while its
                                customer is held (engine_wb.c) its event's offset waits for its
                                acknowledgement, so a crash replays the event, whose load re-sends it,
                                and it needs no outbox index entry (store_timers.c) */
+    char *topic;            /* NULL: the kind's topic; else jd_cmalloc'd */
+    struct jd_cbytes value; /* the encoded Kafka message value: jd_pending_set_value */
+    char *history;          /* history line for journeyctl, NULL once written */
+    int64_t src_ts;         /* Kafka timestamp (ms) of the event that caused it; 0 unknown */
+    int64_t not_before;     /* clock time (ms) before which it must not be produced (a trigger
+                               deferred past quiet hours); 0 = at once */
 };
+/* (88 bytes: in flight, every customer with a trigger holds one or more, in
+ * its outbox array, sized 1, 2, 4, ...) */
+_Static_assert(sizeof(struct jd_pending_trigger) <= 88, "an outbox entry stays small");
 
 /* Send times (ms, ascending) a frequency cap counts; the policy drops the
  * ones that no window can count any more. */

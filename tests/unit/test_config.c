@@ -170,7 +170,7 @@ static void test_shipped_config(void **state)
 
     assert_int_equal(cfg->clock, JD_CLOCK_EVENT);
     assert_int_equal(cfg->allowed_lateness_ms, 5 * 60000);
-    assert_int_equal(cfg->batch_max_events, 10000);
+    assert_int_equal(cfg->batch_max_events, 50000);
     assert_int_equal(cfg->batch_max_wait_ms, 0);
     assert_int_equal(cfg->cache_max_customers, 1000000);
     assert_int_equal(cfg->naive, 0);
@@ -288,7 +288,7 @@ static void test_defaults(void **state)
     assert_string_equal(cfg->redis_addresses[0], "127.0.0.1:6379");
     assert_int_equal(cfg->trigger_schema_id, -1);
     assert_int_equal(cfg->nregistry_ids, 0);
-    assert_int_equal(cfg->batch_max_events, 10000);
+    assert_int_equal(cfg->batch_max_events, 50000);
     assert_int_equal(cfg->batch_max_wait_ms, 0);
     assert_int_equal(cfg->flush_interval_ms, 1000);
     assert_int_equal(cfg->history_max, 20);
@@ -785,7 +785,7 @@ static void test_reference_rows(void **state)
 {
     char *ref = reference();
     assert_non_null(strstr(ref, "| key | type | default | reloadable | description |\n"));
-    assert_non_null(strstr(ref, "| `processing.batch_max_events` | integer, 1..100000 | `10000` | "
+    assert_non_null(strstr(ref, "| `processing.batch_max_events` | integer, 1..100000 | `50000` | "
                                 "no | "));
     assert_non_null(strstr(ref, "| `kafka.group_id` | string | `\"journeyd\"` | no | "));
     assert_non_null(

@@ -282,7 +282,12 @@ static void test_outbox(void **unused)
 {
     struct jd_customer *c = jd_customer_new("c1", 2, 0, NULL);
     add(c, "t1", "h1");
+    /* the outbox array is sized 1, 2, 4, ...: one trigger in flight (tens of
+     * thousands of customers at once under load) takes one small slot */
+    assert_true(jd_cmem_size(c->pending) <= 96);
     add(c, "t2", NULL)->stored = 1;
+    assert_true(jd_cmem_size(c->pending) <= 192);
+    assert_string_equal(c->pending[0].trigger_id, "t1");
     add(c, "t3", "h3")->stored = 1;
     add(c, "t4", NULL);
     assert_int_equal(c->npending, 4);
