@@ -15,7 +15,9 @@
  * it waits until none of them is busy either. The Redis
  * pipelines' buffers (the engine's, the write-back's and the loader's), grown
  * to the largest write-back or load, and the list of customers to write go
- * back too. The customers themselves are in the engine's pool (cmem.h),
+ * back too, and so do the pages of the batch's per-message arrays (sized
+ * processing.batch_max_events: 1.6 MB at 50,000, resident once a backlog
+ * has filled them). The customers themselves are in the engine's pool (cmem.h),
  * apart from this transient memory. Owns nothing.
  */
 #include <malloc.h>
@@ -69,6 +71,12 @@ void jd_engine_trim(struct jd_engine *e, int idle)
     jd_engine_wb_trim(e);
     jd_engine_loader_trim(e);
     jd_engine_decoder_trim(e);
+    if (e->nmsgs == 0) { /* (the per-message arrays: scratch between batches) */
+        jd_release_pages(e->msgs, e->maxmsgs * sizeof *e->msgs);
+        jd_release_pages(e->mcust, e->maxmsgs * sizeof *e->mcust);
+        jd_release_pages(e->mpart, e->maxmsgs * sizeof *e->mpart);
+        jd_release_pages(e->mhash, e->maxmsgs * sizeof *e->mhash);
+    }
     if (e->ndirty == 0) { /* (grown to the largest write-back's customers) */
         free(e->dirty);
         e->dirty = NULL;

@@ -11,13 +11,24 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 int jd_malloc_tune(const char *tunables)
 {
     if (tunables && strstr(tunables, "glibc.malloc.mmap_threshold="))
         return 0; /* the operator's choice */
     return mallopt(M_MMAP_THRESHOLD, JD_MMAP_THRESHOLD) == 1;
+}
+
+void jd_release_pages(void *p, size_t bytes)
+{
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)p + pg - 1) & ~(pg - 1);
+    uintptr_t b = ((uintptr_t)p + bytes) & ~(pg - 1);
+    if (p && b > a)
+        madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
 void *jd_xmalloc(size_t n)

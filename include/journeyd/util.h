@@ -102,6 +102,12 @@ void *jd_xrealloc(void *p, size_t n);
 #define JD_MMAP_THRESHOLD (256 * 1024)
 int jd_malloc_tune(const char *tunables);
 
+/* Gives the whole pages inside p[0..bytes) of a malloc'd block back to the
+ * system; they read as zeros afterwards, as calloc left them. For scratch
+ * arrays whose content is dead, such as an idle engine's per-message arrays
+ * (engine_mem.c). */
+void jd_release_pages(void *p, size_t bytes);
+
 /* Splits "host:port"; returns 0 or -1. host is copied into hostbuf. */
 int jd_parse_hostport(const char *s, char *hostbuf, size_t hostsize, int *port) JD_MUST_CHECK;
 

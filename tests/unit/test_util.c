@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -154,6 +156,47 @@ static void test_malloc_tune(void **state)
 #endif
 }
 
+/* How many of the whole pages inside p[0..n) are resident. */
+static size_t resident_pages(const char *p, size_t n)
+{
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)p + pg - 1) & ~(uintptr_t)(pg - 1);
+    uintptr_t b = ((uintptr_t)p + n) & ~(uintptr_t)(pg - 1);
+    unsigned char v[1024];
+    size_t np = (size_t)(b - a) / pg;
+    assert_true(np <= sizeof v);
+    assert_int_equal(mincore((void *)a, b - a, v), 0);
+    size_t r = 0;
+    for (size_t i = 0; i < np; i++)
+        r += v[i] & 1;
+    return r;
+}
+
+/* An idle engine's scratch arrays give their pages back and read as zeros;
+ * the bytes outside the whole pages (malloc's, or a neighbour's) stay. */
+static void test_release_pages(void **state)
+{
+    (void)state;
+    size_t n = 1 << 20;
+    char *p = malloc(n);
+    assert_non_null(p);
+    memset(p, 0x5a, n);
+    size_t before = resident_pages(p, n);
+    assert_true(before >= 200);
+    jd_release_pages(p + 100, n - 200);
+    assert_true(resident_pages(p, n) <= 2);
+    assert_int_equal(p[0], 0x5a);
+    assert_int_equal(p[99], 0x5a);
+    assert_int_equal(p[n - 1], 0x5a);
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    assert_int_equal(p[pg + 1], 0);
+    assert_int_equal(p[n / 2], 0);
+    jd_release_pages(NULL, n); /* nothing */
+    jd_release_pages(p, 10);   /* no whole page: nothing */
+    assert_int_equal(p[0], 0x5a);
+    free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -162,6 +205,7 @@ int main(void)
         cmocka_unit_test(test_buffers_and_errors),
         cmocka_unit_test(test_trigger_id_is_deterministic),
         cmocka_unit_test(test_malloc_tune),
+        cmocka_unit_test(test_release_pages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
