@@ -117,7 +117,8 @@ int main(int argc, char **argv)
     }
 
     jd_log_setup(cfg->log_level, cfg->log_json);
-    jd_malloc_tune(getenv("GLIBC_TUNABLES"));
+    if (!getenv("MALLOC_MMAP_THRESHOLD_")) /* (glibc's older name: the operator's choice) */
+        jd_malloc_tune(getenv("GLIBC_TUNABLES"));
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop;

@@ -94,7 +94,8 @@ void *jd_xrealloc(void *p, size_t n);
 
 /* Fixes glibc's mmap threshold at JD_MMAP_THRESHOLD unless `tunables` (the
  * GLIBC_TUNABLES environment value, may be NULL) sets
- * glibc.malloc.mmap_threshold itself. glibc otherwise raises the threshold to
+ * glibc.malloc.mmap_threshold itself (journeyd also leaves it alone when
+ * MALLOC_MMAP_THRESHOLD_, the older name, is set). glibc otherwise raises the threshold to
  * the largest block freed (megabytes: fetch responses, pipeline buffers), so
  * later blocks of that size come from the threads' arenas and leave them
  * fragmented; fixed, they are mapped and unmapped whole

@@ -28,9 +28,12 @@ def run_two_halves(write_config, redis_server, jd_factory, fault_broker, during_
     group = faultlib.new_group("ahead")
     # a small cache: customers are evicted and loaded again all along, so
     # that loads ahead go on for the whole drain, not only in its first
-    # batches (3,000 customers fit one batch)
+    # batches (3,000 customers fit one batch); batches of 10,000 (not the
+    # default 50,000): a backlog of tens of thousands of events makes
+    # several batches, so that there are batches to take ahead
     conf = faultlib.fault_config(write_config, group,
-                                 extra={"processing.cache_max_customers": Raw("300")})
+                                 extra={"processing.cache_max_customers": Raw("300"),
+                                        "processing.batch_max_events": Raw("10000")})
     version = faultlib.rule_version(conf)
     events = faultlib.workload(n_events=n_events, n_customers=3_000, seed=SEED, days=20)
     ref = faultlib.Reference(events)

@@ -634,6 +634,9 @@ static void test_record_suppressed(void **state)
     assert_int_equal(jd_policy_record_suppressed(f.p, c, &t, &d, T0 + HOUR, err, sizeof err), 0);
     /* lines stay in decision order: the earlier trigger's line moved first */
     assert_int_equal(c->nhistory, 2);
+    /* (the suppression's entry grew the outbox array: look the entry up again) */
+    sent = jd_customer_find_pending(c, "ffffffffffffffffffffffffffffffff");
+    assert_non_null(sent);
     assert_null(sent->history);
     assert_string_equal(c->history[0],
                         "1700000000000|r|ffffffffffffffffffffffffffffffff|REENGAGEMENT|x");
