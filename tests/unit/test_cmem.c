@@ -21,13 +21,7 @@
 
 #include "journeyd/cmem.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define JD_TEST_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define JD_TEST_ASAN 1
-#endif
-#endif
+#include "asan_build.h"
 
 static size_t live(struct jd_cmem *m)
 {
