@@ -186,8 +186,9 @@ struct jd_customer {
     uint64_t recent_ids[JD_RECENT_IDS]; /* hashes of the latest event_ids (duplicate guard) */
 
     /* The arrays below hold no capacity field: it follows the length (2, 4,
-     * 8, ...; jd_customer_add_*, which grow them, are their only writers
-     * that add). Setting a length lower is fine. The outbox arrays are freed
+     * 8, ...; the outbox `pending` 1, 2, 4, ...; jd_customer_add_*, which
+     * grow them, are their only writers that add). Setting a length lower is
+     * fine. The outbox arrays are freed
      * when they empty: most customers have no trigger in flight most of the
      * time. */
     struct jd_goal *goals; /* open conversion goals (outcomes.h), oldest first */
