@@ -117,8 +117,7 @@ int main(int argc, char **argv)
     }
 
     jd_log_setup(cfg->log_level, cfg->log_json);
-    if (!getenv("MALLOC_MMAP_THRESHOLD_")) /* (glibc's older name: the operator's choice) */
-        jd_malloc_tune(getenv("GLIBC_TUNABLES"));
+    jd_malloc_tune(getenv("GLIBC_TUNABLES"), getenv("MALLOC_MMAP_THRESHOLD_"));
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop;

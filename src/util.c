@@ -15,9 +15,9 @@
 #include <time.h>
 #include <unistd.h>
 
-int jd_malloc_tune(const char *tunables)
+int jd_malloc_tune(const char *tunables, const char *old_name)
 {
-    if (tunables && strstr(tunables, "glibc.malloc.mmap_threshold="))
+    if (old_name || (tunables && strstr(tunables, "glibc.malloc.mmap_threshold=")))
         return 0; /* the operator's choice */
     return mallopt(M_MMAP_THRESHOLD, JD_MMAP_THRESHOLD) == 1;
 }

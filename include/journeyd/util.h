@@ -92,16 +92,16 @@ void *jd_xmalloc(size_t n);
 void *jd_xcalloc(size_t n, size_t size);
 void *jd_xrealloc(void *p, size_t n);
 
-/* Fixes glibc's mmap threshold at JD_MMAP_THRESHOLD unless `tunables` (the
- * GLIBC_TUNABLES environment value, may be NULL) sets
- * glibc.malloc.mmap_threshold itself (journeyd also leaves it alone when
- * MALLOC_MMAP_THRESHOLD_, the older name, is set). glibc otherwise raises the threshold to
+/* Fixes glibc's mmap threshold at JD_MMAP_THRESHOLD unless the operator set
+ * it: `tunables` (the GLIBC_TUNABLES environment value, may be NULL) names
+ * glibc.malloc.mmap_threshold, or `old_name` (MALLOC_MMAP_THRESHOLD_, the
+ * older name) is not NULL. glibc otherwise raises the threshold to
  * the largest block freed (megabytes: fetch responses, pipeline buffers), so
  * later blocks of that size come from the threads' arenas and leave them
  * fragmented; fixed, they are mapped and unmapped whole
  * (docs/performance.md, "Thirteenth pass"). Returns 1 if it set it. */
 #define JD_MMAP_THRESHOLD (256 * 1024)
-int jd_malloc_tune(const char *tunables);
+int jd_malloc_tune(const char *tunables, const char *old_name);
 
 /* Gives the whole pages inside p[0..bytes) of a malloc'd block back to the
  * system; they read as zeros afterwards, as calloc left them. For scratch

@@ -125,13 +125,13 @@ static void test_trigger_id_is_deterministic(void **state)
 static void test_malloc_tune(void **state)
 {
     (void)state;
-    assert_int_equal(jd_malloc_tune("glibc.malloc.arena_max=2:glibc.malloc.mmap_threshold=65536"),
-                     0);
+    assert_int_equal(
+        jd_malloc_tune("glibc.malloc.arena_max=2:glibc.malloc.mmap_threshold=65536", NULL), 0);
 #ifdef JD_TEST_ASAN
     skip();
 #else
-    assert_int_equal(jd_malloc_tune("glibc.malloc.arena_max=2"), 1);
-    assert_int_equal(jd_malloc_tune(NULL), 1);
+    assert_int_equal(jd_malloc_tune("glibc.malloc.arena_max=2", NULL), 1);
+    assert_int_equal(jd_malloc_tune(NULL, NULL), 1);
     volatile char *big = malloc(8 << 20);
     assert_non_null(big);
     big[0] = 1;
