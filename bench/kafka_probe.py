@@ -163,9 +163,9 @@ def latency(args):
         if m.error():
             continue
         last = time.monotonic()
-        got.append((now_ms, m.value()))
-    lat, names, deferred = [], [], 0
-    for now_ms, value in got:
+        got.append((now_ms, m.value(), m.timestamp()[1]))
+    lat, names, stamps, sent, deferred = [], [], [], [], 0
+    for now_ms, value, stamp in got:
         t = reader.read(avro.io.BinaryDecoder(io.BytesIO(value)))
         if t.get("source_event_id") is None:
             continue  # timer-driven: no source event to measure from
@@ -176,10 +176,13 @@ def latency(args):
             continue
         lat.append(now_ms - t["fired_at"])
         names.append(t["trigger"])
+        # the trigger's Kafka timestamp: journeyd's produce call (CreateTime)
+        stamps.append(stamp - t["fired_at"])
+        sent.append(t["fired_at"])
     c.close()
     if args.dump:
         with open(args.dump, "w") as f:
-            f.write("".join("%.2f %s\n" % (v, n) for v, n in zip(lat, names)))
+            f.write("".join("%.2f %s %d %d\n" % row for row in zip(lat, names, stamps, sent)))
     lat.sort()
     r = lambda v: None if v is None else round(v, 2)
     print(json.dumps({"triggers": len(lat), "deferred": deferred, "p50_ms": r(percentile(lat, 0.50)),
@@ -225,7 +228,9 @@ def main():
     lt.add_argument("--schema", required=True, help="trigger.avsc")
     lt.add_argument("--done", required=True, help="stop once this file exists (and idle)")
     lt.add_argument("--idle", type=float, default=3.0)
-    lt.add_argument("--dump", help="write every latency (ms), in arrival order, to this file")
+    lt.add_argument("--dump", help="write every latency (ms), in arrival order, to this file, "
+                    "with the trigger's name, ms from the event's send to journeyd's produce call "
+                    "(the trigger's Kafka timestamp) and the event's send time (ms since the epoch)")
     h = sub.add_parser("histogram")
     h.add_argument("file")
     h.add_argument("name")

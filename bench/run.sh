@@ -7,7 +7,8 @@
 #     (a) a bare kcat consumer draining the topic (best of KCAT_RUNS): the ceiling;
 #     (b) journeyd (processing.engines = ENGINES, default one per core) from
 #         its first consumed event to the last offset committed (commits
-#         follow persisted state and delivered triggers);
+#         follow persisted state and delivered triggers), best of JD_RUNS,
+#         each on a fresh Redis and consumer group; (a) and (b) take turns;
 #     (c) journeyd with processing.naive = true (one synchronous Redis round
 #         trip per event) over the first NAIVE_EVENTS events;
 #     (d) an open-loop run at LAT_RATE events/s (journey-loadgen --live: occurred_at
@@ -15,19 +16,21 @@
 #         send time to each trigger's arrival at a consumer (kafka_probe.py latency;
 #         triggers deferred by quiet hours are counted apart, not measured),
 #         cross-checked with journeyd_event_to_trigger_seconds;
-#     (e) Redis used_memory per customer and journeyd RSS per cached customer.
+#     (e) Redis used_memory per customer and journeyd RSS per cached customer
+#         after each run of (b) (the largest of them).
 # The last line is exactly:
 #   journeyd_events_per_s=N kcat_events_per_s=M ratio=R naive_events_per_s=K
 #   p99_event_to_trigger_ms=L redis_bytes_per_customer=B
 # (NA where a figure could not be measured).
 #
 # Environment: EVENTS (1000000), CUSTOMERS (100000), PARTITIONS (32), SEED (1),
-# NAIVE_EVENTS (200000), KCAT_RUNS (3), TIMEOUT per drain in s (600),
+# NAIVE_EVENTS (200000), KCAT_RUNS (3), JD_RUNS (3), TIMEOUT per drain in s (600),
 # LAT_RATE (10000), LAT_EVENTS (30000), LAT_PARTITIONS (4), PRELOAD_LINGER_MS (100),
 # ENGINES (processing.engines of every journeyd run; default: nproc, one per core),
 # BUILD_DIR (build-bench), CMAKE_ARGS (extra cmake -D options), PERF_OUT (a file:
-# `perf record -e cpu-clock -g` of journeyd during (b), for `perf report -i`). The mock broker keeps only the newest ~60,000
-# messages per partition: keep EVENTS <= PARTITIONS * 60000.
+# `perf record -e cpu-clock -g` of journeyd during the first run of (b), for
+# `perf report -i`). The mock broker keeps only the newest ~60,000 messages per
+# partition: keep EVENTS <= PARTITIONS * 60000.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -38,6 +41,7 @@ PARTITIONS=${PARTITIONS:-32}
 SEED=${SEED:-1}
 NAIVE_EVENTS=${NAIVE_EVENTS:-200000}
 KCAT_RUNS=${KCAT_RUNS:-3}
+JD_RUNS=${JD_RUNS:-3}
 TIMEOUT=${TIMEOUT:-600}
 LAT_RATE=${LAT_RATE:-10000}
 LAT_EVENTS=${LAT_EVENTS:-30000}
@@ -169,7 +173,7 @@ run_journeyd() {
     local c0_jd c0_redis c0_broker
     c0_jd=$(cpu_ticks "$PID_JD") c0_redis=$(cpu_ticks "$PID_REDIS") c0_broker=$(cpu_ticks "$PID_BROKER")
     local pid_perf=''
-    if [ -n "${PERF_OUT:-}" ] && [ "$name" = fast ]; then
+    if [ -n "${PERF_OUT:-}" ] && [ "$name" = fast ] && [ "${PERF_THIS:-0}" -eq 1 ]; then
         perf record -e cpu-clock -g -p "$PID_JD" -o "$PERF_OUT" >"$WORK/perf.log" 2>&1 &
         pid_perf=$!
     fi
@@ -246,53 +250,81 @@ HELD=$("$PY" "$ROOT/bench/kafka_probe.py" messages -b "$BOOTSTRAP" -t "$TOPIC")
 [ "$HELD" -eq "$EVENTS" ] ||
     die "the topic holds $HELD of $EVENTS events (the mock broker keeps ~60000 per partition)"
 
-# (a) the ceiling: a bare consumer, nothing done per message but printing its offset
-KCAT_RATE=0
-for ((run = 1; run <= KCAT_RUNS; run++)); do
+# (a) the ceiling: a bare consumer, nothing done per message but printing its
+# offset. One run; KCAT_RATE keeps the best.
+kcat_run() { # RUN
+    local t0 t1 n rate
     t0=$(now_ns)
     n=$(kcat -C -b "$BOOTSTRAP" -t "$TOPIC" -o beginning -e -q -f '%o\n' 2>"$WORK/kcat.log" | wc -l)
     t1=$(now_ns)
     [ "$n" -eq "$EVENTS" ] || die "kcat read $n of $EVENTS events (see $WORK/kcat.log)"
     rate=$((n * 1000000000 / (t1 - t0)))
-    log "kcat run $run: $n events in $(((t1 - t0) / 1000000)) ms = $rate events/s"
-    [ "$rate" -gt "$KCAT_RATE" ] && KCAT_RATE=$rate
-done
+    log "kcat run $1: $n events in $(((t1 - t0) / 1000000)) ms = $rate events/s"
+    if [ "$rate" -gt "$KCAT_RATE" ]; then KCAT_RATE=$rate; fi
+    KCAT_ALL="$KCAT_ALL $rate"
+}
 
-JD_RATE=NA NAIVE_RATE=NA REDIS_BPC=NA P99=NA
-if [ "$HAVE_JOURNEYD" -eq 1 ]; then
-    # (b) journeyd as designed. With two or more engines the mock broker's
-    # group can lose a race at its first sync (docs/performance.md, "The
-    # mock broker's sync race"): the member whose SyncGroup arrives after
-    # the leader's is told to rejoin, and the group then waits a session
-    # timeout (~10 s) with its partitions unowned, while the others' commits
-    # fail with "rebalance in progress". A drain whose partitions were first
-    # assigned more than 2 s apart saw it: it is logged and made again (at
-    # most twice more) on a fresh Redis and group, since it measures the
-    # mock broker, not journeyd.
+# (b) journeyd as designed, one drain on a fresh Redis and group, and (e) its
+# memory after it; JD_RATE keeps the best drain, REDIS_BPC and RSS_BPC the
+# largest figures. With two or more engines the mock broker's group can lose
+# a race at its first sync (docs/performance.md, "The mock broker's sync
+# race"): the member whose SyncGroup arrives after the leader's is told to
+# rejoin, and the group then waits a session timeout (~10 s) with its
+# partitions unowned, while the others' commits fail with "rebalance in
+# progress". A drain whose partitions were first assigned more than 2 s apart
+# saw it: it is logged and made again (at most twice more) on a fresh Redis
+# and group, since it measures the mock broker, not journeyd. A drain that
+# does not complete makes the figure NA.
+jd_run() { # RUN
+    local run=$1 try spread mem0 mem1 bpc
     for ((try = 1; try <= 3; try++)); do
         redis-cli -p "$REDIS_PORT" flushall sync >/dev/null
-        make_config "$WORK/config-fast" "journeyd-bench-$try" false
-        MEM0=$(redis_used)
-        run_journeyd fast "$WORK/config-fast" "journeyd-bench-$try" 0
+        make_config "$WORK/config-fast" "journeyd-bench-$run-$try" false
+        mem0=$(redis_used)
+        PERF_THIS=$([ "$run" -eq 1 ] && echo 1 || echo 0)
+        run_journeyd fast "$WORK/config-fast" "journeyd-bench-$run-$try" 0
+        cp "$WORK/journeyd-fast.log" "$WORK/journeyd-fast-run$run.log"
         spread=$(assign_spread_ms "$WORK/journeyd-fast.log")
         [ "$spread" -gt 2000 ] || break
-        cp "$WORK/journeyd-fast.log" "$WORK/journeyd-fast-try$try.log"
+        cp "$WORK/journeyd-fast.log" "$WORK/journeyd-fast-run$run-try$try.log"
         log "journeyd (fast): its partitions were assigned over $spread ms (the mock broker's" \
-            "sync race: $WORK/journeyd-fast-try$try.log)$( ((try < 3)) && echo '; made again')"
+            "sync race: $WORK/journeyd-fast-run$run-try$try.log)$( ((try < 3)) && echo '; made again')"
     done
-    JD_RATE=$RUN_RATE
-    MEM1=$(redis_used)
-    # (e) memory
-    REDIS_BPC=$(((MEM1 - MEM0) / TOUCHED))
-    log "redis used_memory $MEM0 -> $MEM1 bytes over $TOUCHED customers = $REDIS_BPC bytes/customer"
+    JD_ALL="$JD_ALL $RUN_RATE"
+    if [ "$RUN_RATE" = NA ]; then
+        JD_INCOMPLETE=1
+    elif [ "$JD_RATE" = NA ] || [ "$RUN_RATE" -gt "$JD_RATE" ]; then
+        JD_RATE=$RUN_RATE
+    fi
+    mem1=$(redis_used)
+    bpc=$(((mem1 - mem0) / TOUCHED))
+    log "redis used_memory $mem0 -> $mem1 bytes over $TOUCHED customers = $bpc bytes/customer"
+    if [ "$REDIS_BPC" = NA ] || [ "$bpc" -gt "$REDIS_BPC" ]; then REDIS_BPC=$bpc; fi
     if [ "${RUN_CACHED:-0}" -gt 0 ]; then
+        bpc=$(((RUN_RSS_KB - RUN_RSS0_KB) * 1024 / RUN_CACHED))
         log "journeyd RSS ${RUN_RSS0_KB} kB at start -> ${RUN_RSS_KB} kB with $RUN_CACHED cached customers" \
-            "= $(((RUN_RSS_KB - RUN_RSS0_KB) * 1024 / RUN_CACHED)) bytes/cached customer" \
-            "(of which the customers' pools: $((${RUN_CMEM:-0} / RUN_CACHED)))"
+            "= $bpc bytes/cached customer (of which the customers' pools: $((${RUN_CMEM:-0} / RUN_CACHED)))"
+        if [ "$RSS_BPC" = NA ] || [ "$bpc" -gt "$RSS_BPC" ]; then RSS_BPC=$bpc; fi
     else
         log "journeyd RSS ${RUN_RSS0_KB} kB at start -> ${RUN_RSS_KB} kB (journeyd_cached_customers not reported)"
     fi
+}
 
+# (a) and (b) take turns, kcat first, so that both sample the same minutes of
+# this shared machine (its speed moves by tens of % from minute to minute);
+# each figure is the best of its runs.
+KCAT_RATE=0 KCAT_ALL='' JD_ALL='' JD_INCOMPLETE=0 RSS_BPC=NA
+JD_RATE=NA NAIVE_RATE=NA REDIS_BPC=NA P99=NA
+if [ "$HAVE_JOURNEYD" -ne 1 ]; then JD_RUNS=0; fi
+for ((run = 1; run <= KCAT_RUNS || run <= JD_RUNS; run++)); do
+    if [ "$run" -le "$KCAT_RUNS" ]; then kcat_run "$run"; fi
+    if [ "$run" -le "$JD_RUNS" ]; then jd_run "$run"; fi
+done
+if [ "$JD_INCOMPLETE" -ne 0 ]; then JD_RATE=NA; fi
+log "drains, events/s: kcat$KCAT_ALL; journeyd$JD_ALL (best of each: $KCAT_RATE, $JD_RATE);" \
+    "largest memory figures: Redis $REDIS_BPC, journeyd RSS $RSS_BPC bytes per customer"
+
+if [ "$HAVE_JOURNEYD" -eq 1 ]; then
     # (d) latency, open loop, on topics nothing else wrote to: the mock broker
     # looks a fetch offset up by walking the partition's message sets from the
     # start, so a long log of small sets slows every fetch. Every customer

@@ -22,8 +22,8 @@
 #include "journeyd/setup.h"
 #include "journeyd/util.h"
 
-static volatile sig_atomic_t g_stop;
-static volatile sig_atomic_t g_reload;
+static jd_flag g_stop;
+static jd_flag g_reload;
 
 static void on_stop(int sig)
 {

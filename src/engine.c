@@ -441,7 +441,7 @@ static void log_slow_turn(const int64_t *t, size_t nb)
         (t[8] - t[7]) / 1e6);
 }
 
-int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig_atomic_t *reload)
+int jd_engine_run(struct jd_engine *e, jd_flag *stop, jd_flag *reload)
 {
     e->stop = stop;
     e->reload = reload;

@@ -134,7 +134,7 @@ void jd_engine_redis_succeeded(struct jd_engine *e)
 static void loaded(struct jd_engine *e);
 
 /* Loads e->load[0..nload) until it works or we are told to stop. */
-int jd_engine_load(struct jd_engine *e, volatile sig_atomic_t *stop)
+int jd_engine_load(struct jd_engine *e, jd_flag *stop)
 {
     char errstr[512];
     while (e->nload > 0) {
@@ -173,7 +173,7 @@ static void loaded(struct jd_engine *e)
 
 /* insights: the stats offsets of the partitions in this batch (a round trip
  * only for a partition newly owned) until it works or we are told to stop. */
-static int load_stats_offsets(struct jd_engine *e, volatile sig_atomic_t *stop)
+static int load_stats_offsets(struct jd_engine *e, jd_flag *stop)
 {
     char errstr[512];
     for (size_t i = 0; i < e->nmsgs; i++) {
@@ -193,7 +193,7 @@ static int load_stats_offsets(struct jd_engine *e, volatile sig_atomic_t *stop)
 
 /* Runs a stats write (the whole flush, or its build) until it works or we
  * are told to stop. */
-static int stats_retry(struct jd_engine *e, volatile sig_atomic_t *stop,
+static int stats_retry(struct jd_engine *e, jd_flag *stop,
                        int (*write)(struct jd_insights *, char *, size_t))
 {
     char errstr[512];
@@ -205,7 +205,7 @@ static int stats_retry(struct jd_engine *e, volatile sig_atomic_t *stop,
     return 0;
 }
 
-int jd_engine_stats_build(struct jd_engine *e, volatile sig_atomic_t *stop)
+int jd_engine_stats_build(struct jd_engine *e, jd_flag *stop)
 {
     return stats_retry(e, stop, jd_insights_flush_build);
 }
@@ -218,7 +218,7 @@ void jd_engine_stats_quiet(struct jd_engine *e)
         (void)jd_engine_wb_wait(e);
 }
 
-int jd_engine_flush_stats(struct jd_engine *e, volatile sig_atomic_t *stop)
+int jd_engine_flush_stats(struct jd_engine *e, jd_flag *stop)
 {
     jd_engine_stats_quiet(e);
     return stats_retry(e, stop, jd_insights_flush);
@@ -228,8 +228,7 @@ int jd_engine_flush_stats(struct jd_engine *e, volatile sig_atomic_t *stop)
  * at most FLUSH_CHUNK customers per round trip: that bounds the request
  * buffer and the stall of a large write-back. */
 #define FLUSH_CHUNK 4096
-int jd_engine_flush_list(struct jd_engine *e, struct jd_customer **cs, size_t n,
-                         volatile sig_atomic_t *stop)
+int jd_engine_flush_list(struct jd_engine *e, struct jd_customer **cs, size_t n, jd_flag *stop)
 {
     char errstr[512];
     for (size_t off = 0; off < n;) {
@@ -405,7 +404,7 @@ static void apply_event(struct jd_engine *e, struct jd_part *p, struct jd_custom
     jd_insights_end(e->insights, c);
 }
 
-static int naive_roundtrip(struct jd_engine *e, struct jd_customer *c, volatile sig_atomic_t *stop)
+static int naive_roundtrip(struct jd_engine *e, struct jd_customer *c, jd_flag *stop)
 {
     /* processing.naive: the baseline the benchmark compares against — one
      * synchronous Redis write per event */
@@ -494,7 +493,7 @@ void jd_engine_batch_prepare(struct jd_engine *e)
 
 void jd_engine_process_batch(struct jd_engine *e)
 {
-    volatile sig_atomic_t *stop = e->stop;
+    jd_flag *stop = e->stop;
     /* a batch taken ahead: its customers are looked up, and loading them
      * may be on its way (engine_load.c) */
     int prepared = e->prepared;

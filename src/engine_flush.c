@@ -58,7 +58,7 @@ void jd_engine_produce_customer(struct jd_engine *e, struct jd_customer *c)
     jd_engine_produce_pending(e, c, p && p->assigned ? jd_engine_ckpt_open(p) : NULL);
 }
 
-int jd_engine_flush_urgent(struct jd_engine *e, volatile sig_atomic_t *stop)
+int jd_engine_flush_urgent(struct jd_engine *e, jd_flag *stop)
 {
     if (e->nurgent == 0)
         return 0;
@@ -84,7 +84,7 @@ int jd_engine_flush_urgent(struct jd_engine *e, volatile sig_atomic_t *stop)
     return 0;
 }
 
-int jd_engine_persist(struct jd_engine *e, volatile sig_atomic_t *stop)
+int jd_engine_persist(struct jd_engine *e, jd_flag *stop)
 {
     (void)jd_engine_wb_wait(e); /* what failed is back on the list */
     jd_engine_apply_acks(e);
@@ -141,7 +141,7 @@ failed:
  * (docs/performance.md, ninth pass: p99 at 10,000 events/s 8.4 -> 6.5 ms). */
 #define SLICE_LIGHT 64
 
-static int persist_async(struct jd_engine *e, int due, int whole, volatile sig_atomic_t *stop)
+static int persist_async(struct jd_engine *e, int due, int whole, jd_flag *stop)
 {
     /* Under load (the next batch taken ahead already) a write goes every
      * WB_SKIP_MAX + 1 turns: the turns in between neither wait for
@@ -179,9 +179,9 @@ static int persist_async(struct jd_engine *e, int due, int whole, volatile sig_a
         return 0;
     }
     if (e->nurgent > 0 && e->last_batch < SLICE_MIN) {
-        /* light load: the triggers first, at once */
-        jd_engine_wb_submit(e, 0, 0);
-        if (jd_engine_wb_wait(e) != 0)
+        /* light load: the triggers first, at once, written from this
+         * thread (the write-back thread is idle) */
+        if (jd_engine_wb_write_now(e) != 0)
             return jd_engine_persist(e, stop);
     }
     size_t k = 0;
@@ -210,7 +210,7 @@ static int persist_async(struct jd_engine *e, int due, int whole, volatile sig_a
     return 0;
 }
 
-int jd_engine_persist_due(struct jd_engine *e, int idle, volatile sig_atomic_t *stop)
+int jd_engine_persist_due(struct jd_engine *e, int idle, jd_flag *stop)
 {
     int64_t interval = e->cfg->naive ? 0 : e->cfg->flush_interval_ms;
     int64_t now = jd_monotonic_ns();

@@ -165,8 +165,8 @@ struct jd_engine {
     int64_t wm_read_logged;   /* monotonic: a foreign clock key last logged */
     int64_t wm_write_logged;
     size_t wmcap;
-    volatile sig_atomic_t *stop;
-    volatile sig_atomic_t *reload;
+    jd_flag *stop;
+    jd_flag *reload;
 };
 
 /* engine_mem.c: from the main loop after each batch; `idle`: the engine is
@@ -178,8 +178,7 @@ void jd_engine_trim(struct jd_engine *e, int idle);
 void jd_engine_process_batch(struct jd_engine *e);
 /* Writes cs[0..n) (the stats first), retrying while Redis fails. 0, or -1
  * when stopping or fenced left them unwritten. */
-int jd_engine_flush_list(struct jd_engine *e, struct jd_customer **cs, size_t n,
-                         volatile sig_atomic_t *stop);
+int jd_engine_flush_list(struct jd_engine *e, struct jd_customer **cs, size_t n, jd_flag *stop);
 /* The assignment was lost: nothing held in memory may be written. */
 int jd_engine_fenced(struct jd_engine *e);
 /* Forgets the write-back lists unwritten (fenced). */
@@ -189,22 +188,22 @@ void jd_engine_drop_dirty(struct jd_engine *e);
 void jd_engine_push_urgent(struct jd_engine *e, struct jd_customer *c);
 /* Writes the urgent customers and produces their outbox entries. 0, or -1
  * when stopping left them unwritten. */
-int jd_engine_flush_urgent(struct jd_engine *e, volatile sig_atomic_t *stop);
+int jd_engine_flush_urgent(struct jd_engine *e, jd_flag *stop);
 /* Writes back every queued customer (retrying while Redis fails, unless
  * stopping), produces their outbox entries and seals the closed
  * checkpoints. 0, or -1 when stopping left them unwritten. */
-int jd_engine_persist(struct jd_engine *e, volatile sig_atomic_t *stop);
+int jd_engine_persist(struct jd_engine *e, jd_flag *stop);
 /* jd_engine_persist when processing.flush_interval has passed since the
  * last, or when idle (engine.c, idle_in); then commits the stored
  * offsets (asynchronously, at most every 100 ms). */
-int jd_engine_persist_due(struct jd_engine *e, int idle, volatile sig_atomic_t *stop);
+int jd_engine_persist_due(struct jd_engine *e, int idle, jd_flag *stop);
 /* Produces c's outbox entries not yet produced. */
 void jd_engine_produce_customer(struct jd_engine *e, struct jd_customer *c);
 
 /* Shared with engine_timers.c: */
 /* Loads e->load[0..nload) (retrying while Redis fails, unless stopping);
  * customers with an outbox are pushed dirty so that it is produced. */
-int jd_engine_load(struct jd_engine *e, volatile sig_atomic_t *stop);
+int jd_engine_load(struct jd_engine *e, jd_flag *stop);
 /* Turns one fired rule into an outbox entry if the policy lets it out; ev
  * NULL for a timer (fired_at and the trigger id then come from now);
  * replayable: fired while an input event is applied (by it, or by a timer
@@ -218,11 +217,11 @@ void jd_engine_redis_succeeded(struct jd_engine *e);
 
 /* Writes the insights stats of what was applied so far (before any
  * customer of it), retrying while Redis fails. 0, or -1 when stopping. */
-int jd_engine_flush_stats(struct jd_engine *e, volatile sig_atomic_t *stop);
+int jd_engine_flush_stats(struct jd_engine *e, jd_flag *stop);
 /* The same, built for the write that leaves next (engine_wb.c sends it
  * ahead of the customers); an earlier flush that failed is written again
  * first, at once, retrying while Redis fails. 0, or -1 when stopping. */
-int jd_engine_stats_build(struct jd_engine *e, volatile sig_atomic_t *stop);
+int jd_engine_stats_build(struct jd_engine *e, jd_flag *stop);
 /* Waits for the write on its way if it carries the stats (before any other
  * use of the insights connection). */
 void jd_engine_stats_quiet(struct jd_engine *e);
@@ -236,6 +235,12 @@ void jd_engine_wb_destroy(struct jd_engine *e);
  * thread (e->wb set, none on its way; the stats written before); seal: the
  * last slice of a round (engine_wb.c). */
 int jd_engine_wb_submit(struct jd_engine *e, size_t k, int seal);
+/* Writes the urgent customers (and the stats) on the write-back's
+ * connection from the caller's thread, none on its way, and records the
+ * write as jd_engine_wb_wait does: under light load a trigger then waits
+ * for Redis alone, not for two thread hand-overs as well. 0; -1 when it
+ * failed (its customers are back on the write-back list). */
+int jd_engine_wb_write_now(struct jd_engine *e);
 /* A write is on its way (handed over, not yet waited for). */
 int jd_engine_wb_busy(const struct jd_engine *e);
 /* Holds the oldest checkpoint of c's partition for c's triggers (no later

@@ -110,8 +110,8 @@ struct slot {
     int index;
     pthread_t thread;
     int started;
-    volatile sig_atomic_t stop;
-    volatile sig_atomic_t reload;
+    jd_flag stop;
+    jd_flag reload;
     _Atomic int done;
     int rc;
 };
@@ -210,12 +210,15 @@ static void snapshot_config(struct peers *p, const char *path)
 }
 
 int jd_engines_run(const struct jd_config *cfg, struct jd_ruleset *rs0, struct jd_metrics *metrics,
-                   volatile sig_atomic_t *stop, volatile sig_atomic_t *reload)
+                   jd_flag *stop, jd_flag *reload)
 {
     int n = cfg->engines;
     struct slot *slots = jd_xcalloc((size_t)n, sizeof *slots);
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
         atomic_init(&slots[i].done, 0);
+        atomic_init(&slots[i].stop, 0);
+        atomic_init(&slots[i].reload, 0);
+    }
     if (create(slots, n, cfg, rs0, metrics) != 0) {
         free(slots);
         return -2;

@@ -18,6 +18,14 @@
 
 struct jd_engine;
 
+/* A stop or reload flag: set by a signal handler or by another thread (the
+ * engines' supervisor, engines.c), read and cleared on the engine's thread.
+ * A lock-free atomic int: the one type C11 lets both a signal handler and
+ * another thread touch (volatile sig_atomic_t is only for the former). */
+typedef atomic_int jd_flag;
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2,
+               "jd_flag must be lock-free to be set in a signal handler");
+
 /* Takes ownership of rs. metrics may be NULL. NULL with errstr on failure
  * (Redis or Kafka handles could not be created). */
 struct jd_engine *jd_engine_new(const struct jd_config *cfg, struct jd_ruleset *rs,
@@ -36,7 +44,7 @@ void jd_engine_destroy(struct jd_engine *e);
  * reload from the config file (it is cleared when handled). Returns 0 after
  * a clean shutdown (batch finished, state persisted, triggers delivered,
  * offsets committed, group left), -1 on a fatal runtime failure. */
-int jd_engine_run(struct jd_engine *e, volatile sig_atomic_t *stop, volatile sig_atomic_t *reload);
+int jd_engine_run(struct jd_engine *e, jd_flag *stop, jd_flag *reload);
 
 /* processing.engines > 1 (src/engines.c): what an engine shares with the
  * others of its process. */

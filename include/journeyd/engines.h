@@ -8,6 +8,7 @@
 #include <signal.h>
 
 #include "journeyd/config.h"
+#include "journeyd/engine.h"
 #include "journeyd/metrics.h"
 #include "journeyd/rules.h"
 
@@ -17,6 +18,6 @@
  * Returns 0 after a clean shutdown of all, -1 when one failed at runtime
  * (the others were stopped cleanly), -2 when they could not be created. */
 int jd_engines_run(const struct jd_config *cfg, struct jd_ruleset *rs0, struct jd_metrics *metrics,
-                   volatile sig_atomic_t *stop, volatile sig_atomic_t *reload);
+                   jd_flag *stop, jd_flag *reload);
 
 #endif
