@@ -35,7 +35,7 @@ import sys
 import time
 import urllib.request
 
-from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import OFFSET_END, TIMESTAMP_NOT_AVAILABLE, Consumer, TopicPartition
 
 
 def partitions(consumer, topic):
@@ -163,7 +163,8 @@ def latency(args):
         if m.error():
             continue
         last = time.monotonic()
-        got.append((now_ms, m.value(), m.timestamp()[1]))
+        kind, stamp = m.timestamp()
+        got.append((now_ms, m.value(), stamp if kind != TIMESTAMP_NOT_AVAILABLE else None))
     lat, names, stamps, sent, deferred = [], [], [], [], 0
     for now_ms, value, stamp in got:
         t = reader.read(avro.io.BinaryDecoder(io.BytesIO(value)))
@@ -177,12 +178,12 @@ def latency(args):
         lat.append(now_ms - t["fired_at"])
         names.append(t["trigger"])
         # the trigger's Kafka timestamp: journeyd's produce call (CreateTime)
-        stamps.append(stamp - t["fired_at"])
+        stamps.append("NA" if stamp is None else "%d" % (stamp - t["fired_at"]))
         sent.append(t["fired_at"])
     c.close()
     if args.dump:
         with open(args.dump, "w") as f:
-            f.write("".join("%.2f %s %d %d\n" % row for row in zip(lat, names, stamps, sent)))
+            f.write("".join("%.2f %s %s %d\n" % row for row in zip(lat, names, stamps, sent)))
     lat.sort()
     r = lambda v: None if v is None else round(v, 2)
     print(json.dumps({"triggers": len(lat), "deferred": deferred, "p50_ms": r(percentile(lat, 0.50)),

@@ -276,7 +276,7 @@ kcat_run() { # RUN
 # and group, since it measures the mock broker, not journeyd. A drain that
 # does not complete makes the figure NA.
 jd_run() { # RUN
-    local run=$1 try spread mem0 mem1 bpc
+    local run=$1 try spread mem0 mem1 bpc PERF_THIS
     for ((try = 1; try <= 3; try++)); do
         redis-cli -p "$REDIS_PORT" flushall sync >/dev/null
         make_config "$WORK/config-fast" "journeyd-bench-$run-$try" false

@@ -457,10 +457,8 @@ int jd_engine_run(struct jd_engine *e, jd_flag *stop, jd_flag *reload)
         tt[0] = jd_monotonic_ns();
         /* (not while a batch taken ahead is being loaded: its customers are
          * the loader's until the batch waits for them) */
-        if (reload && *reload && !e->prepared) {
-            *reload = 0;
+        if (reload && !e->prepared && atomic_exchange(reload, 0))
             reload_rules(e);
-        }
         if (!e->prepared && collect(e, 0) != 0) {
             rc = -1;
             break;

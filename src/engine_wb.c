@@ -57,6 +57,7 @@
  * On a Redis Cluster and in processing.naive mode the write-back stays
  * synchronous.
  */
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -279,6 +280,7 @@ static void take(struct jd_wb *wb, struct jd_customer *c)
 static void build(struct jd_engine *e, size_t k, int seal)
 {
     struct jd_wb *wb = e->wb;
+    assert(!jd_worker_busy(wb->worker)); /* (none on its way) */
     /* the urgent customers, then the first k queued ones (those urgent
      * too are in already: one write each); a change from now on queues a
      * customer again (at the tail) */

@@ -265,8 +265,7 @@ int jd_engines_run(const struct jd_config *cfg, struct jd_ruleset *rs0, struct j
             for (int i = 0; i < n; i++)
                 slots[i].stop = 1;
         }
-        if (*reload) {
-            *reload = 0;
+        if (atomic_exchange(reload, 0)) {
             snapshot_config(&pe, cfg->path);
             for (int i = 0; i < n; i++)
                 slots[i].reload = 1;

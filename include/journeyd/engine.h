@@ -9,7 +9,6 @@
 #ifndef JOURNEYD_ENGINE_H
 #define JOURNEYD_ENGINE_H
 
-#include <signal.h>
 #include <stdatomic.h>
 
 #include "journeyd/config.h"

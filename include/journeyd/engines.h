@@ -5,8 +5,6 @@
 #ifndef JOURNEYD_ENGINES_H
 #define JOURNEYD_ENGINES_H
 
-#include <signal.h>
-
 #include "journeyd/config.h"
 #include "journeyd/engine.h"
 #include "journeyd/metrics.h"
