@@ -159,11 +159,11 @@ EOF
         die "the benchmark config $1/journeyd.conf does not check (see $1/check.log)"
 }
 
-# run_journeyd NAME CONFIG_DIR GROUP EVENTS: runs journeyd until GROUP has
+# run_journeyd NAME CONFIG_DIR GROUP EVENTS [PERF]: runs journeyd until GROUP has
 # committed EVENTS events (0: all); sets RUN_RATE, RUN_RSS_KB, RUN_RSS0_KB, RUN_CACHED,
-# RUN_CMEM (journeyd_customer_memory_bytes).
+# RUN_CMEM (journeyd_customer_memory_bytes); PERF 1: `perf record` of it into PERF_OUT.
 run_journeyd() {
-    local name=$1 dir=$2 group=$3 events=$4 mport result
+    local name=$1 dir=$2 group=$3 events=$4 perf=${5:-0} mport result
     mport=$(free_port)
     "$BUILD/journeyd" -c "$dir/journeyd.conf" -b "$BOOTSTRAP" -r "127.0.0.1:$REDIS_PORT" \
         --metrics-port "$mport" >"$WORK/journeyd-$name.log" 2>&1 &
@@ -173,7 +173,7 @@ run_journeyd() {
     local c0_jd c0_redis c0_broker
     c0_jd=$(cpu_ticks "$PID_JD") c0_redis=$(cpu_ticks "$PID_REDIS") c0_broker=$(cpu_ticks "$PID_BROKER")
     local pid_perf=''
-    if [ -n "${PERF_OUT:-}" ] && [ "$name" = fast ] && [ "${PERF_THIS:-0}" -eq 1 ]; then
+    if [ -n "${PERF_OUT:-}" ] && [ "$perf" -eq 1 ]; then
         perf record -e cpu-clock -g -p "$PID_JD" -o "$PERF_OUT" >"$WORK/perf.log" 2>&1 &
         pid_perf=$!
     fi
@@ -276,13 +276,13 @@ kcat_run() { # RUN
 # and group, since it measures the mock broker, not journeyd. A drain that
 # does not complete makes the figure NA.
 jd_run() { # RUN
-    local run=$1 try spread mem0 mem1 bpc PERF_THIS
+    local run=$1 try spread mem0 mem1 bpc perf=0
+    if [ "$run" -eq 1 ]; then perf=1; fi # (PERF_OUT: the first drain)
     for ((try = 1; try <= 3; try++)); do
         redis-cli -p "$REDIS_PORT" flushall sync >/dev/null
         make_config "$WORK/config-fast" "journeyd-bench-$run-$try" false
         mem0=$(redis_used)
-        PERF_THIS=$([ "$run" -eq 1 ] && echo 1 || echo 0)
-        run_journeyd fast "$WORK/config-fast" "journeyd-bench-$run-$try" 0
+        run_journeyd fast "$WORK/config-fast" "journeyd-bench-$run-$try" 0 "$perf"
         cp "$WORK/journeyd-fast.log" "$WORK/journeyd-fast-run$run.log"
         spread=$(assign_spread_ms "$WORK/journeyd-fast.log")
         [ "$spread" -gt 2000 ] || break
