@@ -260,6 +260,11 @@ size_t jd_cache_evict(struct jd_cache *cache)
     return evicted;
 }
 
+void jd_cache_set_max(struct jd_cache *cache, size_t max_customers)
+{
+    cache->max = max_customers;
+}
+
 void jd_cache_touch(struct jd_cache *cache, struct jd_customer *c)
 {
     (void)cache;

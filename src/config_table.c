@@ -182,8 +182,10 @@ const struct jd_cfg_key jd_cfg_keys[] = {
      "seen since the last eviction pass first (second chance)."},
     {"processing.engines", JD_CFG_INT, "1", BOUNDS, 1, 64, NULL, C_OFF(engines), 0, C_SZ(engines),
      "Engines in the process, each on a thread of its own and a member of the consumer group "
-     "with its own consumer, producer, Redis connections and cache (cache_max_customers / N): "
-     "the group splits the partitions between them as between N instances, with the same "
+     "with its own consumer, producer, Redis connections and cache (a share of "
+     "cache_max_customers in proportion to the partitions it owns; cache_max_customers / N "
+     "while it owns none): the group splits the partitions between them as between N instances, "
+     "with the same "
      "guarantees. One per core the process may use (docs/performance.md, \"Scaling\"). "
      "/metrics shows them as one."},
     {"processing.naive", JD_CFG_BOOL, "false", 0, 0, 0, NULL, C_OFF(naive), 0, 0,

@@ -612,10 +612,8 @@ void jd_engine_process_batch(struct jd_engine *e)
         if (p && p->open)
             jd_engine_ckpt_close(p, e->msgs[i]->offset + 1);
     }
-    if (e->metrics) {
+    if (e->metrics)
         jd_metrics_observe(e->metrics, JD_H_BATCH_EVENTS, (double)e->nmsgs);
-        jd_metrics_gauge(e->metrics, JD_G_CACHED_CUSTOMERS, (int64_t)jd_cache_size(e->cache));
-    }
     int64_t ts0 = message_timestamp(e->msgs[0]);
     jd_debug(MOD, "batch of %zu events in %.3f ms, the first produced %" PRId64 " ms ago", e->nmsgs,
              (double)(jd_monotonic_ns() - t0) / 1e6, ts0 ? jd_now_ms() - ts0 : -1);
@@ -628,7 +626,14 @@ void jd_engine_process_batch(struct jd_engine *e)
     }
     jd_fetch_nudge_msg_size(e->nudge, bytes / e->nmsgs);
     e->nmsgs = 0;
-    jd_cache_evict(e->cache);
+    /* (the share follows rebalances: engine_mem.c) */
+    jd_cache_set_max(e->cache, jd_engine_cache_share(e));
+    size_t evicted = jd_cache_evict(e->cache);
+    if (e->metrics) {
+        if (evicted)
+            jd_metrics_add(e->metrics, JD_C_CACHE_EVICTIONS, evicted);
+        jd_metrics_gauge(e->metrics, JD_G_CACHED_CUSTOMERS, (int64_t)jd_cache_size(e->cache));
+    }
     return;
 
 abandon:

@@ -173,6 +173,10 @@ struct jd_engine {
  * idle (engine.c, idle_in). Returns the heap's free pages to the system once
  * the engine goes idle after work (at most every 2 s). */
 void jd_engine_trim(struct jd_engine *e, int idle);
+/* The customers this engine's cache keeps: processing.cache_max_customers
+ * in proportion to the partitions it owns among those its process's engines
+ * own (cache_max_customers / engines while it owns none; engine_mem.c). */
+size_t jd_engine_cache_share(const struct jd_engine *e);
 
 /* engine_batch.c */
 void jd_engine_process_batch(struct jd_engine *e);

@@ -19,6 +19,16 @@
  * processing.batch_max_events: 1.6 MB at 50,000, resident once a backlog
  * has filled them). The customers themselves are in the engine's pool (cmem.h),
  * apart from this transient memory. Owns nothing.
+ *
+ * Also here: how many customers the engine's cache keeps. With several
+ * engines in the process (processing.engines) each keeps
+ * cache_max_customers in proportion to the input partitions it owns among
+ * all that the process's engines own (an even split left an engine with
+ * fewer partitions room it could not use, while one with more evicted
+ * customers it would load again: 3 partitions over 2 engines, say). The
+ * share is read after each batch, before the cache is trimmed to it, so it
+ * follows rebalances; while one goes on the shares may add up to a little
+ * more than the maximum, for a batch or two.
  */
 #include <malloc.h>
 
@@ -40,6 +50,18 @@ static int peers_busy(struct jd_engine *e, int idle)
         atomic_fetch_sub(e->peers->busy, 1);
     e->busy = !idle;
     return atomic_load(e->peers->busy) > 0;
+}
+
+size_t jd_engine_cache_share(const struct jd_engine *e)
+{
+    size_t total = (size_t)e->cfg->cache_max_customers;
+    size_t share = total / (size_t)e->count;
+    if (e->peers && e->peers->assigned) {
+        int all = atomic_load(e->peers->assigned);
+        if (all > 0 && e->assigned_count > 0 && e->assigned_count <= all)
+            share = (size_t)((uint64_t)total * (uint64_t)e->assigned_count / (uint64_t)all);
+    }
+    return share ? share : 1;
 }
 
 void jd_engine_trim(struct jd_engine *e, int idle)

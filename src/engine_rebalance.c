@@ -22,6 +22,15 @@ int jd_engine_topic_index(const struct jd_engine *e, const char *topic)
     return -1;
 }
 
+/* The engine's count of owned partitions, and its process's (the cache's
+ * share: engine_mem.c, jd_engine_cache_share). */
+static void count_assigned(struct jd_engine *e, int delta)
+{
+    e->assigned_count += delta;
+    if (e->peers && e->peers->assigned)
+        atomic_fetch_add(e->peers->assigned, delta);
+}
+
 static void assigned(struct jd_engine *e, rd_kafka_topic_partition_list_t *parts)
 {
     for (int i = 0; i < parts->cnt; i++) {
@@ -29,7 +38,7 @@ static void assigned(struct jd_engine *e, rd_kafka_topic_partition_list_t *parts
         if (!p)
             continue;
         if (!p->assigned)
-            e->assigned_count++;
+            count_assigned(e, 1);
         p->assigned = 1;
         p->stored_offset = -1;
         p->watermark = 0;
@@ -126,7 +135,7 @@ static void released(struct jd_engine *e, rd_kafka_topic_partition_list_t *parts
         if (!p)
             continue;
         if (p->assigned)
-            e->assigned_count--;
+            count_assigned(e, -1);
         p->assigned = 0;
         jd_engine_holds_drop(e, p->source);
         jd_engine_part_free(p);

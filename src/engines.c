@@ -60,7 +60,8 @@ struct peers {
     int stopping;        /* an engine's shutdown has begun */
     struct timespec deadline;
     _Atomic int busy;
-    char *reload_text; /* the config file as read at the last SIGHUP; NULL: none */
+    _Atomic int assigned; /* partitions owned by all the engines (hooks.assigned) */
+    char *reload_text;    /* the config file as read at the last SIGHUP; NULL: none */
 };
 
 /* Under p->lock: the first engine to stop starts the gate's clock. */
@@ -228,8 +229,10 @@ int jd_engines_run(const struct jd_config *cfg, struct jd_ruleset *rs0, struct j
                                         .leave_gate = gate_wait,
                                         .reload_text = reload_text,
                                         .arg = &pe,
-                                        .busy = &pe.busy};
+                                        .busy = &pe.busy,
+                                        .assigned = &pe.assigned};
     atomic_init(&pe.busy, 0);
+    atomic_init(&pe.assigned, 0);
     pthread_mutex_init(&pe.lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);

@@ -97,6 +97,10 @@ static const struct metric_def counter_defs[JD_C_COUNT] = {
     [JD_C_DECODED_AHEAD] = {"journeyd_events_decoded_ahead_total",
                             "Events decoded by the decoder thread while the batch before "
                             "was written back."},
+    [JD_C_CACHE_EVICTIONS] = {"journeyd_cache_evictions_total",
+                              "Customers evicted from the cache to keep it within "
+                              "processing.cache_max_customers (loaded from Redis again "
+                              "when their next event comes)."},
 };
 
 static const struct metric_def gauge_defs[JD_G_COUNT] = {

@@ -66,6 +66,10 @@ struct jd_engine_peers {
      * locks every arena of the process, so an idle engine trims only while
      * this is 0 (engine_mem.c) */
     _Atomic int *busy;
+    /* input partitions the process's engines own together: each engine's
+     * cache keeps cache_max_customers in proportion to its own share of
+     * them (engine_mem.c, jd_engine_cache_share) */
+    _Atomic int *assigned;
 };
 /* Before jd_engine_run; p must outlive the engine. */
 void jd_engine_set_peers(struct jd_engine *e, const struct jd_engine_peers *p);

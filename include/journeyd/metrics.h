@@ -27,6 +27,7 @@ enum jd_counter {
     JD_C_FETCH_NUDGES,         /* journeyd_kafka_fetch_nudges_total (src/fetch_nudge.c) */
     JD_C_LOADS_AHEAD,          /* journeyd_loads_ahead_total (src/engine_load.c) */
     JD_C_DECODED_AHEAD,        /* journeyd_events_decoded_ahead_total (src/engine_decode.c) */
+    JD_C_CACHE_EVICTIONS,      /* journeyd_cache_evictions_total */
     JD_C_COUNT
 };
 

@@ -223,6 +223,8 @@ void jd_cache_drop_partition(struct jd_cache *cache, int32_t partition);
  * last passed it is spared once (unmarked), others go. Returns how many
  * were evicted. */
 size_t jd_cache_evict(struct jd_cache *cache);
+/* Sets the maximum the next jd_cache_evict keeps (0: unbounded). */
+void jd_cache_set_max(struct jd_cache *cache, size_t max_customers);
 /* Marks c as used: a byte in the customer, which is written anyway. */
 void jd_cache_touch(struct jd_cache *cache, struct jd_customer *c);
 

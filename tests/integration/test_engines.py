@@ -19,6 +19,7 @@ import time
 
 import jdtest
 import faultlib
+from jdtest import Raw
 from faultlib import fault_broker, jd_factory  # noqa: F401 (fixtures)
 
 SEED = int(os.environ.get("JD_FAULT_SEED", "6"))
@@ -148,6 +149,70 @@ def test_two_engines_exact(tmp_path, write_config, redis_server, jd_factory, fau
     assert chk.duplicate_deliveries == 0  # no crash, no duplicate
     assert faultlib.outbox_leftovers(client) == {}
 
+
+
+def test_cache_shared_by_partitions(tmp_path, write_config, redis_server):
+    """3 input partitions over 2 engines: one owns 2, the other 1, and each
+    engine's cache keeps cache_max_customers in proportion (2/3 and 1/3;
+    src/engine_mem.c), not half each. 600 customers, 200 per partition,
+    cache_max_customers = 630: the shares (420, 210) hold every customer, so
+    nothing is evicted; an even split (315 each) would have evicted ~85 of
+    the engine with 2 partitions while room sat unused in the other. The
+    state is exact either way."""
+    topics = dict(faultlib.FAULT_TOPICS, touchpoints=3)
+    broker = jdtest.DevBroker(str(tmp_path / "devbroker3"), topics=topics).start()
+    jd = None
+    try:
+        group = faultlib.new_group("share")
+        cap = 630
+        conf = engines_config(write_config, group,
+                              extra={"processing.cache_max_customers": Raw(str(cap))})
+        events = faultlib.workload(n_events=6_000, n_customers=600, seed=SEED + 7, days=5)
+        ids = sorted({ev["customer_id"] for ev in events})
+        part_of = {cid: i % 3 for i, cid in enumerate(ids)}
+        per_part = [sum(1 for cid in ids if part_of[cid] == p) for p in range(3)]
+        heavy = sum(per_part) - min(per_part)  # the most an engine with 2 partitions holds
+        assert heavy <= cap * 2 // 3 and max(per_part) <= cap // 3, per_part
+        assert heavy > cap // 2, "an even split must have had to evict"
+
+        jd = jdtest.Journeyd(str(tmp_path), conf, redis_addr=redis_server.address,
+                             bootstrap=broker.bootstrap).start()
+        owned = jdtest.wait_until(lambda: split_between(jd, 2, 3), 60, interval=0.1,
+                                  what="both engines owning partitions, all 3 owned once")
+        for p in range(3):
+            jdtest.produce(broker.bootstrap, "touchpoints",
+                           [(ev["customer_id"].encode(), faultlib.encode_touchpoint(ev))
+                            for ev in events if part_of[ev["customer_id"]] == p],
+                           partition=p)
+        jdtest.wait_caught_up(broker.bootstrap, group, "touchpoints", timeout=120)
+        jdtest.wait_until(lambda: faultlib.metric(jd, "journeyd_outbox_pending") == 0, 60,
+                          what="outbox drained")
+        # the cache is trimmed to its share after each batch, and the last
+        # batch's customers were not written yet then (a dirty customer is
+        # never evicted): one more event per partition, once every customer
+        # is written and its acknowledgements too, makes each engine trim
+        time.sleep(2)
+        extra = []
+        for p in range(3):
+            last = [ev for ev in events if part_of[ev["customer_id"]] == p][-1]
+            ev = dict(last, event_id=f"share-extra-{p}", occurred_at=last["occurred_at"] + 1000)
+            extra.append(ev)
+            jdtest.produce(broker.bootstrap, "touchpoints",
+                           [(ev["customer_id"].encode(), faultlib.encode_touchpoint(ev))],
+                           partition=p)
+        jdtest.wait_caught_up(broker.bootstrap, group, "touchpoints", timeout=60)
+        assert ownership(jd.log_text()) == owned, "a rebalance moved partitions meanwhile"
+        m = jd.metrics()
+        assert m.get("journeyd_cached_customers") == len(ids), (
+            m.get("journeyd_cached_customers"), owned, per_part)
+        assert jdtest.metric_sum(m, "journeyd_cache_evictions_total") == 0
+        assert jd.stop() == 0
+        bad = faultlib.check_state(redis_server.client(), faultlib.Reference(events + extra))
+        assert bad == [], bad[:10]
+    finally:
+        if jd is not None:
+            jd.cleanup()
+        broker.stop()
 
 def committed_total(bootstrap, group):
     return sum(max(0, o) for o in jdtest.committed_offsets(bootstrap, group,
