@@ -221,10 +221,10 @@ static void reload_rules(struct jd_engine *e)
 /* The engine is idle once nothing was consumed for IDLE_MS since it last
  * finished a batch, or sooner when a backlog (a full batch since it was last
  * idle) has been consumed to the end of every owned partition and nothing
- * came for SETTLE_MS. What is left to write goes then: on the quiet path in
- * one synchronous write, at the end of a backlog in one write on the
- * write-back thread (engine_flush.c); and the offsets of the last events
- * move. (Before, idle needed one whole poll of IDLE_MS without a message,
+ * came for SETTLE_MS. What is left to write goes then, on the write-back
+ * thread: on the quiet path in slices, one per turn, at the end of a
+ * backlog in one write (engine_flush.c); and the offsets of the last
+ * events move. (Before, idle needed one whole poll of IDLE_MS without a message,
  * and came only after the last write-back round had gone out in slices.)
  * Steady traffic, which never fills a batch, keeps its write-backs in
  * slices; SETTLE_MS keeps traffic near capacity, which catches up with the

@@ -141,7 +141,7 @@ failed:
  * (docs/performance.md, ninth pass: p99 at 10,000 events/s 8.4 -> 6.5 ms). */
 #define SLICE_LIGHT 64
 
-static int persist_async(struct jd_engine *e, int due, int whole, jd_flag *stop)
+static int persist_async(struct jd_engine *e, int due, int whole, int idle, jd_flag *stop)
 {
     /* Under load (the next batch taken ahead already) a write goes every
      * WB_SKIP_MAX + 1 turns: the turns in between neither wait for
@@ -197,8 +197,8 @@ static int persist_async(struct jd_engine *e, int due, int whole, jd_flag *stop)
         }
         /* whole: the end of a backlog, the round in one write */
         size_t least = SLICE_LIGHT;
-        if (jd_monotonic_ns() - e->last_persist_ns >= e->cfg->flush_interval_ms * 500000)
-            least = SLICE_MIN; /* (a round running late, or flush_interval 0) */
+        if (idle || jd_monotonic_ns() - e->last_persist_ns >= e->cfg->flush_interval_ms * 500000)
+            least = SLICE_MIN; /* (idle, a round running late, or flush_interval 0) */
         k = whole ? e->wb_round : (e->last_batch > least ? e->last_batch : least) + behind;
         if (k > e->wb_round)
             k = e->wb_round;
@@ -223,11 +223,16 @@ int jd_engine_persist_due(struct jd_engine *e, int idle, jd_flag *stop)
     if (e->wb && backlog_end) {
         /* a backlog consumed to its end: every changed customer in one
          * write on the write-back thread, not a synchronous one, so that
-         * traffic resuming at once waits only for the encoding */
-        if (persist_async(e, 1, 1, stop) != 0)
+         * traffic resuming at once waits only for the encoding (a new
+         * trigger, also for that write: one write of a customer at a time) */
+        if (persist_async(e, 1, 1, 0, stop) != 0)
             return -1;
-    } else if (e->wb && !idle) {
-        if (persist_async(e, due, 0, stop) != 0)
+    } else if (e->wb) {
+        /* idle too: what is left goes in slices (SLICE_MIN, one per turn
+         * while nothing comes), so that an event arriving meanwhile waits
+         * for one slice, not for a write of everything (13-25 ms at the
+         * end of the benchmark's latency run; fifteenth pass) */
+        if (persist_async(e, due, 0, idle, stop) != 0)
             return -1;
     } else if (due || e->nurgent > 0) {
         if (jd_engine_persist(e, stop) != 0)
