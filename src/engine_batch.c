@@ -609,8 +609,10 @@ void jd_engine_process_batch(struct jd_engine *e)
          * the partition in the batch (the first met from the end) closes
          * its checkpoint */
         struct jd_part *p = e->mpart[i];
-        if (p && p->open)
+        if (p && p->open) {
             jd_engine_ckpt_close(p, e->msgs[i]->offset + 1);
+            e->closed_unmarked = 1; /* (sealed by a later write: engine_flush.c) */
+        }
     }
     if (e->metrics)
         jd_metrics_observe(e->metrics, JD_H_BATCH_EVENTS, (double)e->nmsgs);
@@ -626,14 +628,7 @@ void jd_engine_process_batch(struct jd_engine *e)
     }
     jd_fetch_nudge_msg_size(e->nudge, bytes / e->nmsgs);
     e->nmsgs = 0;
-    /* (the share follows rebalances: engine_mem.c) */
-    jd_cache_set_max(e->cache, jd_engine_cache_share(e));
-    size_t evicted = jd_cache_evict(e->cache);
-    if (e->metrics) {
-        if (evicted)
-            jd_metrics_add(e->metrics, JD_C_CACHE_EVICTIONS, evicted);
-        jd_metrics_gauge(e->metrics, JD_G_CACHED_CUSTOMERS, (int64_t)jd_cache_size(e->cache));
-    }
+    jd_engine_cache_fit(e);
     return;
 
 abandon:

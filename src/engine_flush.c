@@ -197,9 +197,10 @@ static int persist_async(struct jd_engine *e, int due, int whole, int idle, jd_f
         }
         /* whole: the end of a backlog, the round in one write */
         size_t least = SLICE_LIGHT;
-        if (idle || jd_monotonic_ns() - e->last_persist_ns >= e->cfg->flush_interval_ms * 500000)
-            least = SLICE_MIN; /* (idle, a round running late, or flush_interval 0) */
-        k = whole ? e->wb_round : (e->last_batch > least ? e->last_batch : least) + behind;
+        if (jd_monotonic_ns() - e->last_persist_ns >= e->cfg->flush_interval_ms * 500000)
+            least = SLICE_MIN; /* (a round running late, or flush_interval 0) */
+        size_t per = idle ? SLICE_MIN : (e->last_batch > least ? e->last_batch : least);
+        k = whole ? e->wb_round : per + behind;
         if (k > e->wb_round)
             k = e->wb_round;
         e->wb_round -= k;
@@ -215,9 +216,11 @@ int jd_engine_persist_due(struct jd_engine *e, int idle, jd_flag *stop)
     int64_t interval = e->cfg->naive ? 0 : e->cfg->flush_interval_ms;
     int64_t now = jd_monotonic_ns();
     /* idle (engine.c, idle_in): nothing is gained by waiting, and the
-     * offsets of the last events move at once */
+     * offsets of the last events move at once (closed_unmarked: a batch
+     * closed after the round on its way began, its customers all in that
+     * round, is sealed only by a later write) */
     int due = now - e->last_persist_ns >= interval * 1000000 || e->wb_round > 0 ||
-              (idle && (e->ndirty > 0 || e->nacks > 0));
+              (idle && (e->ndirty > 0 || e->nacks > 0 || e->closed_unmarked));
     int backlog_end = e->backlog_end;
     e->backlog_end = 0;
     if (e->wb && backlog_end) {
@@ -228,10 +231,11 @@ int jd_engine_persist_due(struct jd_engine *e, int idle, jd_flag *stop)
         if (persist_async(e, 1, 1, 0, stop) != 0)
             return -1;
     } else if (e->wb) {
-        /* idle too: what is left goes in slices (SLICE_MIN, one per turn
-         * while nothing comes), so that an event arriving meanwhile waits
-         * for one slice, not for a write of everything (13-25 ms at the
-         * end of the benchmark's latency run; fifteenth pass) */
+        /* idle too: what is left goes in slices of SLICE_MIN, one per turn
+         * (a turn every ~1 ms while nothing comes and a slice is on its
+         * way), so that an event arriving meanwhile waits for one slice,
+         * not for a write of everything (18-21 ms at the end of the
+         * benchmark's latency run; fifteenth pass) */
         if (persist_async(e, due, 0, idle, stop) != 0)
             return -1;
     } else if (due || e->nurgent > 0) {

@@ -127,6 +127,7 @@ struct jd_engine {
     int idle;              /* collect found nothing, and the input is quiet (engine.c) */
     int backlog;           /* a full batch was taken since the last idle turn */
     int backlog_end;       /* this idle turn ends a backlog: one asynchronous write */
+    int closed_unmarked;   /* a checkpoint closed since jd_engine_ckpt_mark_closed */
     uint64_t ack_inflight; /* e->inflight at the last poll for acknowledgements */
     int ack_poll_ms;       /* that poll's timeout (engine.c, ack_poll) */
 
@@ -177,6 +178,9 @@ void jd_engine_trim(struct jd_engine *e, int idle);
  * in proportion to the partitions it owns among those its process's engines
  * own (cache_max_customers / engines while it owns none; engine_mem.c). */
 size_t jd_engine_cache_share(const struct jd_engine *e);
+/* Evicts down to that share (after a batch, on idle turns: nothing taken
+ * ahead); sets journeyd_cached_customers. */
+void jd_engine_cache_fit(struct jd_engine *e);
 
 /* engine_batch.c */
 void jd_engine_process_batch(struct jd_engine *e);

@@ -26,9 +26,10 @@
  * all that the process's engines own (an even split left an engine with
  * fewer partitions room it could not use, while one with more evicted
  * customers it would load again: 3 partitions over 2 engines, say). The
- * share is read after each batch, before the cache is trimmed to it, so it
- * follows rebalances; while one goes on the shares may add up to a little
- * more than the maximum, for a batch or two.
+ * share is read after each batch and on each idle turn, and the cache
+ * trimmed to it (jd_engine_cache_fit), so it follows rebalances, also
+ * those of the other engines; while one goes on the shares may add up to
+ * a little more than the maximum, for a batch or two.
  */
 #include <malloc.h>
 
@@ -64,8 +65,24 @@ size_t jd_engine_cache_share(const struct jd_engine *e)
     return share ? share : 1;
 }
 
+void jd_engine_cache_fit(struct jd_engine *e)
+{
+    jd_cache_set_max(e->cache, jd_engine_cache_share(e));
+    size_t evicted = jd_cache_evict(e->cache); /* (at once when within it) */
+    if (e->metrics) {
+        if (evicted)
+            jd_metrics_add(e->metrics, JD_C_CACHE_EVICTIONS, evicted);
+        jd_metrics_gauge(e->metrics, JD_G_CACHED_CUSTOMERS, (int64_t)jd_cache_size(e->cache));
+    }
+}
+
 void jd_engine_trim(struct jd_engine *e, int idle)
 {
+    /* an idle engine keeps to its share too, which a peer's rebalance may
+     * have made smaller (not while a batch taken ahead is being loaded:
+     * its customers are the loader's) */
+    if (idle && !e->prepared && e->nmsgs == 0)
+        jd_engine_cache_fit(e);
     int others = peers_busy(e, idle);
     if (!idle) {
         e->trim_work += e->last_batch ? e->last_batch : 1;

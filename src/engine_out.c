@@ -80,6 +80,7 @@ void jd_engine_ckpt_seal_closed(struct jd_engine *e)
 
 void jd_engine_ckpt_mark_closed(struct jd_engine *e)
 {
+    e->closed_unmarked = 0;
     for (size_t t = 0; t < e->cfg->ninput_topics; t++)
         for (int32_t i = 0; i < e->nparts[t]; i++)
             for (struct jd_ckpt *ck = e->parts[t][i].head; ck; ck = ck->next)

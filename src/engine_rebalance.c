@@ -142,6 +142,8 @@ static void released(struct jd_engine *e, rd_kafka_topic_partition_list_t *parts
         jd_cache_drop_partition(e->cache, p->source);
         jd_info(MOD, "%s %s/%" PRId32, lost ? "lost" : "revoked", p->topic, p->partition);
     }
+    if (e->metrics) /* (an engine left with none runs no more batches) */
+        jd_metrics_gauge(e->metrics, JD_G_CACHED_CUSTOMERS, (int64_t)jd_cache_size(e->cache));
     rd_kafka_error_t *err = rd_kafka_incremental_unassign(e->consumer, parts);
     if (err) {
         jd_error(MOD, "incremental unassign: %s", rd_kafka_error_string(err));
