@@ -185,9 +185,8 @@ const struct jd_cfg_key jd_cfg_keys[] = {
      "with its own consumer, producer, Redis connections and cache (a share of "
      "cache_max_customers in proportion to the partitions it owns; cache_max_customers / N "
      "while it owns none): the group splits the partitions between them as between N instances, "
-     "with the same "
-     "guarantees. One per core the process may use (docs/performance.md, \"Scaling\"). "
-     "/metrics shows them as one."},
+     "with the same guarantees. One per core the process may use (docs/performance.md, "
+     "\"Scaling\"). /metrics shows them as one."},
     {"processing.naive", JD_CFG_BOOL, "false", 0, 0, 0, NULL, C_OFF(naive), 0, 0,
      "One synchronous Redis round trip per event: the benchmark's baseline, not for production."},
     {"processing.history_max", JD_CFG_INT, "20", BOUNDS, 0, 1000, NULL, C_OFF(history_max), 0,

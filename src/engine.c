@@ -224,8 +224,9 @@ static void reload_rules(struct jd_engine *e)
  * came for SETTLE_MS. What is left to write goes then, on the write-back
  * thread: on the quiet path in slices, one per turn, at the end of a
  * backlog in one write (engine_flush.c); and the offsets of the last
- * events move. (Before, idle needed one whole poll of IDLE_MS without a message,
- * and came only after the last write-back round had gone out in slices.)
+ * events move. (Before, idle needed one whole poll of IDLE_MS without a
+ * message, and came only after the last write-back round had gone out in
+ * slices.)
  * Steady traffic, which never fills a batch, keeps its write-backs in
  * slices; SETTLE_MS keeps traffic near capacity, which catches up with the
  * end for a moment between fetches, from ending its "backlog" at each of
