@@ -164,11 +164,15 @@ static int persist_async(struct jd_engine *e, int due, int whole, int idle, jd_f
     e->wb_behind = 0;
     if (jd_engine_wb_wait(e) != 0 || e->wb_failed)
         return jd_engine_persist(e, stop); /* retries synchronously */
+    /* the acknowledgements' removals join the write-back list first, so
+     * that they go in its slices: an idle engine with only acknowledgements
+     * left wrote them synchronously before, and an event arriving meanwhile
+     * waited for that write */
+    jd_engine_apply_acks(e);
     if (!due && e->nurgent == 0)
         return 0;
     if (due && e->ndirty == 0 && e->wb_round == 0 && e->nurgent == 0)
-        return jd_engine_persist(e, stop); /* nothing to send: acks, seals */
-    jd_engine_apply_acks(e);
+        return jd_engine_persist(e, stop); /* nothing to send: the seals */
     /* (fenced first: a member that lost its partitions writes no stats);
      * the stats go with the write, ahead of its customers (engine_wb.c) */
     if (jd_engine_fenced(e) || jd_engine_stats_build(e, stop) != 0) {
