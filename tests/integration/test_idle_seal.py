@@ -38,6 +38,9 @@ PAUSE_MS = 6000
 
 
 def send(p, customers, at_ms):
+    """Page views on one connected producer (jdtest.produce connects a new
+    one per call: the time it takes could let journeyd go idle between A's
+    head and tail)."""
     for i, c in enumerate(customers):
         ev = jdtest.touchpoint(c, "page_view", at_ms + i)
         p.produce("touchpoints", key=c.encode(), value=jdtest.encode_touchpoint(ev))
